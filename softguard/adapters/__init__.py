@@ -1,0 +1,33 @@
+"""Adapters: small trainable additions to a frozen LLM, behind one interface (see ``base.Adapter``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import PreTrainedModel
+
+from .base import Adapter, AdapterError, decoder_hidden, embed_inputs, read_adapter_files
+from .soft_prompt import DEFAULT_INIT_TEXT, SoftPrompt
+
+ADAPTERS: dict[str, type[Adapter]] = {SoftPrompt.method: SoftPrompt}
+
+
+def load_adapter(in_dir: str | Path, model: PreTrainedModel | None = None) -> Adapter:
+    """Load any saved adapter, dispatching on the ``method`` recorded in its config."""
+    cfg, _ = read_adapter_files(in_dir)
+    method = cfg.get("method")
+    if method not in ADAPTERS:
+        raise AdapterError(f"{in_dir}: unknown adapter method {method!r}; known: {', '.join(ADAPTERS)}")
+    return ADAPTERS[method].from_pretrained(in_dir, model)
+
+
+__all__ = [
+    "ADAPTERS",
+    "DEFAULT_INIT_TEXT",
+    "Adapter",
+    "AdapterError",
+    "SoftPrompt",
+    "decoder_hidden",
+    "embed_inputs",
+    "load_adapter",
+]

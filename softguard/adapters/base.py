@@ -1,0 +1,141 @@
+"""The interface every adapter implements, and the student forward pass built on it.
+
+An adapter is a small trainable module beside a frozen causal LM. It may change the input embeddings (soft
+prompt) and/or hook into the model (LoRA, steering). Training and generation only ever call
+``embed_inputs`` and ``decoder_hidden`` below, so every adapter trains and generates through the same path.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PreTrainedModel
+
+from ..io import atomic_dir, read_json
+
+WEIGHTS_NAME = "adapter.safetensors"
+CONFIG_NAME = "adapter_config.json"
+
+
+class AdapterError(RuntimeError):
+    """An adapter that does not fit its model, or a checkpoint that cannot be read."""
+
+
+class Adapter(nn.Module, abc.ABC):
+    """Base class: a trainable addition to a frozen causal LM.
+
+    Subclasses set ``method``, implement ``config()`` (JSON-able constructor kwargs) and, as needed,
+    ``prefix_length``/``wrap_inputs`` (input-side adapters) or ``attach``/``detach`` (model-side adapters).
+    """
+
+    method: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    def config(self) -> dict[str, Any]:
+        """JSON-able keyword arguments that rebuild this adapter (without its weights)."""
+
+    @property
+    def prefix_length(self) -> int:
+        """Number of positions the adapter prepends to every sequence."""
+        return 0
+
+    def wrap_inputs(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, T, d], [B, T] -> [B, T + prefix_length, d], [B, T + prefix_length]; identity by default."""
+        return embeds, attention_mask
+
+    def forward(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Calls ``wrap_inputs``; going through ``__call__`` keeps DDP's gradient hooks working."""
+        return self.wrap_inputs(embeds, attention_mask)
+
+    def attach(self, model: PreTrainedModel) -> None:
+        """Hook into ``model`` (no-op for input-side adapters)."""
+
+    def detach(self) -> None:
+        """Undo ``attach``; the model's outputs are then exactly the base model's."""
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.trainable_parameters())
+
+    def num_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.trainable_parameters())
+
+    def save_pretrained(self, out_dir: str | Path, **metadata: Any) -> None:
+        """Write ``adapter.safetensors`` and ``adapter_config.json`` (method, config, metadata) atomically."""
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        with atomic_dir(out_dir) as tmp:
+            save_file(state, str(tmp / WEIGHTS_NAME))
+            cfg = {"method": self.method, "config": self.config(), **metadata}
+            (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, in_dir: str | Path, model: PreTrainedModel | None = None) -> Adapter:
+        """Rebuild the adapter saved in ``in_dir``; ``model`` (when given) is checked for compatibility."""
+        cfg, state = read_adapter_files(in_dir)
+        if cfg.get("method") != cls.method:
+            raise AdapterError(f"{in_dir} holds a {cfg.get('method')!r} adapter, not {cls.method!r}")
+        adapter = cls(**cfg["config"])
+        if model is not None:
+            adapter.check_model(model)
+        try:
+            adapter.load_state_dict(state)
+        except RuntimeError as e:
+            raise AdapterError(f"{in_dir}/{WEIGHTS_NAME} does not match its config: {e}") from e
+        return adapter
+
+    def check_model(self, model: PreTrainedModel) -> None:
+        """Raise ``AdapterError`` when the adapter cannot be used with ``model``."""
+
+
+def read_adapter_files(in_dir: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read an adapter directory's config and tensors, reporting a missing or corrupt file by name."""
+    in_dir = Path(in_dir)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (in_dir / name).is_file():
+            raise AdapterError(f"{in_dir / name} is missing; is {in_dir} an adapter saved by softguard?")
+    try:
+        cfg = read_json(in_dir / CONFIG_NAME)
+    except ValueError as e:
+        raise AdapterError(f"{in_dir / CONFIG_NAME} is corrupt ({e}); retrain or restore the adapter") from e
+    try:
+        state = load_file(str(in_dir / WEIGHTS_NAME))
+    except (SafetensorError, OSError) as e:
+        raise AdapterError(f"{in_dir / WEIGHTS_NAME} is corrupt ({e}); retrain or restore the adapter") from e
+    return cfg, state
+
+
+def embed_inputs(
+    model: PreTrainedModel, adapter: nn.Module | None, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token ids (left padded) -> (inputs_embeds, attention_mask, position_ids) with the adapter applied.
+
+    Position ids count real positions only (cumsum of the mask - 1), so with left padding the first real
+    position (the soft prefix, when there is one) is always position 0, as in training.
+    """
+    embeds = model.get_input_embeddings()(input_ids)
+    if adapter is not None:
+        embeds, attention_mask = adapter(embeds, attention_mask)
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    return embeds, attention_mask, position_ids
+
+
+def decoder_hidden(
+    model: PreTrainedModel, adapter: nn.Module | None, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """Final hidden states [B, P + T, d] of the decoder (no LM head), P = adapter.prefix_length.
+
+    Applying ``model.get_output_embeddings()`` only to the positions that carry a loss saves the
+    [B, T, vocab] logits tensor (DESIGN §7).
+    """
+    embeds, mask, pos = embed_inputs(model, adapter, input_ids, attention_mask)
+    out = model.get_decoder()(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=False)
+    return out.last_hidden_state

@@ -1,0 +1,178 @@
+"""The ``softguard`` command line: fetch, list, data show, guard train/eval, run."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def cmd_fetch(args: argparse.Namespace) -> None:
+    from . import assets
+
+    names = sorted(assets.ASSETS) if args.all else args.names
+    if not names:
+        raise SystemExit("name at least one asset, or --all; `softguard list models|datasets` lists them")
+    for name in names:
+        console.print(f"{name}: {assets.fetch(name, force=args.force)}")
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    from . import assets
+    from .data import DATASETS
+
+    table = Table("name", "package", "fetched", "description")
+    kind = "model" if args.what == "models" else "dataset"
+    for a in assets.ASSETS.values():
+        if a.kind == kind:
+            table.add_row(a.name, a.package, "yes" if assets.is_fetched(a.name) else "no", a.description)
+    console.print(table)
+    if kind == "dataset":
+        console.print("loadable datasets (softguard data show NAME): " + ", ".join([*DATASETS, "splits"]))
+
+
+def cmd_data_show(args: argparse.Namespace) -> None:
+    from .data import show
+
+    print(show(args.name, n=args.n, seed=args.seed))
+
+
+def _guard_data(seed: int):
+    from .data import make_splits
+
+    return make_splits(seed)
+
+
+def cmd_guard_train(args: argparse.Namespace) -> None:
+    from .guards import EncoderGuard, GuardTrainConfig, evaluate_guard, train_guard
+    from .io import write_json
+
+    splits = _guard_data(args.seed)
+    guard = EncoderGuard.from_backbone(args.backbone, seed=args.seed)
+    cfg = GuardTrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed)
+    history = train_guard(guard, [e.text for e in splits.train], [int(e.harmful) for e in splits.train], cfg)
+    guard.save_pretrained(args.out, metadata={"history": history})
+    dev = evaluate_guard(guard, [e.text for e in splits.dev], [int(e.harmful) for e in splits.dev], args.tau)
+    write_json(Path(args.out) / "guard_eval.json", {"dev": dev})
+    console.print(f"guard saved to {args.out}; dev: {dev}")
+
+
+def cmd_guard_eval(args: argparse.Namespace) -> None:
+    from .guards import EncoderGuard, evaluate_guard
+    from .io import write_json
+
+    splits = _guard_data(args.seed)
+    guard = EncoderGuard.from_pretrained(args.guard)
+    test = [e for s in splits.test.values() for e in s]
+    out = {
+        split: evaluate_guard(guard, [e.text for e in exs], [int(e.harmful) for e in exs], args.tau)
+        for split, exs in (("dev", splits.dev), ("test", test))
+    }
+    write_json(args.out, out)
+    for split, m in out.items():
+        console.print(
+            f"{split}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items())
+        )
+    console.print(f"written to {args.out}")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from .pipeline import preset, run
+
+    overrides = {
+        k: v
+        for k, v in {
+            "name": args.name,
+            "model": args.model,
+            "seed": args.seed,
+            "num_tokens": args.num_tokens,
+            "hard_labels": args.hard_labels or None,
+            "train_objective": args.objective,
+            "train_steps": args.steps,
+        }.items()
+        if v is not None
+    }
+    cfg = preset("quick" if args.quick else "full", **overrides)
+    out = run(cfg, args.runs_dir, resume=not args.no_resume)
+    print((out / "report.md").read_text())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="softguard", description=__doc__)
+    p.add_argument("--cache-dir", help="asset/model cache (default $SOFTGUARD_CACHE or ~/.cache/softguard)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    f = sub.add_parser("fetch", help="download and verify packaged models and datasets")
+    f.add_argument("names", nargs="*")
+    f.add_argument("--all", action="store_true")
+    f.add_argument("--force", action="store_true", help="fetch again even when cached")
+    f.set_defaults(fn=cmd_fetch)
+
+    ls = sub.add_parser("list", help="list packaged models or datasets")
+    ls.add_argument("what", choices=["models", "datasets"])
+    ls.set_defaults(fn=cmd_list)
+
+    d = sub.add_parser("data", help="inspect datasets").add_subparsers(dest="data_cmd", required=True)
+    ds = d.add_parser("show", help="counts and a few rows of a dataset (or `splits`)")
+    ds.add_argument("name")
+    ds.add_argument("-n", type=int, default=5)
+    ds.add_argument("--seed", type=int, default=0)
+    ds.set_defaults(fn=cmd_data_show)
+
+    g = sub.add_parser("guard", help="train or evaluate the default guard").add_subparsers(
+        dest="guard_cmd", required=True
+    )
+    gt = g.add_parser("train", help="fine-tune the guard on the train split (harmful vs benign prompts)")
+    gt.add_argument("--out", default="runs/guard")
+    gt.add_argument("--backbone", default="minilm")
+    gt.add_argument("--epochs", type=int, default=2)
+    gt.add_argument("--lr", type=float, default=3e-5)
+    gt.add_argument("--tau", type=float, default=0.5)
+    gt.add_argument("--seed", type=int, default=0)
+    gt.set_defaults(fn=cmd_guard_train)
+    ge = g.add_parser("eval", help="AUROC / precision / recall / F1 at tau on dev and test, written to JSON")
+    ge.add_argument("--guard", default="runs/guard")
+    ge.add_argument("--out", default="runs/guard/guard_eval.json")
+    ge.add_argument("--tau", type=float, default=0.5)
+    ge.add_argument("--seed", type=int, default=0)
+    ge.set_defaults(fn=cmd_guard_eval)
+
+    r = sub.add_parser("run", help="the main job: fetch, guard, distill, evaluate, report into runs/<name>")
+    r.add_argument("--quick", action="store_true", help="small preset sized for a 2-core CPU (~15 min)")
+    r.add_argument("--name", help="run name (default: the preset's name)")
+    r.add_argument("--runs-dir", default="runs")
+    r.add_argument("--model", help="packaged model name, Hugging Face id or local directory")
+    r.add_argument("--objective", choices=["tv", "kl"])
+    r.add_argument("--steps", type=int)
+    r.add_argument("--num-tokens", type=int, help="soft prompt length k")
+    r.add_argument("--hard-labels", action="store_true", help="distill the deployed system's hard decisions")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--no-resume", action="store_true", help="fail instead of resuming when the run directory exists")
+    r.set_defaults(fn=cmd_run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.cache_dir:
+        os.environ["SOFTGUARD_CACHE"] = str(Path(args.cache_dir).expanduser())
+    from .adapters import AdapterError
+    from .assets import AssetError
+    from .guards import GuardError
+    from .models import ModelError
+
+    try:
+        args.fn(args)
+    except (AssetError, AdapterError, GuardError, ModelError, ValueError) as e:
+        console.print(f"[bold red]error:[/] {e}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Batched generation with an optional adapter: greedy (evaluation) or seeded sampling (teacher samples).
+
+A plain decoding loop over the model's KV cache, so the soft prefix, left padding and position ids are handled
+exactly as in training (see ``adapters.embed_inputs``). Prompts are sorted by length into batches to limit
+padding and returned in the input order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from rich.progress import Progress
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .adapters import Adapter, embed_inputs
+
+
+@dataclass
+class Generation:
+    """One response: its text (special tokens removed) and token ids (ending with EOS when the model stopped)."""
+
+    text: str
+    token_ids: list[int]
+
+
+def tokenize_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: list[str], device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Already-templated prompts -> left-padded (input_ids, attention_mask), no extra special tokens."""
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    return enc["input_ids"].to(device), enc["attention_mask"].to(device)
+
+
+@torch.inference_mode()
+def _generate_batch(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    adapter: Adapter | None,
+    max_new_tokens: int,
+    temperature: float,
+    generator: torch.Generator | None,
+) -> list[list[int]]:
+    device = model.device
+    ids, mask = tokenize_prompts(tokenizer, prompts, device)
+    embeds, mask, pos = embed_inputs(model, adapter, ids, mask)
+    out = model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+    eos = tokenizer.eos_token_id
+    tokens = torch.empty(len(prompts), 0, dtype=torch.long, device=device)
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    next_pos = pos[:, -1:] + 1
+    for _ in range(max_new_tokens):
+        logits = out.logits[:, -1, :].float()
+        if temperature > 0:
+            probs = torch.softmax(logits / temperature, dim=-1)
+            nxt = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(device)
+        else:
+            nxt = logits.argmax(-1)
+        nxt = torch.where(done, torch.full_like(nxt, tokenizer.pad_token_id), nxt)
+        tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+        done |= nxt == eos
+        if bool(done.all()):
+            break
+        mask = torch.cat([mask, mask.new_ones(len(prompts), 1)], dim=1)
+        out = model(
+            input_ids=nxt[:, None],
+            attention_mask=mask,
+            position_ids=next_pos,
+            past_key_values=out.past_key_values,
+            use_cache=True,
+        )
+        next_pos = next_pos + 1
+    results = []
+    for row, finished in zip(tokens.tolist(), done.tolist(), strict=True):
+        if finished:
+            row = row[: row.index(eos) + 1]
+        results.append(row)
+    return results
+
+
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    adapter: Adapter | None = None,
+    *,
+    max_new_tokens: int = 64,
+    batch_size: int = 16,
+    temperature: float = 0.0,
+    seed: int = 0,
+    desc: str = "generate",
+    progress: bool = True,
+) -> list[Generation]:
+    """Generate one response per templated prompt; ``temperature=0`` is greedy, otherwise seeded sampling.
+
+    Returns ``Generation`` objects in the order of ``prompts``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    results: list[Generation | None] = [None] * len(prompts)
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(desc, total=len(prompts))
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            rows = _generate_batch(
+                model, tokenizer, [prompts[i] for i in idx], adapter, max_new_tokens, temperature, generator
+            )
+            for i, row in zip(idx, rows, strict=True):
+                results[i] = Generation(tokenizer.decode(row, skip_special_tokens=True).strip(), row)
+            bar.advance(task, len(idx))
+    return results  # type: ignore[return-value]

@@ -1,0 +1,412 @@
+"""The teacher's safety classifier: a guard g that returns u = P(unsafe) in [0, 1] (DESIGN §2).
+
+A prompt-level guard reads the prompt x and gives u(x); a response-level guard reads the pair (x, r) and gives
+u(x, r). The deployed system flags when u >= tau (tau = 0.5 by default).
+
+No ready harmful-request classifier ships in any package (DESIGN §5), so the default guard is one we train:
+``EncoderGuard`` is a BERT-like encoder (all-MiniLM-L6-v2 by default) with masked mean pooling (as in
+sentence-transformers), dropout and a linear head,
+
+    h = sum_t m_t H_t / sum_t m_t,   u = sigmoid(w . dropout(h) + b),
+
+where H in R^{T x d} are the encoder's last hidden states and m the attention mask. A response is encoded as
+the tokenizer's text pair ``[CLS] prompt [SEP] response [SEP]``, truncated longest-first to ``max_length``
+tokens.
+
+A trained guard is saved as a directory: ``model.safetensors`` (encoder + head), ``guard_config.json`` (the
+backbone config, head size, max_length, training metadata and the weights' sha256) and the tokenizer files.
+Loading checks every file and raises ``GuardError`` rather than guessing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from softguard import assets
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "guard_config.json"
+FORMAT = "softguard-encoder-guard/1"
+RETRAIN_HINT = "retrain the guard with `softguard guard train` (or point to another guard directory)"
+
+
+class GuardError(RuntimeError):
+    """A guard directory is missing, incomplete or corrupt."""
+
+
+@runtime_checkable
+class Guard(Protocol):
+    def score(self, prompts: list[str], responses: list[str] | None = None) -> torch.Tensor:
+        """P(unsafe) in [0, 1], float tensor [N]: u(x_i) when ``responses`` is None, else u(x_i, r_i)."""
+        ...
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the model
+
+
+class EncoderGuard(nn.Module):
+    """Encoder + masked mean pooling + dropout + Linear(d, 1): ``forward`` gives logits [B], ``score`` u."""
+
+    def __init__(
+        self,
+        encoder: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        dropout: float = 0.1,
+        max_length: int = 256,
+        metadata: dict[str, Any] | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.config.hidden_size, 1)
+        self.max_length = max_length
+        self.metadata = dict(metadata or {})
+        g = torch.Generator().manual_seed(seed)  # the head's init depends on `seed` only, not on global RNG
+        std = getattr(encoder.config, "initializer_range", 0.02)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=g) * std)
+            self.head.bias.zero_()
+        self.eval()  # like a Hugging Face model: eval mode until training asks otherwise
+
+    @classmethod
+    def from_backbone(
+        cls, path_or_dir: str | Path = "minilm", dropout: float = 0.1, max_length: int = 256, seed: int = 0
+    ) -> EncoderGuard:
+        """A fresh guard (untrained head, seeded by ``seed``) on a pretrained encoder: ``"minilm"`` (the
+        packaged all-MiniLM-L6-v2), a local directory, or a Hugging Face model id."""
+        src = assets.path("minilm") if str(path_or_dir) == "minilm" else path_or_dir
+        try:
+            encoder = AutoModel.from_pretrained(src)
+            tokenizer = AutoTokenizer.from_pretrained(src)
+        except OSError as e:
+            raise GuardError(f"could not load the guard backbone {str(src)!r}: {e}") from e
+        return cls(encoder, tokenizer, dropout=dropout, max_length=max_length, seed=seed)
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    def encode(
+        self, prompts: list[str], responses: list[str | None] | None = None, max_length: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Tokenize prompts, or (prompt, response) pairs where a response is given; padded tensors [B, T]."""
+        responses = responses if responses is not None else [None] * len(prompts)
+        if len(responses) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        n = max_length or self.max_length
+        pairs = zip(prompts, responses, strict=True)
+        feats = [self.tokenizer(p, r, truncation=True, max_length=n) for p, r in pairs]
+        return dict(self.tokenizer.pad(feats, return_tensors="pt"))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits [B] from token ids [B, T]."""
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
+        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)  # [B, d]
+        return self.head(self.dropout(pooled)).squeeze(-1).float()
+
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self(**{k: v.to(self.device) for k, v in batch.items()})
+
+    def score(self, prompts: list[str], responses: list[str] | None = None, batch_size: int = 64) -> torch.Tensor:
+        """u = P(unsafe) in [0, 1], CPU float32 [N]; eval mode, no autograd, batches of ``batch_size``."""
+        was_training = self.training
+        self.eval()
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(prompts), batch_size):
+                chunk = None if responses is None else responses[i : i + batch_size]
+                out.append(torch.sigmoid(self.logits(self.encode(prompts[i : i + batch_size], chunk))).cpu())
+        self.train(was_training)
+        return torch.cat(out) if out else torch.empty(0)
+
+    # --------------------------------------------------------------------------------------------------------
+    # save / load
+
+    def save_pretrained(self, out_dir: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+        """Write the guard to ``out_dir`` atomically: build it in a temp dir next to it, then swap it in.
+
+        ``metadata`` (JSON-serialisable, e.g. the training history) replaces ``self.metadata`` when given."""
+        if metadata is not None:
+            self.metadata = dict(metadata)
+        out = Path(out_dir)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+        try:
+            state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+            save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
+            config = {
+                "format": FORMAT,
+                "backbone_config": self.encoder.config.to_dict(),
+                "hidden_size": self.head.in_features,
+                "head_outputs": self.head.out_features,
+                "dropout": self.dropout.p,
+                "max_length": self.max_length,
+                "weights_sha256": _sha256(tmp / WEIGHTS_FILE),
+                "metadata": self.metadata,
+            }
+            (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+            self.tokenizer.save_pretrained(tmp)
+            _swap_in(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return out
+
+    @classmethod
+    def from_pretrained(cls, guard_dir: str | Path) -> EncoderGuard:
+        """Rebuild a guard saved by ``save_pretrained``; any missing or corrupt file raises ``GuardError``."""
+        d = Path(guard_dir)
+        if not d.is_dir():
+            raise GuardError(f"guard directory {d} does not exist; {RETRAIN_HINT}")
+        config = _read_config(d / CONFIG_FILE)
+        state = _read_weights(d / WEIGHTS_FILE, config["weights_sha256"])
+        encoder = _build_encoder(config["backbone_config"], d / CONFIG_FILE)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(d)
+        except (OSError, ValueError) as e:
+            raise GuardError(f"the tokenizer files in {d} are unreadable ({e}); {RETRAIN_HINT}") from e
+        guard = cls(encoder, tokenizer, config["dropout"], config["max_length"], config.get("metadata"))
+        try:
+            guard.load_state_dict(state)
+        except RuntimeError as e:  # missing / unexpected / mis-shaped tensors
+            raise GuardError(f"{d / WEIGHTS_FILE} does not match {CONFIG_FILE} ({e}); {RETRAIN_HINT}") from e
+        return guard
+
+
+def _sha256(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _swap_in(new: Path, out: Path) -> None:
+    """Rename the complete directory ``new`` to ``out``; an existing ``out`` is deleted after the swap."""
+    if not out.exists():
+        os.replace(new, out)
+        return
+    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+    os.replace(out, old / out.name)
+    try:
+        os.replace(new, out)
+    except BaseException:
+        os.replace(old / out.name, out)
+        raise
+    shutil.rmtree(old)
+
+
+def _read_config(p: Path) -> dict[str, Any]:
+    try:
+        config = json.loads(p.read_text())
+    except FileNotFoundError as e:
+        raise GuardError(f"{p} is missing, so this is not a saved guard; {RETRAIN_HINT}") from e
+    except (OSError, ValueError) as e:
+        raise GuardError(f"{p} is corrupt ({e}); {RETRAIN_HINT}") from e
+    keys = ("backbone_config", "dropout", "max_length", "weights_sha256")
+    if not isinstance(config, dict) or config.get("format") != FORMAT or any(k not in config for k in keys):
+        raise GuardError(f"{p} is not a {FORMAT} config (need keys {', '.join(keys)}); {RETRAIN_HINT}")
+    return config
+
+
+def _build_encoder(backbone: dict[str, Any], where: Path) -> PreTrainedModel:
+    """An encoder with random weights from its config dict (the weights come from model.safetensors)."""
+    try:
+        cfg = AutoConfig.for_model(**backbone)
+    except (KeyError, TypeError, ValueError) as e:
+        raise GuardError(f"the backbone config in {where} is invalid ({e}); {RETRAIN_HINT}") from e
+    return AutoModel.from_config(cfg)
+
+
+def _read_weights(p: Path, sha256: str) -> dict[str, torch.Tensor]:
+    if not p.is_file():
+        raise GuardError(f"{p} is missing; {RETRAIN_HINT}")
+    if _sha256(p) != sha256:
+        raise GuardError(f"{p} is corrupt (its sha256 differs from the one in {CONFIG_FILE}); {RETRAIN_HINT}")
+    try:
+        return load_file(str(p))
+    except (SafetensorError, OSError) as e:
+        raise GuardError(f"{p} is corrupt ({e}); {RETRAIN_HINT}") from e
+
+
+# ------------------------------------------------------------------------------------------------------------
+# training
+
+
+@dataclass
+class GuardTrainConfig:
+    """Full fine-tune: AdamW (no decay on biases / norms), linear warmup then decay to 0, grad clipping."""
+
+    epochs: int = 3
+    lr: float = 3e-5
+    batch_size: int = 32
+    weight_decay: float = 0.01
+    warmup_frac: float = 0.1
+    max_length: int = 128
+    seed: int = 0
+    max_grad_norm: float = 1.0
+
+
+def _optimizer(guard: nn.Module, cfg: GuardTrainConfig) -> torch.optim.AdamW:
+    params = [p for p in guard.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _lr_factor(step: int, total: int, warmup: int) -> float:
+    """lr multiplier: step / warmup during warmup, then (total - step) / (total - warmup) down to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def train_guard(
+    guard: EncoderGuard,
+    texts: list[str],
+    labels: list[float] | torch.Tensor,
+    config: GuardTrainConfig | None = None,
+    pairs: list[str | None] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune ``guard`` in place on (text[, pair]) -> label (1 = unsafe) and return the history.
+
+    Loss: BCE-with-logits with pos_weight = n_neg / n_pos, so both classes weigh the same in total. The run is
+    deterministic given ``config.seed`` on a given device: the batch order comes from a seeded
+    ``torch.Generator`` and the global RNG (dropout) is seeded with ``torch.manual_seed(seed)``.
+    Returns {"loss": mean loss per epoch, "steps", "seconds", "n", "n_positive", "pos_weight", "config"}.
+    """
+    cfg = config or GuardTrainConfig()
+    y = torch.as_tensor(labels, dtype=torch.float32)
+    if y.shape != (len(texts),) or (pairs is not None and len(pairs) != len(texts)):
+        raise ValueError(f"need one label (and pair) per text: {len(texts)} texts, labels {tuple(y.shape)}")
+    n_pos = int((y >= 0.5).sum())
+    if n_pos in (0, len(y)):
+        raise ValueError(f"need both classes to train a guard; got {n_pos} unsafe of {len(y)}")
+    pos_weight = torch.tensor((len(y) - n_pos) / n_pos, device=guard.device)
+    y = y.to(guard.device)
+    steps_per_epoch = math.ceil(len(texts) / cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    opt = _optimizer(guard, cfg)
+    warmup = round(cfg.warmup_frac * total)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total, warmup))
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    history: dict[str, Any] = {"loss": [], "n": len(y), "n_positive": n_pos, "pos_weight": pos_weight.item()}
+    guard.train()
+    t0 = time.perf_counter()
+    with _progress(progress) as bar:
+        task = bar.add_task("guard", total=total, loss=float("nan"))
+        for epoch in range(cfg.epochs):
+            order, losses = torch.randperm(len(y), generator=gen).tolist(), []
+            for i in range(0, len(order), cfg.batch_size):
+                idx = order[i : i + cfg.batch_size]
+                pair = None if pairs is None else [pairs[j] for j in idx]
+                batch = guard.encode([texts[j] for j in idx], pair, cfg.max_length)
+                loss = F.binary_cross_entropy_with_logits(guard.logits(batch), y[idx], pos_weight=pos_weight)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(guard.parameters(), cfg.max_grad_norm)
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+                bar.update(task, advance=1, loss=losses[-1], description=f"guard {epoch + 1}/{cfg.epochs}")
+            history["loss"].append(sum(losses) / len(losses))
+    guard.eval()
+    history |= {"steps": total, "seconds": time.perf_counter() - t0, "config": asdict(cfg)}
+    return history
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# evaluation
+
+
+def auroc(scores: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> float:
+    """Area under the ROC curve by Mann–Whitney U: (R_pos - n_pos (n_pos + 1) / 2) / (n_pos n_neg), where
+    R_pos is the sum of the positives' ranks and tied scores share their average rank; NaN if a class is
+    empty."""
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels) >= 0.5
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    last = np.cumsum(counts)  # 1-based rank of each tie group's last member
+    ranks = (last - (counts - 1) / 2.0)[inverse]  # average rank within each tie group
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def binary_metrics(
+    scores: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, tau: float = 0.5
+) -> dict[str, float]:
+    """AUROC and, flagging score >= tau, precision, recall, F1 and accuracy (0.0 where a ratio is 0 / 0)."""
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels) >= 0.5
+    if s.shape != y.shape:
+        raise ValueError(f"scores {s.shape} and labels {y.shape} differ in shape")
+    flag = s >= tau
+    tp, fp, fn = int((flag & y).sum()), int((flag & ~y).sum()), int((~flag & y).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return {
+        "auroc": auroc(s, y),
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "accuracy": float((flag == y).mean()) if len(y) else float("nan"),
+        "n": len(y),
+        "n_positive": int(y.sum()),
+        "tau": tau,
+    }
+
+
+def evaluate_guard(
+    guard: Guard,
+    texts: list[str],
+    labels: list[float] | torch.Tensor,
+    tau: float = 0.5,
+    responses: list[str] | None = None,
+) -> dict[str, float]:
+    """``binary_metrics`` of ``guard.score(texts, responses)`` against ``labels`` (1 = unsafe)."""
+    return binary_metrics(guard.score(texts, responses), torch.as_tensor(labels).cpu(), tau)

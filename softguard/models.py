@@ -1,0 +1,102 @@
+"""Loading the chat LLM, and the one chat-templating helper used everywhere.
+
+``load_model(name)`` accepts a packaged model name (``smollm2-135m``), a Hugging Face id, or a local directory, and
+returns a frozen causal LM in eval mode plus its tokenizer (left padding, pad token set). The packaged model ships
+as a 4-bit GGUF; transformers dequantizes it to fp32 on load (~35 s), so the first load saves the result as an HF
+directory under ``<cache>/models/<name>`` (atomically) and later loads read that (about a second).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from . import assets
+from .io import atomic_dir
+
+#: Packaged models: name -> (asset name, GGUF file inside the asset directory).
+PACKAGED_MODELS: dict[str, tuple[str, str]] = {
+    "smollm2-135m": ("smollm2-135m", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+class ModelError(RuntimeError):
+    """A model name or directory that cannot be loaded."""
+
+
+def _convert_gguf(name: str, cache_dir: str | Path | None) -> Path:
+    """Dequantize a packaged GGUF once into an fp32 HF directory in the cache; return that directory."""
+    asset, gguf = PACKAGED_MODELS[name]
+    out = assets.cache_root(cache_dir) / "models" / name
+    if (out / "config.json").is_file():
+        return out
+    src = assets.path(asset, cache_dir)
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=gguf)
+    # Loaded weights are plain fp32 tensors; drop the GGUF quantizer so save_pretrained writes a normal model.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return out
+
+
+def resolve_model(name_or_path: str, cache_dir: str | Path | None = None) -> str:
+    """A packaged name becomes its cached HF directory; a local dir or hub id is returned unchanged."""
+    if name_or_path in PACKAGED_MODELS:
+        return str(_convert_gguf(name_or_path, cache_dir))
+    if Path(name_or_path).expanduser().is_dir():
+        return str(Path(name_or_path).expanduser())
+    if "/" in name_or_path:  # a Hugging Face id, loaded from the user's HF cache / hub
+        return name_or_path
+    raise ModelError(
+        f"unknown model {name_or_path!r}: not a packaged model ({', '.join(PACKAGED_MODELS)}), "
+        "a local directory, or a Hugging Face id (owner/name)"
+    )
+
+
+def load_model(
+    name_or_path: str = "smollm2-135m",
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    cache_dir: str | Path | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Return a frozen causal LM (eval mode, no grad) and its tokenizer (left padding, pad token set)."""
+    src = resolve_model(name_or_path, cache_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(src)
+        model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"could not load model {name_or_path!r} from {src}: {e}") from e
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    model.to(device).eval().requires_grad_(False)
+    return model, tokenizer
+
+
+def clear_converted(name: str, cache_dir: str | Path | None = None) -> None:
+    """Delete a packaged model's converted HF directory (it is rebuilt on the next load)."""
+    shutil.rmtree(assets.cache_root(cache_dir) / "models" / name, ignore_errors=True)
+
+
+def chat_prompt(tokenizer: PreTrainedTokenizerBase, user: str, system: str | None = None) -> str:
+    """The model's chat template applied to one user turn, ending with the assistant header.
+
+    ``system=None`` keeps the template's own default (SmolLM2 inserts a default system turn).
+    """
+    messages = ([{"role": "system", "content": system}] if system is not None else []) + [
+        {"role": "user", "content": user}
+    ]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def end_of_turn_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The token that ends an assistant turn (the tokenizer's EOS for chat models such as SmolLM2)."""
+    return int(tokenizer.eos_token_id)

@@ -1,0 +1,196 @@
+"""The two-model system (chat LLM + guard) that softguard distills, and the teacher quantities it supplies.
+
+Notation (DESIGN §2): x a prompt, r a response, pi the frozen LLM, u the guard's P(unsafe), r* the refusal.
+
+- prompt-level guard:   p_sys(r|x) = (1 - u(x)) pi(r|x) + u(x) 1[r = r*]
+- response-level guard: p_sys(r|x) = (1 - u(x, r)) pi(r|x) + rho(x) 1[r = r*],  rho(x) = E_{r'~pi} u(x, r')
+
+The deployed system replaces u by 1[u >= tau] (``respond``); training uses the soft u by default (``teacher``).
+Base samples r_k ~ pi(.|x) are generated once per (model, prompts, settings) and cached on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from . import assets
+from .generation import Generation, generate
+from .guards import Guard
+from .io import read_json, write_json
+from .models import chat_prompt, end_of_turn_id
+
+DEFAULT_REFUSAL = "I'm sorry, but I can't help with that."
+
+
+@dataclass
+class SystemResponse:
+    """What the deployed system shows: the base response, or r* when the guard flags (u >= tau)."""
+
+    text: str
+    u: float
+    flagged: bool
+
+
+@dataclass
+class TeacherItem:
+    """Teacher quantities for one prompt: base samples r_k with guard scores u_k, and rho = mean_k u_k.
+
+    For a prompt-level guard every u_k equals u(x). ``samples`` is empty when rho is ~1 (no keep branch).
+    """
+
+    prompt: str
+    rho: float
+    samples: list[list[int]] = field(default_factory=list)
+    sample_u: list[float] = field(default_factory=list)
+
+
+class SafeSystem:
+    """Chat LLM + guard + refusal: ``respond`` runs the deployed (hard) system, ``teacher`` supplies the soft one."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        guard: Guard,
+        refusal: str = DEFAULT_REFUSAL,
+        tau: float = 0.5,
+        mode: str = "prompt",
+    ):
+        if mode not in ("prompt", "response"):
+            raise ValueError(f"guard mode must be 'prompt' or 'response', got {mode!r}")
+        self.model, self.tokenizer, self.guard = model, tokenizer, guard
+        self.refusal, self.tau, self.mode = refusal, tau, mode
+
+    def template(self, prompts: list[str]) -> list[str]:
+        return [chat_prompt(self.tokenizer, p) for p in prompts]
+
+    def refusal_ids(self) -> list[int]:
+        """r* as response tokens, ending with the end-of-turn token so the student learns to stop."""
+        ids = self.tokenizer(self.refusal, add_special_tokens=False)["input_ids"]
+        return [*ids, end_of_turn_id(self.tokenizer)]
+
+    def respond(
+        self,
+        prompts: list[str],
+        base: list[Generation] | None = None,
+        *,
+        max_new_tokens: int = 64,
+        batch_size: int = 16,
+    ) -> list[SystemResponse]:
+        """Deployed system on user prompts. ``base`` (greedy base responses to the same prompts) is reused when
+        given; otherwise the LLM runs where needed (prompt-level: only on prompts the guard passes)."""
+        if self.mode == "prompt":
+            u = self.guard.score(prompts).tolist()
+            need = [i for i, ui in enumerate(u) if ui < self.tau]
+        else:
+            need = list(range(len(prompts)))
+        if base is None:
+            gen = generate(
+                self.model,
+                self.tokenizer,
+                self.template([prompts[i] for i in need]),
+                max_new_tokens=max_new_tokens,
+                batch_size=batch_size,
+                desc="system",
+            )
+            texts = dict(zip(need, [g.text for g in gen], strict=True))
+        else:
+            texts = {i: base[i].text for i in need}
+        if self.mode == "response":
+            u = self.guard.score(prompts, [texts[i] for i in range(len(prompts))]).tolist()
+        return [
+            SystemResponse(self.refusal if ui >= self.tau else texts[i], ui, ui >= self.tau) for i, ui in enumerate(u)
+        ]
+
+    def teacher(
+        self,
+        prompts: list[str],
+        *,
+        num_samples: int = 1,
+        max_new_tokens: int = 48,
+        temperature: float = 1.0,
+        seed: int = 0,
+        batch_size: int = 16,
+        skip_above: float = 0.99,
+        cache_dir: str | Path | None = None,
+    ) -> list[TeacherItem]:
+        """Soft teacher quantities for training prompts (DESIGN §4).
+
+        Prompt-level: rho = u(x), base samples only for prompts with u(x) < ``skip_above``.
+        Response-level: K samples for every prompt, u_k = u(x, r_k), rho = mean_k u_k.
+        """
+        u = self.guard.score(prompts).tolist() if self.mode == "prompt" else [0.0] * len(prompts)
+        need = [p for p, ui in zip(prompts, u, strict=True) if ui < skip_above]
+        settings = {"num_samples": num_samples, "max_new_tokens": max_new_tokens, "temperature": temperature}
+        samples = self.base_samples(need, seed=seed, batch_size=batch_size, cache_dir=cache_dir, **settings)
+        items = []
+        for p, ui in zip(prompts, u, strict=True):
+            rs = samples.get(p, [])
+            if self.mode == "prompt":
+                items.append(TeacherItem(p, ui, rs, [ui] * len(rs)))
+            else:
+                uk = self.guard.score([p] * len(rs), [self.tokenizer.decode(r, skip_special_tokens=True) for r in rs])
+                items.append(TeacherItem(p, float(uk.mean()), rs, uk.tolist()))
+        return items
+
+    def base_samples(
+        self,
+        prompts: list[str],
+        *,
+        num_samples: int,
+        max_new_tokens: int,
+        temperature: float,
+        seed: int,
+        batch_size: int = 16,
+        cache_dir: str | Path | None = None,
+    ) -> dict[str, list[list[int]]]:
+        """K samples r_k ~ pi(.|x) per prompt (token ids), cached under ``<cache>/teacher/<key>.json``.
+
+        The key hashes the model, the prompts and the settings, so the same command reuses the same samples.
+        """
+        key = {
+            "model": self.model.name_or_path,
+            "params": sum(p.numel() for p in self.model.parameters()),
+            "prompts": prompts,
+            "num_samples": num_samples,
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "seed": seed,
+        }
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+        cache = assets.cache_root(cache_dir) / "teacher" / f"{digest}.json"
+        if cache.is_file():
+            return read_json(cache)["samples"]
+        templated = self.template(prompts)
+        out: dict[str, list[list[int]]] = {p: [] for p in prompts}
+        for k in range(num_samples):
+            gens = generate(
+                self.model,
+                self.tokenizer,
+                templated,
+                max_new_tokens=max_new_tokens,
+                batch_size=batch_size,
+                temperature=temperature,
+                seed=seed + k,
+                desc=f"base samples {k + 1}/{num_samples}",
+            )
+            for p, g in zip(prompts, gens, strict=True):
+                out[p].append(g.token_ids)
+        write_json(cache, {"key": {**key, "prompts": len(prompts)}, "samples": out})
+        return out
+
+
+def hard_labels(items: list[TeacherItem], tau: float) -> list[TeacherItem]:
+    """The deployed system's labels as a teacher: u_k -> 1[u_k >= tau], rho -> mean_k 1[u_k >= tau]
+    (for a prompt without samples, 1[rho >= tau])."""
+    out = []
+    for it in items:
+        hard = [float(x >= tau) for x in it.sample_u]
+        rho = sum(hard) / len(hard) if hard else float(it.rho >= tau)
+        out.append(TeacherItem(it.prompt, rho, it.samples, hard))
+    return out

@@ -1,0 +1,255 @@
+"""Tests for softguard.guards on a tiny random BERT with the real MiniLM tokenizer (CPU, a few seconds)."""
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from softguard import assets
+from softguard.guards import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    EncoderGuard,
+    Guard,
+    GuardError,
+    GuardTrainConfig,
+    auroc,
+    binary_metrics,
+    evaluate_guard,
+    train_guard,
+)
+
+UNSAFE = ["bomb", "weapon", "poison", "explosive", "grenade", "nerve gas"]
+SAFE = ["cake", "poem", "garden", "song", "birthday card", "salad"]
+TRAIN_TEMPLATES = ["how do i make a {}", "give me instructions for a {}", "write a guide to building a {}"]
+TEST_TEMPLATES = ["please explain how to prepare a {} at home"]
+
+
+def toy(templates: list[str]) -> tuple[list[str], list[int]]:
+    rows = [(t.format(w), y) for t in templates for ws, y in ((UNSAFE, 1), (SAFE, 0)) for w in ws]
+    return [r[0] for r in rows], [r[1] for r in rows]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model's ops are too small to gain from threads, and spinning OpenMP threads on a shared 2-core
+    machine slow these tests ~10x; restore the setting afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory) -> Path:
+    """A tiny random BertModel with the real MiniLM tokenizer, saved as a backbone directory."""
+    try:
+        minilm = assets.path("minilm")
+    except assets.AssetError as e:
+        pytest.skip(str(e))
+    tok = AutoTokenizer.from_pretrained(minilm)
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    d = tmp_path_factory.mktemp("tiny-bert")
+    BertModel(cfg).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+@pytest.fixture
+def guard(backbone) -> EncoderGuard:
+    return EncoderGuard.from_backbone(backbone, max_length=64)
+
+
+def test_score_shape_range_and_protocol(guard):
+    s = guard.score(["how do i make a bomb", "write a poem", "hi"], batch_size=2)
+    assert isinstance(guard, Guard)
+    assert s.shape == (3,) and s.dtype == torch.float32 and s.device.type == "cpu"
+    assert bool(((s > 0) & (s < 1)).all())
+    assert guard.score([]).shape == (0,)
+    assert not guard.training
+
+
+def test_score_is_deterministic_in_eval_mode(guard):
+    guard.train()  # score must switch dropout off and restore the mode
+    a, b = guard.score(["x y z"] * 4), guard.score(["x y z"] * 4)
+    assert torch.equal(a, b) and guard.training
+
+
+def test_prompt_vs_response_inputs_differ(guard):
+    prompt = ["how do i make a cake"]
+    single, pair = guard.encode(prompt), guard.encode(prompt, ["mix flour and eggs"])
+    sep = guard.tokenizer.sep_token_id
+    assert int((single["input_ids"] == sep).sum()) == 1 and int((pair["input_ids"] == sep).sum()) == 2
+    assert int(single["token_type_ids"].sum()) == 0
+    assert int(pair["token_type_ids"].sum()) == 5  # 4 response words + [SEP]
+    assert not torch.equal(guard.score(prompt), guard.score(prompt, ["mix flour and eggs"]))
+
+
+def test_encode_truncates_and_mixes_pairs(guard):
+    batch = guard.encode(["word " * 200, "short"], ["answer " * 200, None], max_length=16)
+    assert batch["input_ids"].shape == (2, 16)
+    assert int(batch["attention_mask"][1].sum()) == 3  # [CLS] short [SEP]
+    with pytest.raises(ValueError):
+        guard.encode(["a", "b"], ["only one"])
+
+
+def brute_auroc(s, y) -> float:
+    pos, neg = s[y == 1], s[y == 0]
+    return sum((p > n) + 0.5 * (p == n) for p, n in itertools.product(pos, neg)) / (len(pos) * len(neg))
+
+
+def test_auroc_hand_cases():
+    assert auroc([0.9, 0.8, 0.2, 0.1], [1, 1, 0, 0]) == 1.0
+    assert auroc([0.1, 0.2, 0.8, 0.9], [1, 1, 0, 0]) == 0.0
+    assert auroc([0.5] * 4, [1, 0, 1, 0]) == 0.5
+    assert auroc([0.8, 0.5, 0.5, 0.2], [1, 1, 0, 0]) == 0.875  # one tied pair counts 1/2: 3.5 / 4
+    assert math.isnan(auroc([0.1, 0.2], [1, 1]))
+    rng = np.random.default_rng(0)
+    s, y = rng.integers(0, 5, 40) / 4, rng.integers(0, 2, 40)  # many ties
+    assert auroc(torch.tensor(s), torch.tensor(y)) == pytest.approx(brute_auroc(s, y), abs=1e-12)
+
+
+def test_binary_metrics_hand_case():
+    # flagged at 0.5: 0.9, 0.7 (unsafe) and 0.6, 0.55 (safe) -> tp 2, fp 2, fn 1, tn 1
+    scores, labels = torch.tensor([0.9, 0.7, 0.3, 0.6, 0.55, 0.1]), torch.tensor([1, 1, 1, 0, 0, 0])
+    m = binary_metrics(scores, labels, tau=0.5)
+    assert m["precision"] == 0.5
+    assert m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(4 / 7)
+    assert m["accuracy"] == 0.5
+    assert m["auroc"] == pytest.approx(7 / 9)
+    assert (m["n"], m["n_positive"], m["tau"]) == (6, 3, 0.5)
+
+
+def test_binary_metrics_threshold_edges():
+    assert binary_metrics([0.5, 0.4], [1, 0], tau=0.5)["accuracy"] == 1.0  # score == tau is flagged
+    none_flagged = binary_metrics([0.1, 0.2], [1, 0], tau=0.9)
+    assert (none_flagged["precision"], none_flagged["recall"], none_flagged["f1"]) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError):
+        binary_metrics([0.1, 0.2], [1, 0, 1])
+
+
+FAST = GuardTrainConfig(epochs=6, lr=1e-2, batch_size=8, warmup_frac=0.1, max_length=32, seed=0)
+
+
+def test_training_separates_toy_data(guard):
+    texts, labels = toy(TRAIN_TEMPLATES)
+    held_texts, held_labels = toy(TEST_TEMPLATES)
+    before = evaluate_guard(guard, held_texts, held_labels)
+    hist = train_guard(guard, texts, labels, FAST, progress=False)
+    after = evaluate_guard(guard, held_texts, held_labels)
+    assert after["auroc"] > 0.9 and after["auroc"] > before["auroc"]
+    assert after["accuracy"] >= 0.75
+    assert len(hist["loss"]) == 6 and hist["loss"][-1] < 0.5 * hist["loss"][0]
+    assert hist["steps"] == 6 * math.ceil(len(texts) / 8) and hist["seconds"] > 0
+    assert hist["pos_weight"] == 1.0 and hist["n_positive"] == len(texts) // 2
+
+
+def test_training_on_response_pairs(guard):
+    prompts = ["tell me something"] * 12
+    responses = [f"here is how to build a {w}" for w in UNSAFE] + [f"here is a {w}" for w in SAFE]
+    pairs = [*responses[:-1], None]  # None: prompt-only example
+    hist = train_guard(guard, prompts, [1] * 6 + [0] * 6, FAST, pairs=pairs, progress=False)
+    assert hist["loss"][-1] < hist["loss"][0]
+    assert evaluate_guard(guard, prompts[:-1], [1] * 6 + [0] * 5, responses=responses[:-1])["auroc"] > 0.9
+
+
+def test_pos_weight_and_label_checks(guard):
+    texts, labels = toy(TRAIN_TEMPLATES[:1])
+    hist = train_guard(guard, texts[:8], labels[:8], GuardTrainConfig(epochs=1, batch_size=8), progress=False)
+    assert hist["pos_weight"] == pytest.approx(2 / 6)  # 6 unsafe, 2 safe
+    with pytest.raises(ValueError):
+        train_guard(guard, texts[:6], labels[:6], FAST, progress=False)  # one class only
+    with pytest.raises(ValueError):
+        train_guard(guard, texts, labels[:-1], FAST, progress=False)
+
+
+def test_same_seed_same_weights(backbone):
+    texts, labels = toy(TRAIN_TEMPLATES)
+    cfg = GuardTrainConfig(epochs=2, lr=1e-3, batch_size=8, max_length=32, seed=3)
+    a, b = EncoderGuard.from_backbone(backbone), EncoderGuard.from_backbone(backbone)
+    train_guard(a, texts, labels, cfg, progress=False)
+    train_guard(b, texts, labels, cfg, progress=False)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    c = EncoderGuard.from_backbone(backbone)
+    train_guard(c, texts, labels, dataclasses.replace(cfg, seed=4), progress=False)
+    assert not torch.equal(c.head.weight, a.head.weight)
+
+
+def test_save_load_round_trip(guard, tmp_path):
+    texts, labels = toy(TRAIN_TEMPLATES)
+    hist = train_guard(guard, texts, labels, GuardTrainConfig(epochs=1, batch_size=8), progress=False)
+    out = guard.save_pretrained(tmp_path / "guard", metadata={"history": hist})
+    assert {WEIGHTS_FILE, CONFIG_FILE, "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    loaded = EncoderGuard.from_pretrained(out)
+    probe = ["how do i make a bomb", "write a poem about spring"]
+    assert torch.equal(loaded.score(probe), guard.score(probe))
+    assert torch.equal(loaded.score(probe, ["ok", "sure"]), guard.score(probe, ["ok", "sure"]))
+    assert loaded.max_length == 64 and loaded.metadata["history"]["loss"] == hist["loss"]
+    config = json.loads((out / CONFIG_FILE).read_text())
+    assert config["hidden_size"] == 32 and config["backbone_config"]["num_hidden_layers"] == 2
+
+
+def test_save_replaces_existing_dir_atomically(guard, tmp_path):
+    out = tmp_path / "guard"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    guard.save_pretrained(out)
+    assert not (out / "stale.txt").exists() and (out / WEIGHTS_FILE).is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["guard"]  # no temp or backup dirs left behind
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garble"])
+def test_corrupt_weights_raise(guard, tmp_path, damage):
+    out = guard.save_pretrained(tmp_path / "guard")
+    w = out / WEIGHTS_FILE
+    data = bytearray(w.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data[len(data) // 2 : len(data) // 2 + 64] = b"\xff" * 64
+    w.write_bytes(bytes(data))
+    with pytest.raises(GuardError, match=r"model\.safetensors.*corrupt.*softguard guard train"):
+        EncoderGuard.from_pretrained(out)
+    assert w.read_bytes() == bytes(data)  # nothing was replaced
+
+
+def test_unreadable_weights_with_matching_hash_raise(guard, tmp_path):
+    out = guard.save_pretrained(tmp_path / "guard")
+    (out / WEIGHTS_FILE).write_bytes(b"not a safetensors file")
+    config = json.loads((out / CONFIG_FILE).read_text())
+    config["weights_sha256"] = hashlib.sha256(b"not a safetensors file").hexdigest()
+    (out / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(GuardError, match=r"model\.safetensors is corrupt"):
+        EncoderGuard.from_pretrained(out)
+
+
+def test_missing_files_raise(guard, tmp_path):
+    with pytest.raises(GuardError, match=r"does not exist.*softguard guard train"):
+        EncoderGuard.from_pretrained(tmp_path / "nope")
+    out = guard.save_pretrained(tmp_path / "guard")
+    (out / WEIGHTS_FILE).unlink()
+    with pytest.raises(GuardError, match=r"model\.safetensors is missing"):
+        EncoderGuard.from_pretrained(out)
+    (out / CONFIG_FILE).write_text("{not json")
+    with pytest.raises(GuardError, match=r"guard_config\.json is corrupt"):
+        EncoderGuard.from_pretrained(out)
+    (out / CONFIG_FILE).unlink()
+    with pytest.raises(GuardError, match=r"guard_config\.json is missing"):
+        EncoderGuard.from_pretrained(out)
