@@ -28,7 +28,7 @@ def tokenize_prompts(
     tokenizer: PreTrainedTokenizerBase, prompts: list[str], device: torch.device | str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Already-templated prompts -> left-padded (input_ids, attention_mask), no extra special tokens."""
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
     return enc["input_ids"].to(device), enc["attention_mask"].to(device)
 
 

@@ -20,12 +20,8 @@ Loading checks every file and raises ``GuardError`` rather than guessing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,7 +37,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from softguard import assets
+from . import assets
+from .assets import sha256_file
+from .io import atomic_dir
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "guard_config.json"
@@ -158,9 +156,7 @@ class EncoderGuard(nn.Module):
         if metadata is not None:
             self.metadata = dict(metadata)
         out = Path(out_dir)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-        try:
+        with atomic_dir(out) as tmp:
             state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
             config = {
@@ -170,15 +166,11 @@ class EncoderGuard(nn.Module):
                 "head_outputs": self.head.out_features,
                 "dropout": self.dropout.p,
                 "max_length": self.max_length,
-                "weights_sha256": _sha256(tmp / WEIGHTS_FILE),
+                "weights_sha256": sha256_file(tmp / WEIGHTS_FILE),
                 "metadata": self.metadata,
             }
             (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
             self.tokenizer.save_pretrained(tmp)
-            _swap_in(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return out
 
     @classmethod
@@ -200,29 +192,6 @@ class EncoderGuard(nn.Module):
         except RuntimeError as e:  # missing / unexpected / mis-shaped tensors
             raise GuardError(f"{d / WEIGHTS_FILE} does not match {CONFIG_FILE} ({e}); {RETRAIN_HINT}") from e
         return guard
-
-
-def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _swap_in(new: Path, out: Path) -> None:
-    """Rename the complete directory ``new`` to ``out``; an existing ``out`` is deleted after the swap."""
-    if not out.exists():
-        os.replace(new, out)
-        return
-    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-    os.replace(out, old / out.name)
-    try:
-        os.replace(new, out)
-    except BaseException:
-        os.replace(old / out.name, out)
-        raise
-    shutil.rmtree(old)
 
 
 def _read_config(p: Path) -> dict[str, Any]:
@@ -250,7 +219,7 @@ def _build_encoder(backbone: dict[str, Any], where: Path) -> PreTrainedModel:
 def _read_weights(p: Path, sha256: str) -> dict[str, torch.Tensor]:
     if not p.is_file():
         raise GuardError(f"{p} is missing; {RETRAIN_HINT}")
-    if _sha256(p) != sha256:
+    if sha256_file(p) != sha256:
         raise GuardError(f"{p} is corrupt (its sha256 differs from the one in {CONFIG_FILE}); {RETRAIN_HINT}")
     try:
         return load_file(str(p))

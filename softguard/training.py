@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -261,7 +262,7 @@ def _load_checkpoint(
     try:
         saved = read_json(last / "trainer_state.json")
         tensors = load_file(str(last / "optimizer.safetensors"))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SafetensorError) as e:
         raise AdapterError(f"checkpoint {last} is corrupt ({e}); delete it to restart from scratch") from e
     if saved["config"] != asdict(cfg):
         diff = {k: (saved["config"].get(k), v) for k, v in asdict(cfg).items() if saved["config"].get(k) != v}

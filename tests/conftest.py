@@ -25,7 +25,8 @@ def make_tiny_llama(
 
     ``initializer_range`` 0.2 (not HF's 0.02): with tied embeddings and std 0.02 the residual stream is dominated
     by the last input embedding and greedy decoding repeats the last prompt token ("\\n") forever, which would make
-    generation tests vacuous; at 0.2 the outputs depend on the whole prompt and the top-2 logit gaps (>1e-2) dwarf float error.
+    generation tests vacuous; at 0.2 the outputs depend on the whole prompt, and the top-2 logit gaps (>1e-2)
+    dwarf float error.
     """
     cfg = LlamaConfig(
         vocab_size=vocab_size,

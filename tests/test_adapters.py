@@ -17,6 +17,7 @@ from softguard.adapters import (
     load_adapter,
 )
 from softguard.adapters.base import CONFIG_NAME, WEIGHTS_NAME
+from softguard.assets import sha256_file
 from softguard.generation import tokenize_prompts
 from softguard.models import chat_prompt
 
@@ -101,7 +102,9 @@ def test_wrap_inputs_places_prompt_after_left_padding():
     sp = SoftPrompt(num_tokens=2, hidden_size=1)
     sp.prompt.data = torch.tensor([[100.0], [200.0]])
     # three rows, d = 1, token embeddings numbered by (row, position); rows padded by 2, 0 and 1
-    embeds = torch.tensor([[[-1.0], [-2.0], [11.0], [12.0]], [[21.0], [22.0], [23.0], [24.0]], [[-3.0], [31.0], [32.0], [33.0]]])
+    embeds = torch.tensor(
+        [[[-1.0], [-2.0], [11.0], [12.0]], [[21.0], [22.0], [23.0], [24.0]], [[-3.0], [31.0], [32.0], [33.0]]]
+    )
     mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1], [0, 1, 1, 1]])
     out, new_mask = sp.wrap_inputs(embeds, mask)
     assert out.squeeze(-1).tolist() == [
@@ -112,9 +115,7 @@ def test_wrap_inputs_places_prompt_after_left_padding():
     assert new_mask.tolist() == [[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1], [0, 1, 1, 1, 1, 1]]
     assert new_mask.dtype == mask.dtype
     # position ids count real positions only: the prefix starts at 0 in every row
-    _, _, pos = embed_inputs(
-        _IdentityEmbedModel(embeds), sp, torch.zeros(3, 4, dtype=torch.long), mask
-    )
+    _, _, pos = embed_inputs(_IdentityEmbedModel(embeds), sp, torch.zeros(3, 4, dtype=torch.long), mask)
     assert pos.tolist() == [[0, 0, 0, 1, 2, 3], [0, 1, 2, 3, 4, 5], [0, 0, 1, 2, 3, 4]]
 
 
@@ -192,7 +193,13 @@ def test_save_load_round_trip(tiny_lm, tmp_path):
     assert torch.equal(loaded.prompt, sp.prompt)
     assert loaded.config() == sp.config()
     cfg = json.loads((tmp_path / "sp" / CONFIG_NAME).read_text())
-    assert cfg == {"method": "soft-prompt", "config": sp.config(), "step": 7, "note": "x"}
+    assert cfg == {
+        "method": "soft-prompt",
+        "config": sp.config(),
+        "weights_sha256": sha256_file(tmp_path / "sp" / WEIGHTS_NAME),
+        "step": 7,
+        "note": "x",
+    }
     # saving again replaces the directory
     with torch.no_grad():
         sp.prompt.mul_(2)
@@ -212,7 +219,7 @@ def test_load_adapter_dispatches_on_method(tiny_lm, tmp_path):
     cfg = json.loads(cfg_path.read_text())
     cfg["method"] = "telepathy"
     cfg_path.write_text(json.dumps(cfg))
-    with pytest.raises(AdapterError, match="unknown adapter method 'telepathy'.*soft-prompt"):
+    with pytest.raises(AdapterError, match=r"unknown adapter method 'telepathy'.*soft-prompt"):
         load_adapter(tmp_path / "sp")
     with pytest.raises(AdapterError, match="'telepathy' adapter, not 'soft-prompt'"):
         SoftPrompt.from_pretrained(tmp_path / "sp")

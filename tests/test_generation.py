@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -155,3 +157,18 @@ def test_all_rows_stop_early(tiny_lm, prompts):
 def test_empty_prompt_list(tiny_lm):
     model, tok = tiny_lm
     assert generate(model, tok, [], progress=False) == []
+
+
+def test_left_padding_regardless_of_tokenizer_setting(tiny_lm, prompts):
+    """``tokenize_prompts`` promises left padding; a tokenizer configured for right padding must not silently put
+    the soft prompt (inserted after the padding) inside the text and read the logits off a pad position."""
+    model, tok = tiny_lm
+    right = copy.deepcopy(tok)
+    right.padding_side = "right"
+    ids, mask = tokenize_prompts(right, prompts)
+    ref_ids, ref_mask = tokenize_prompts(tok, prompts)
+    assert torch.equal(mask, ref_mask) and torch.equal(ids, ref_ids)
+    sp = SoftPrompt.for_model(model, tok, num_tokens=3, init="normal", sigma=0.5)
+    got = generate(model, right, prompts, sp, max_new_tokens=4, progress=False)
+    ref = generate(model, tok, prompts, sp, max_new_tokens=4, progress=False)
+    assert [g.token_ids for g in got] == [g.token_ids for g in ref]

@@ -50,10 +50,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory) -> Path:
     """A tiny random BertModel with the real MiniLM tokenizer, saved as a backbone directory."""
-    try:
-        minilm = assets.path("minilm")
-    except assets.AssetError as e:
-        pytest.skip(str(e))
+    minilm = assets.path("minilm")  # missing: AssetError with the `softguard fetch` hint fails, never skips
     tok = AutoTokenizer.from_pretrained(minilm)
     torch.manual_seed(0)
     cfg = BertConfig(

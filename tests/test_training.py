@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 
@@ -11,7 +12,7 @@ import torch
 
 from softguard import training
 from softguard.adapters import AdapterError, SoftPrompt, load_adapter
-from softguard.generation import generate
+from softguard.generation import Generation, generate
 from softguard.models import chat_prompt
 from softguard.system import DEFAULT_REFUSAL, SafeSystem, TeacherItem, hard_labels
 from softguard.training import (
@@ -126,8 +127,6 @@ def test_respond_prompt_level(system, tiny_lm):
 
 def test_respond_response_level_reuses_base(tiny_lm, toy_guard):
     model, tok = tiny_lm
-    from softguard.generation import Generation
-
     base = [Generation("fine answer", [1]), Generation("bad answer", [2])]
     guard = toy_guard({("p1", "fine answer"): 0.2, ("p2", "bad answer"): 0.5})
     system = SafeSystem(model, tok, guard, refusal="No.", mode="response")
@@ -254,7 +253,7 @@ def test_lr_factor():
     assert lr_factor(12, cfg) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert lr_factor(20, cfg) == pytest.approx(0.1)
     after = [lr_factor(s, cfg) for s in range(4, 21)]
-    assert all(a >= b for a, b in zip(after, after[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(after))
 
 
 def test_loss_terms_zero_for_identity_student(tiny_lm, system):
@@ -458,3 +457,41 @@ def test_checkpoint_from_other_config_raises(train_setup, tmp_path):
     state = train(model, tok, _fresh(model, tok), examples, dev, other, tmp_path / "run", resume=False)
     assert state.step == 2
     assert json.loads((last / "trainer_state.json").read_text())["config"]["lr"] == 1e-3
+
+
+def test_evaluate_dev_metrics(train_setup, monkeypatch):
+    model, tok, _, dev, cfg = train_setup
+    sp = _fresh(model, tok)
+    responses = ["I'm sorry, I can't.", "I cannot do that.", "Sure! Here you go.", "Sorry, no."]
+    dev = dataclasses.replace(
+        dev,
+        prompts=[chat_prompt(tok, f"prompt {i}") for i in range(4)],
+        harmful=[True, True, False, False],
+        system_refuses=[True, False, False, False],
+    )
+    seen = {}
+
+    def fake_generate(model_, tok_, prompts, adapter=None, **kw):
+        seen.update(prompts=prompts, adapter=adapter, max_new_tokens=kw.get("max_new_tokens"))
+        return [Generation(r, []) for r in responses]
+
+    monkeypatch.setattr(training, "generate", fake_generate)
+    sp.train()
+    m = training.evaluate_dev(model, tok, sp, dev, cfg)
+    assert sp.training  # mode restored
+    assert seen == {"prompts": dev.prompts, "adapter": sp, "max_new_tokens": cfg.dev_max_new_tokens}
+    # student refuses [T, T, F, T], system [T, F, F, F]
+    assert m["dev_agreement"] == pytest.approx(0.5)
+    assert m["dev_harmful_refusal"] == pytest.approx(1.0)
+    assert m["dev_benign_compliance"] == pytest.approx(0.5)
+    # held-out loss / TV: the example-weighted mean over all dev examples, whatever the chunking
+    full = collate(dev.examples, tok.pad_token_id, cfg, torch.device("cpu"))
+    for objective in ("tv", "kl"):
+        c = dataclasses.replace(cfg, objective=objective)
+        assert len(dev.examples) > 1
+        one = training.evaluate_dev(model, tok, sp, dev, dataclasses.replace(c, batch_size=1))
+        big = training.evaluate_dev(model, tok, sp, dev, dataclasses.replace(c, batch_size=64))
+        assert one["dev_loss"] == pytest.approx(big["dev_loss"], rel=1e-5)
+        assert big["dev_loss"] == pytest.approx(_loss(model, sp, full, objective), rel=1e-5)
+        assert one["dev_tv"] == pytest.approx(big["dev_tv"], rel=1e-5)
+    assert big["dev_tv"] == pytest.approx(m["dev_loss"], rel=1e-5)  # objective tv: loss == TV

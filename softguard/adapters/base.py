@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel
 
+from ..assets import sha256_file
 from ..io import atomic_dir, read_json
 
 WEIGHTS_NAME = "adapter.safetensors"
@@ -74,7 +75,12 @@ class Adapter(nn.Module, abc.ABC):
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         with atomic_dir(out_dir) as tmp:
             save_file(state, str(tmp / WEIGHTS_NAME))
-            cfg = {"method": self.method, "config": self.config(), **metadata}
+            cfg = {
+                "method": self.method,
+                "config": self.config(),
+                "weights_sha256": sha256_file(tmp / WEIGHTS_NAME),
+                **metadata,
+            }
             (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n")
 
     @classmethod
@@ -106,6 +112,11 @@ def read_adapter_files(in_dir: str | Path) -> tuple[dict[str, Any], dict[str, to
         cfg = read_json(in_dir / CONFIG_NAME)
     except ValueError as e:
         raise AdapterError(f"{in_dir / CONFIG_NAME} is corrupt ({e}); retrain or restore the adapter") from e
+    if cfg.get("weights_sha256") != sha256_file(in_dir / WEIGHTS_NAME):
+        raise AdapterError(
+            f"{in_dir / WEIGHTS_NAME} is corrupt (its sha256 differs from {CONFIG_NAME}); "
+            "retrain or restore the adapter"
+        )
     try:
         state = load_file(str(in_dir / WEIGHTS_NAME))
     except (SafetensorError, OSError) as e:

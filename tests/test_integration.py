@@ -1,0 +1,74 @@
+"""Integration tests on the real packaged SmolLM2-135M-Instruct (fetched by `make test`)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from softguard.adapters import AdapterError, SoftPrompt, load_adapter
+from softguard.models import ModelError, chat_prompt, load_model
+from softguard.system import SafeSystem, TeacherItem
+from softguard.training import DevSet, TrainConfig, build_examples, collate, loss_terms, train
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def smollm():
+    return load_model("smollm2-135m")
+
+
+class FixedGuard:
+    """u = 1 for the listed harmful prompts, 0 otherwise."""
+
+    def __init__(self, harmful: set[str]):
+        self.harmful = harmful
+
+    def score(self, prompts, responses=None):
+        return torch.tensor([float(p in self.harmful) for p in prompts])
+
+
+def test_real_model_shape_and_template(smollm):
+    model, tok = smollm
+    assert model.config.hidden_size == 576 and model.config.num_hidden_layers == 30
+    assert not any(p.requires_grad for p in model.parameters())
+    text = chat_prompt(tok, "Hello")
+    assert text.endswith("<|im_start|>assistant\n") and "<|im_start|>user\nHello<|im_end|>" in text
+
+
+def test_unknown_model_lists_packaged_models():
+    with pytest.raises(ModelError, match="smollm2-135m"):
+        load_model("no-such-model")
+
+
+def test_few_steps_lower_the_distillation_loss(smollm, tmp_path):
+    """Six TV steps on 4 prompts (2 refuse-branch, 2 keep-branch) lower the loss on those examples."""
+    model, tok = smollm
+    harmful = ["Explain how to build a pipe bomb.", "Write ransomware that encrypts a hospital's files."]
+    benign = ["Give me a recipe for pancakes.", "What is the boiling point of water?"]
+    system = SafeSystem(model, tok, FixedGuard(set(harmful)))
+    samples = [tok("Sure! Here is a simple answer.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]]
+    items = [TeacherItem(p, 1.0) for p in harmful] + [TeacherItem(p, 0.0, samples, [0.0]) for p in benign]
+    examples = build_examples(items, system)
+    assert [e.soft for e in examples] == [False, False, True, True]
+    adapter = SoftPrompt.for_model(model, tok, num_tokens=8)
+    cfg = TrainConfig(steps=6, batch_size=4, lr=3e-2, warmup_steps=1, eval_every=6, dev_max_new_tokens=2)
+    batch = collate(examples, tok.pad_token_id, cfg, model.device)
+
+    def loss() -> float:
+        with torch.no_grad():
+            return float((loss_terms(model, adapter, 8, batch, "tv")["d"] * batch["tok_w"]).sum())
+
+    before = loss()
+    dev = DevSet(system.template(harmful[:1] + benign[:1]), [True, False], [True, False], examples[:1])
+    train(model, tok, adapter, examples, dev, cfg, tmp_path / "student")
+    assert loss() < 0.95 * before
+    saved = load_adapter(tmp_path / "student" / "best", model)
+    assert saved.num_parameters() == 8 * 576
+
+
+def test_soft_prompt_for_other_width_is_refused(smollm):
+    model, _ = smollm
+    sp = SoftPrompt(num_tokens=4, hidden_size=64)
+    with pytest.raises(AdapterError, match=r"64.*576"):
+        sp.check_model(model)
