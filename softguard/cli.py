@@ -92,7 +92,7 @@ def cmd_run(args: argparse.Namespace) -> None:
             "model": args.model,
             "seed": args.seed,
             "num_tokens": args.num_tokens,
-            "hard_labels": args.hard_labels or None,
+            "hard_labels": None if args.labels is None else args.labels == "hard",
             "train_objective": args.objective,
             "train_steps": args.steps,
         }.items()
@@ -151,7 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--objective", choices=["tv", "kl"])
     r.add_argument("--steps", type=int)
     r.add_argument("--num-tokens", type=int, help="soft prompt length k")
-    r.add_argument("--hard-labels", action="store_true", help="distill the deployed system's hard decisions")
+    r.add_argument(
+        "--labels",
+        choices=["soft", "hard"],
+        help="distill the guard's probabilities (soft) or the deployed system's decisions 1[u >= tau] (hard); "
+        "default: the preset's (quick: hard, full: soft)",
+    )
     r.add_argument("--seed", type=int)
     r.add_argument("--no-resume", action="store_true", help="fail instead of resuming when the run directory exists")
     r.set_defaults(fn=cmd_run)

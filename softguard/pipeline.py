@@ -32,7 +32,7 @@ from .evaluation import is_refusal, score_set
 from .generation import generate
 from .guards import EncoderGuard, GuardError, GuardTrainConfig, evaluate_guard, train_guard
 from .io import atomic_write_text, read_json, write_json
-from .models import PACKAGED_MODELS, load_model
+from .models import PACKAGED_MODELS, check_model_name, load_model
 from .reporting import render_report
 from .system import DEFAULT_REFUSAL, SafeSystem, hard_labels
 from .training import DevSet, TrainConfig, build_examples, train
@@ -51,6 +51,7 @@ class RunConfig:
     model: str = "smollm2-135m"
     guard_backbone: str = "minilm"
     guard_epochs: int = 2
+    guard_max_length: int = 128
     tau: float = 0.5
     refusal: str = DEFAULT_REFUSAL
     hard_labels: bool = False  # train on 1[u >= tau] instead of the guard's probability
@@ -70,16 +71,21 @@ class RunConfig:
 
 
 PRESETS: dict[str, RunConfig] = {
+    # Sized for a 2-core CPU. Hard labels: with only 60 steps, distilling the soft mixture (this guard gives benign
+    # prompts u ~ 0.05, never 0) taught the student a prompt-independent "I'm sorry" (README, measured).
     "quick": RunConfig(
         name="quick",
+        guard_epochs=1,
+        guard_max_length=64,
+        hard_labels=True,
         n_train_harmful=160,
         n_train_benign=160,
         num_samples=1,
         sample_max_new_tokens=48,
-        n_dev=24,
+        n_dev=16,
         n_eval=64,
-        eval_max_new_tokens=48,
-        train=TrainConfig(steps=60, eval_every=15),
+        eval_max_new_tokens=32,
+        train=TrainConfig(steps=60, eval_every=20, dev_max_new_tokens=10),
     ),
     "full": RunConfig(name="full"),
 }
@@ -90,6 +96,12 @@ def _sample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
     if n is None or n >= len(examples):
         return list(examples)
     return random.Random(seed).sample(examples, n)
+
+
+def _skip_above(cfg: RunConfig) -> float:
+    """Prompts whose u is at least this need no base samples: their keep branch weighs (1 - u) < 0.01, or 0 once
+    hard labels turn u >= tau into 1."""
+    return cfg.tau if cfg.hard_labels else 0.99
 
 
 def _stage(msg: str) -> None:
@@ -118,7 +130,7 @@ def guard_stage(cfg: RunConfig, splits: Splits, out: Path) -> EncoderGuard:
     if (gdir / "guard_config.json").is_file():
         return EncoderGuard.from_pretrained(gdir)
     guard = EncoderGuard.from_backbone(cfg.guard_backbone, seed=cfg.seed)
-    gcfg = GuardTrainConfig(epochs=cfg.guard_epochs, seed=cfg.seed)
+    gcfg = GuardTrainConfig(epochs=cfg.guard_epochs, max_length=cfg.guard_max_length, seed=cfg.seed)
     history = train_guard(guard, [e.text for e in splits.train], [int(e.harmful) for e in splits.train], gcfg)
     guard.save_pretrained(gdir, metadata={"history": history})
     metrics = {
@@ -148,6 +160,7 @@ def dev_stage(cfg: RunConfig, system: SafeSystem, splits: Splits) -> DevSet:
     decisions = [r.flagged or is_refusal(r.text) for r in system.respond(prompts, base)]
     items = system.teacher(
         prompts,
+        skip_above=_skip_above(cfg),
         num_samples=1,
         max_new_tokens=cfg.sample_max_new_tokens,
         temperature=cfg.sample_temperature,
@@ -208,6 +221,7 @@ def evaluate_stage(cfg: RunConfig, system: SafeSystem, student: SoftPrompt, spli
 
 def run(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = True) -> Path:
     """Run the whole job into ``runs_dir/cfg.name``; return that directory."""
+    check_model_name(cfg.model)
     out = Path(runs_dir) / cfg.name
     saved = out / "config.json"
     if not resume and out.exists():
@@ -241,6 +255,7 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = True) -> P
         )
         items = system.teacher(
             [e.text for e in train_set],
+            skip_above=_skip_above(cfg),
             num_samples=cfg.num_samples,
             max_new_tokens=cfg.sample_max_new_tokens,
             temperature=cfg.sample_temperature,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from transformers import PreTrainedModel
 
-from .base import Adapter, AdapterError, decoder_hidden, embed_inputs, read_adapter_files
+from ..io import read_json
+from .base import CONFIG_NAME, Adapter, AdapterError, decoder_hidden, embed_inputs
 from .soft_prompt import DEFAULT_INIT_TEXT, SoftPrompt
 
 ADAPTERS: dict[str, type[Adapter]] = {SoftPrompt.method: SoftPrompt}
@@ -14,8 +15,10 @@ ADAPTERS: dict[str, type[Adapter]] = {SoftPrompt.method: SoftPrompt}
 
 def load_adapter(in_dir: str | Path, model: PreTrainedModel | None = None) -> Adapter:
     """Load any saved adapter, dispatching on the ``method`` recorded in its config."""
-    cfg, _ = read_adapter_files(in_dir)
-    method = cfg.get("method")
+    try:
+        method = read_json(Path(in_dir) / CONFIG_NAME).get("method")
+    except (OSError, ValueError) as e:
+        raise AdapterError(f"cannot read {Path(in_dir) / CONFIG_NAME} ({e}); is {in_dir} a softguard adapter?") from e
     if method not in ADAPTERS:
         raise AdapterError(f"{in_dir}: unknown adapter method {method!r}; known: {', '.join(ADAPTERS)}")
     return ADAPTERS[method].from_pretrained(in_dir, model)
