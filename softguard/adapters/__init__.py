@@ -6,8 +6,7 @@ from pathlib import Path
 
 from transformers import PreTrainedModel
 
-from ..io import read_json
-from .base import CONFIG_NAME, Adapter, AdapterError, decoder_hidden, embed_inputs
+from .base import Adapter, AdapterError, decoder_hidden, embed_inputs, read_adapter_config
 from .soft_prompt import DEFAULT_INIT_TEXT, SoftPrompt
 
 ADAPTERS: dict[str, type[Adapter]] = {SoftPrompt.method: SoftPrompt}
@@ -15,10 +14,7 @@ ADAPTERS: dict[str, type[Adapter]] = {SoftPrompt.method: SoftPrompt}
 
 def load_adapter(in_dir: str | Path, model: PreTrainedModel | None = None) -> Adapter:
     """Load any saved adapter, dispatching on the ``method`` recorded in its config."""
-    try:
-        method = read_json(Path(in_dir) / CONFIG_NAME).get("method")
-    except (OSError, ValueError) as e:
-        raise AdapterError(f"cannot read {Path(in_dir) / CONFIG_NAME} ({e}); is {in_dir} a softguard adapter?") from e
+    method = read_adapter_config(in_dir).get("method")
     if method not in ADAPTERS:
         raise AdapterError(f"{in_dir}: unknown adapter method {method!r}; known: {', '.join(ADAPTERS)}")
     return ADAPTERS[method].from_pretrained(in_dir, model)

@@ -102,16 +102,23 @@ class Adapter(nn.Module, abc.ABC):
         """Raise ``AdapterError`` when the adapter cannot be used with ``model``."""
 
 
-def read_adapter_files(in_dir: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Read an adapter directory's config and tensors, reporting a missing or corrupt file by name."""
-    in_dir = Path(in_dir)
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        if not (in_dir / name).is_file():
-            raise AdapterError(f"{in_dir / name} is missing; is {in_dir} an adapter saved by softguard?")
+def read_adapter_config(in_dir: str | Path) -> dict[str, Any]:
+    """An adapter directory's ``adapter_config.json``, reporting a missing or corrupt file by name."""
+    path = Path(in_dir) / CONFIG_NAME
+    if not path.is_file():
+        raise AdapterError(f"{path} is missing; is {in_dir} an adapter saved by softguard?")
     try:
-        cfg = read_json(in_dir / CONFIG_NAME)
+        return read_json(path)
     except ValueError as e:
-        raise AdapterError(f"{in_dir / CONFIG_NAME} is corrupt ({e}); retrain or restore the adapter") from e
+        raise AdapterError(f"{path} is corrupt ({e}); retrain or restore the adapter") from e
+
+
+def read_adapter_files(in_dir: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read an adapter directory's config and tensors, checking the tensors against the config's sha256."""
+    in_dir = Path(in_dir)
+    cfg = read_adapter_config(in_dir)
+    if not (in_dir / WEIGHTS_NAME).is_file():
+        raise AdapterError(f"{in_dir / WEIGHTS_NAME} is missing; is {in_dir} an adapter saved by softguard?")
     if cfg.get("weights_sha256") != sha256_file(in_dir / WEIGHTS_NAME):
         raise AdapterError(
             f"{in_dir / WEIGHTS_NAME} is corrupt (its sha256 differs from {CONFIG_NAME}); "
