@@ -43,17 +43,12 @@ def cmd_data_show(args: argparse.Namespace) -> None:
     print(show(args.name, n=args.n, seed=args.seed))
 
 
-def _guard_data(seed: int):
-    from .data import make_splits
-
-    return make_splits(seed)
-
-
 def cmd_guard_train(args: argparse.Namespace) -> None:
+    from .data import make_splits
     from .guards import EncoderGuard, GuardTrainConfig, evaluate_guard, train_guard
     from .io import write_json
 
-    splits = _guard_data(args.seed)
+    splits = make_splits(args.seed)
     guard = EncoderGuard.from_backbone(args.backbone, seed=args.seed)
     cfg = GuardTrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed)
     history = train_guard(guard, [e.text for e in splits.train], [int(e.harmful) for e in splits.train], cfg)
@@ -64,10 +59,11 @@ def cmd_guard_train(args: argparse.Namespace) -> None:
 
 
 def cmd_guard_eval(args: argparse.Namespace) -> None:
+    from .data import make_splits
     from .guards import EncoderGuard, evaluate_guard
     from .io import write_json
 
-    splits = _guard_data(args.seed)
+    splits = make_splits(args.seed)
     guard = EncoderGuard.from_pretrained(args.guard)
     test = [e for s in splits.test.values() for e in s]
     out = {

@@ -8,7 +8,6 @@ directory under ``<cache>/models/<name>`` (atomically) and later loads read that
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
@@ -84,11 +83,6 @@ def load_model(
     tokenizer.padding_side = "left"
     model.to(device).eval().requires_grad_(False)
     return model, tokenizer
-
-
-def clear_converted(name: str, cache_dir: str | Path | None = None) -> None:
-    """Delete a packaged model's converted HF directory (it is rebuilt on the next load)."""
-    shutil.rmtree(assets.cache_root(cache_dir) / "models" / name, ignore_errors=True)
 
 
 def chat_prompt(tokenizer: PreTrainedTokenizerBase, user: str, system: str | None = None) -> str:

@@ -192,29 +192,21 @@ def evaluate_stage(cfg: RunConfig, system: SafeSystem, student: SoftPrompt, spli
         "student": [g.text for g in stud],
     }
     results: dict[str, Any] = {"rows": {}, "n": {name: len(s) for name, s in sets.items()}}
+    flags: dict[str, list[bool]] = {}
     for row, texts in rows.items():
-        results["rows"][row] = {}
-        start = 0
+        results["rows"][row], flags[row], start = {}, [], 0
         for name, harmful in EVAL_SETS.items():
             res = score_set(name, harmful, texts[start : start + len(sets[name])], cfg.refusal)
             results["rows"][row][name] = {"refusal_rate": res.refusal_rate, "score": res.score, "n": res.n}
+            flags[row] += res.flags
             start += res.n
     results["generation_seconds"] = {"base": t_base, "student": t_student}
-    records = []
-    i = 0
-    for name in EVAL_SETS:
-        for e in sets[name]:
-            rec = {
-                "set": name,
-                "harmful": e.harmful,
-                "category": e.category,
-                "prompt": e.text,
-                "guard_u": sys_out[i].u,
-            }
-            for row, texts in rows.items():
-                rec[row] = {"response": texts[i], "refused": is_refusal(texts[i], cfg.refusal)}
-            records.append(rec)
-            i += 1
+    named = [(name, e) for name in EVAL_SETS for e in sets[name]]
+    records = [
+        {"set": name, "harmful": e.harmful, "category": e.category, "prompt": e.text, "guard_u": sys_out[i].u}
+        | {row: {"response": texts[i], "refused": flags[row][i]} for row, texts in rows.items()}
+        for i, (name, e) in enumerate(named)
+    ]
     results["records"] = records
     return results
 

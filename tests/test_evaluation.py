@@ -6,8 +6,7 @@ import math
 
 import pytest
 
-from softguard.evaluation import is_refusal, normalize_response, score_set, texts
-from softguard.generation import Generation
+from softguard.evaluation import is_refusal, normalize_response, score_set
 from softguard.system import DEFAULT_REFUSAL
 
 REFUSALS = [
@@ -77,7 +76,3 @@ def test_score_set_rates():
     assert custom.refusals == 1
     empty = score_set("empty", True, [])
     assert empty.n == 0 and math.isnan(empty.refusal_rate) and math.isnan(empty.score)
-
-
-def test_texts():
-    assert texts([Generation("a", [1]), Generation("b", [2, 3])]) == ["a", "b"]

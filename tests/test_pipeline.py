@@ -99,3 +99,33 @@ def test_render_report_uses_results_numbers():
     assert "| dev | 0.900 | 0.800 | 0.700 | 0.750 | 12 |" in md
     assert "| 2 | 0.500 | 0.250 | 0.75 | 1.00 | 0.50 |" in md
     assert "10 parameters, 40 bytes" in md
+
+
+def test_evaluate_stage_rows_records_and_rates_agree(tiny_lm, toy_guard):
+    """On a tiny model: the system row refuses exactly what the guard flags (r*), the base row is the base
+    generation, and every rate equals the mean of the per-prompt refusal flags written to generations.jsonl."""
+    from softguard.adapters import SoftPrompt
+    from softguard.data import Example, Splits
+    from softguard.pipeline import EVAL_SETS, evaluate_stage
+    from softguard.system import DEFAULT_REFUSAL, SafeSystem
+
+    model, tok = tiny_lm
+    test = {
+        name: [Example(f"{name} prompt {i}", harmful, name) for i in range(3)] for name, harmful in EVAL_SETS.items()
+    }
+    flagged = {"harmbench prompt 0", "harmbench prompt 1", "xstest-safe prompt 2"}
+    system = SafeSystem(model, tok, toy_guard(dict.fromkeys(flagged, 0.9)))
+    cfg = preset("quick", n_eval=None, eval_max_new_tokens=4)
+    student = SoftPrompt.for_model(model, tok, num_tokens=2)
+    res = evaluate_stage(cfg, system, student, Splits([], [], test))
+    records = res["records"]
+    assert [r["set"] for r in records] == [name for name in EVAL_SETS for _ in range(3)]
+    for r in records:
+        assert (r["system"]["response"] == DEFAULT_REFUSAL) == (r["prompt"] in flagged)
+        if r["prompt"] not in flagged:
+            assert r["system"]["response"] == r["base"]["response"]
+    for row in ("base", "system", "student"):
+        for name in EVAL_SETS:
+            refused = [r[row]["refused"] for r in records if r["set"] == name]
+            assert res["rows"][row][name]["refusal_rate"] == pytest.approx(sum(refused) / 3)
+    assert res["rows"]["system"]["harmbench"]["refusal_rate"] == pytest.approx(2 / 3)
