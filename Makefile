@@ -32,12 +32,13 @@ demo: install
 	$(BIN)/softguard run --quick --name demo
 
 test: install-dev
+	$(BIN)/ruff check softguard tests
 	$(BIN)/softguard fetch $(TEST_ASSETS)
 	$(BIN)/python -m pytest -q
 
 lint: install-dev
-	$(BIN)/ruff check softguard tests bench
-	$(BIN)/ruff format --check softguard tests bench
+	$(BIN)/ruff check softguard tests
+	$(BIN)/ruff format --check softguard tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -230,6 +230,7 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = True) -> P
         t0 = time.perf_counter()
         value = fn(*args)
         timings[name] = round(time.perf_counter() - t0, 1)
+        console.print(f"{name}: {timings[name]} s")
         return value
 
     timed("fetch", fetch_stage, cfg)
