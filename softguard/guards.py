@@ -79,7 +79,8 @@ class EncoderGuard(nn.Module):
         self.tokenizer = tokenizer
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.config.hidden_size, 1)
-        self.max_length = max_length
+        # never longer than the encoder's position table (MiniLM: 512)
+        self.max_length = min(max_length, getattr(encoder.config, "max_position_embeddings", max_length))
         self.metadata = dict(metadata or {})
         g = torch.Generator().manual_seed(seed)  # the head's init depends on `seed` only, not on global RNG
         std = getattr(encoder.config, "initializer_range", 0.02)
@@ -113,7 +114,7 @@ class EncoderGuard(nn.Module):
         responses = responses if responses is not None else [None] * len(prompts)
         if len(responses) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        n = max_length or self.max_length
+        n = min(max_length or self.max_length, self.max_length)
         pairs = zip(prompts, responses, strict=True)
         feats = [self.tokenizer(p, r, truncation=True, max_length=n) for p, r in pairs]
         return dict(self.tokenizer.pad(feats, return_tensors="pt"))

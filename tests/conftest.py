@@ -1,11 +1,23 @@
-"""Shared fixtures: a tiny random Llama with the real SmolLM2 chat tokenizer, and a toy guard with fixed scores."""
+"""Shared fixtures: a tiny random Llama with the real SmolLM2 chat tokenizer, a tiny random BERT guard backbone,
+and a toy guard with fixed scores."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
+from softguard import assets
 from softguard.models import resolve_model
 
 
@@ -92,3 +104,23 @@ class ToyGuard:
 def toy_guard() -> type[ToyGuard]:
     """The ``ToyGuard`` class: ``toy_guard({"prompt": 0.9, ...})`` builds one."""
     return ToyGuard
+
+
+@pytest.fixture(scope="session")
+def backbone(tmp_path_factory) -> Path:
+    """A tiny random BertModel with the real MiniLM tokenizer, saved as a guard backbone directory."""
+    minilm = assets.path("minilm")  # missing: AssetError with the `softguard fetch` hint fails, never skips
+    tok = AutoTokenizer.from_pretrained(minilm)
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    d = tmp_path_factory.mktemp("tiny-bert")
+    BertModel(cfg).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d

@@ -5,14 +5,11 @@ import hashlib
 import itertools
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
 
-from softguard import assets
 from softguard.guards import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -35,36 +32,6 @@ TEST_TEMPLATES = ["please explain how to prepare a {} at home"]
 def toy(templates: list[str]) -> tuple[list[str], list[int]]:
     rows = [(t.format(w), y) for t in templates for ws, y in ((UNSAFE, 1), (SAFE, 0)) for w in ws]
     return [r[0] for r in rows], [r[1] for r in rows]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's ops are too small to gain from threads, and spinning OpenMP threads on a shared 2-core
-    machine slow these tests ~10x; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def backbone(tmp_path_factory) -> Path:
-    """A tiny random BertModel with the real MiniLM tokenizer, saved as a backbone directory."""
-    minilm = assets.path("minilm")  # missing: AssetError with the `softguard fetch` hint fails, never skips
-    tok = AutoTokenizer.from_pretrained(minilm)
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    d = tmp_path_factory.mktemp("tiny-bert")
-    BertModel(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
 
 
 @pytest.fixture
