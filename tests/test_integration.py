@@ -72,3 +72,13 @@ def test_soft_prompt_for_other_width_is_refused(smollm):
     sp = SoftPrompt(num_tokens=4, hidden_size=64)
     with pytest.raises(AdapterError, match=r"64.*576"):
         sp.check_model(model)
+
+
+def test_local_directory_loads_the_same_model(smollm):
+    """A local HF directory (here the converted cache of the packaged model) loads as `--model DIR`."""
+    from softguard.models import resolve_model
+
+    model, _ = smollm
+    local, _ = load_model(resolve_model("smollm2-135m"))
+    ref = dict(model.named_parameters())
+    assert all(torch.equal(p, ref[n]) for n, p in local.named_parameters())
