@@ -3,17 +3,21 @@
 A plain decoding loop over the model's KV cache, so the soft prefix, left padding and position ids are handled
 exactly as in training (see ``adapters.embed_inputs``). Prompts are sorted by length into batches to limit
 padding and returned in the input order.
+
+``PrefixCache`` holds a soft prompt's keys and values, computed once: every request then only prefills its own
+tokens (DESIGN §7), with the same positions and attention pattern, so greedy outputs match the uncached path.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
 from rich.progress import Progress
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 
-from .adapters import Adapter, embed_inputs
+from .adapters import Adapter, AdapterError, embed_inputs
 
 
 @dataclass
@@ -32,20 +36,64 @@ def tokenize_prompts(
     return enc["input_ids"].to(device), enc["attention_mask"].to(device)
 
 
+class PrefixCache:
+    """The keys and values of an input-side adapter's prefix (the soft prompt), computed once per model.
+
+    A batch then runs as ``[P | pad | prompt]`` with P from the cache at positions 0..k-1 and the prompt at
+    k, k+1, ...: the positions and visible tokens of the uncached layout ``[pad | P | prompt]``.
+    """
+
+    @torch.inference_mode()
+    def __init__(self, model: PreTrainedModel, adapter: Adapter):
+        self.length = adapter.prefix_length
+        if self.length == 0:
+            raise AdapterError(f"a {adapter.method!r} adapter prepends nothing, so there is no prefix to cache")
+        d = model.get_input_embeddings().embedding_dim
+        empty = torch.zeros(1, 0, d, device=model.device, dtype=model.dtype)
+        embeds, mask = adapter(empty, torch.zeros(1, 0, dtype=torch.long, device=model.device))
+        pos = torch.arange(self.length, device=model.device)[None]
+        out = model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+        self.cache: Cache = out.past_key_values
+
+    def expand(self, batch_size: int) -> Cache:
+        """A fresh copy of the cache for ``batch_size`` rows (decoding appends to it in place)."""
+        cache = copy.deepcopy(self.cache)
+        cache.batch_repeat_interleave(batch_size)
+        return cache
+
+
+def _prefill_inputs(
+    model: PreTrainedModel, adapter: Adapter | None, prefix: PrefixCache | None, ids: torch.Tensor, mask: torch.Tensor
+) -> dict:
+    """Model inputs for the prompt tokens: through the adapter, or after the cached prefix."""
+    if prefix is None:
+        embeds, mask, pos = embed_inputs(model, adapter, ids, mask)
+        return {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": pos}
+    pos = prefix.length + (mask.long().cumsum(-1) - 1).clamp(min=0)
+    return {
+        "inputs_embeds": model.get_input_embeddings()(ids),
+        "attention_mask": torch.cat([mask.new_ones(len(ids), prefix.length), mask], dim=1),
+        "position_ids": pos,
+        "past_key_values": prefix.expand(len(ids)),
+    }
+
+
 @torch.inference_mode()
 def _generate_batch(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[str],
     adapter: Adapter | None,
+    prefix: PrefixCache | None,
     max_new_tokens: int,
     temperature: float,
     generator: torch.Generator | None,
 ) -> list[list[int]]:
     device = model.device
     ids, mask = tokenize_prompts(tokenizer, prompts, device)
-    embeds, mask, pos = embed_inputs(model, adapter, ids, mask)
-    out = model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+    inputs = _prefill_inputs(model, adapter, prefix, ids, mask)
+    out = model(**inputs, use_cache=True, logits_to_keep=1)
+    mask, pos = inputs["attention_mask"], inputs["position_ids"]
     eos = tokenizer.eos_token_id
     tokens = torch.empty(len(prompts), 0, dtype=torch.long, device=device)
     done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
@@ -85,6 +133,7 @@ def generate(
     prompts: list[str],
     adapter: Adapter | None = None,
     *,
+    prefix: PrefixCache | None = None,
     max_new_tokens: int = 64,
     batch_size: int = 16,
     temperature: float = 0.0,
@@ -94,8 +143,11 @@ def generate(
 ) -> list[Generation]:
     """Generate one response per templated prompt; ``temperature=0`` is greedy, otherwise seeded sampling.
 
+    Pass either ``adapter`` (applied to every batch) or ``prefix`` (its cached keys and values reused).
     Returns ``Generation`` objects in the order of ``prompts``.
     """
+    if adapter is not None and prefix is not None:
+        raise ValueError("pass the adapter or its PrefixCache, not both")
     generator = torch.Generator().manual_seed(seed)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[Generation | None] = [None] * len(prompts)
@@ -104,7 +156,7 @@ def generate(
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             rows = _generate_batch(
-                model, tokenizer, [prompts[i] for i in idx], adapter, max_new_tokens, temperature, generator
+                model, tokenizer, [prompts[i] for i in idx], adapter, prefix, max_new_tokens, temperature, generator
             )
             for i, row in zip(idx, rows, strict=True):
                 results[i] = Generation(tokenizer.decode(row, skip_special_tokens=True).strip(), row)

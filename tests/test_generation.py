@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from softguard.adapters import SoftPrompt
-from softguard.generation import Generation, generate, tokenize_prompts
+from softguard.generation import Generation, PrefixCache, generate, tokenize_prompts
 from softguard.models import chat_prompt
 
 USER = ["Hi", "What is the capital of France?", "Write a haiku about autumn leaves falling on a quiet pond"]
@@ -172,3 +172,19 @@ def test_left_padding_regardless_of_tokenizer_setting(tiny_lm, prompts):
     got = generate(model, right, prompts, sp, max_new_tokens=4, progress=False)
     ref = generate(model, tok, prompts, sp, max_new_tokens=4, progress=False)
     assert [g.token_ids for g in got] == [g.token_ids for g in ref]
+
+
+def test_prefix_cache_matches_uncached_generation(tiny_lm, prompts):
+    """The cached prefix gives the same greedy tokens as prepending P to every batch, in batches of mixed
+    lengths, and the shared cache is not modified by decoding (a second call gives the same result)."""
+    model, tok = tiny_lm
+    sp = SoftPrompt.for_model(model, tok, num_tokens=5, init="normal", sigma=0.5)
+    uncached = generate(model, tok, prompts, sp, max_new_tokens=8, batch_size=2, progress=False)
+    prefix = PrefixCache(model, sp)
+    assert prefix.length == 5 and prefix.cache.get_seq_length() == 5
+    for _ in range(2):
+        cached = generate(model, tok, prompts, prefix=prefix, max_new_tokens=8, batch_size=2, progress=False)
+        assert [g.token_ids for g in cached] == [g.token_ids for g in uncached]
+    assert prefix.cache.get_seq_length() == 5
+    with pytest.raises(ValueError, match="not both"):
+        generate(model, tok, prompts, sp, prefix=prefix, progress=False)

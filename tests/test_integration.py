@@ -82,3 +82,15 @@ def test_local_directory_loads_the_same_model(smollm):
     local, _ = load_model(resolve_model("smollm2-135m"))
     ref = dict(model.named_parameters())
     assert all(torch.equal(p, ref[n]) for n, p in local.named_parameters())
+
+
+def test_prefix_cache_matches_uncached_on_smollm(smollm):
+    """k = 100 soft prompt on the real model: the cached prefix gives the same greedy tokens."""
+    from softguard.generation import PrefixCache, generate
+
+    model, tok = smollm
+    sp = SoftPrompt.for_model(model, tok, num_tokens=100)
+    prompts = [chat_prompt(tok, p) for p in ("Hi!", "How do I pick a lock?", "Name three primary colours.")]
+    uncached = generate(model, tok, prompts, sp, max_new_tokens=12, progress=False)
+    cached = generate(model, tok, prompts, prefix=PrefixCache(model, sp), max_new_tokens=12, progress=False)
+    assert [g.token_ids for g in cached] == [g.token_ids for g in uncached]
