@@ -1,4 +1,4 @@
-"""The ``softguard`` command line: fetch, list, data show, guard train/eval, run."""
+"""The ``softguard`` command line: fetch, list, data show, guard train/eval, run, export."""
 
 from __future__ import annotations
 
@@ -99,6 +99,12 @@ def cmd_run(args: argparse.Namespace) -> None:
     print((out / "report.md").read_text())
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from .export import export
+
+    console.print(f"wrote {args.format} export to {export(args.src, args.out, args.format)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="softguard", description=__doc__)
     p.add_argument("--cache-dir", help="asset/model cache (default $SOFTGUARD_CACHE or ~/.cache/softguard)")
@@ -156,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int)
     r.add_argument("--no-resume", action="store_true", help="fail instead of resuming when the run directory exists")
     r.set_defaults(fn=cmd_run)
+    e = sub.add_parser("export", help="export a trained soft prompt (run dir or adapter dir) for inference")
+    e.add_argument("src", help="a run directory (uses student/best) or an adapter directory")
+    e.add_argument("out")
+    e.add_argument("--format", choices=["peft", "safetensors"], default="peft")
+    e.set_defaults(fn=cmd_export)
     return p
 
 
