@@ -1,4 +1,4 @@
-"""The ``softguard`` command line: fetch, list, data show, guard train/eval, run, export."""
+"""The ``softguard`` command line: fetch, list, data show, guard train/eval, run, export, chat."""
 
 from __future__ import annotations
 
@@ -105,6 +105,47 @@ def cmd_export(args: argparse.Namespace) -> None:
     console.print(f"wrote {args.format} export to {export(args.src, args.out, args.format)}")
 
 
+def cmd_chat(args: argparse.Namespace) -> None:
+    from .adapters import load_adapter, resolve_adapter_dir
+    from .chat import chat
+    from .guards import EncoderGuard
+    from .io import read_json
+    from .models import load_model
+    from .system import DEFAULT_REFUSAL, SafeSystem
+
+    run_dir = Path(args.system or args.adapter or ".")
+    run_cfg = read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
+    model, tok = load_model(args.model or run_cfg.get("model", "smollm2-135m"))
+    adapter = load_adapter(resolve_adapter_dir(args.adapter), model) if args.adapter else None
+    system = None
+    if args.system:
+        guard = EncoderGuard.from_pretrained(run_dir / "guard")
+        system = SafeSystem(model, tok, guard, run_cfg.get("refusal", DEFAULT_REFUSAL), run_cfg.get("tau", 0.5))
+
+    def lines():
+        while True:
+            try:
+                yield input("you> ")
+            except EOFError:
+                return
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    source = lines() if sys.stdin.isatty() else sys.stdin
+    chat(
+        model,
+        tok,
+        source,
+        write,
+        adapter=adapter,
+        system=system,
+        max_new_tokens=args.max_new_tokens,
+        history=not args.no_history,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="softguard", description=__doc__)
     p.add_argument("--cache-dir", help="asset/model cache (default $SOFTGUARD_CACHE or ~/.cache/softguard)")
@@ -167,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("out")
     e.add_argument("--format", choices=["peft", "safetensors"], default="peft")
     e.set_defaults(fn=cmd_export)
+    c = sub.add_parser("chat", help="chat with a trained soft prompt, or with a run's two-model system")
+    who = c.add_mutually_exclusive_group()
+    who.add_argument("--adapter", help="a run directory (uses student/best) or an adapter directory")
+    who.add_argument("--system", help="a run directory: chat with its LLM + guard system instead")
+    c.add_argument("--model", help="default: the run's model, else smollm2-135m")
+    c.add_argument("--max-new-tokens", type=int, default=256)
+    c.add_argument("--no-history", action="store_true", help="answer every line on its own")
+    c.set_defaults(fn=cmd_chat)
     return p
 
 

@@ -13,23 +13,17 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from .adapters import SoftPrompt, load_adapter
+from .adapters import SoftPrompt, load_adapter, resolve_adapter_dir
 from .io import atomic_dir, read_json
 
 FORMATS = ("peft", "safetensors")
-
-
-def find_adapter_dir(path: str | Path) -> Path:
-    """A run directory resolves to its dev-selected student (``student/best``); an adapter dir is itself."""
-    path = Path(path)
-    return path / "student" / "best" if (path / "student" / "best").is_dir() else path
 
 
 def export(src: str | Path, out: str | Path, fmt: str = "peft") -> Path:
     """Write the soft prompt found at ``src`` (run or adapter directory) to ``out`` in format ``fmt``."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    adapter_dir = find_adapter_dir(src)
+    adapter_dir = resolve_adapter_dir(src)
     adapter = load_adapter(adapter_dir)
     if not isinstance(adapter, SoftPrompt):
         raise ValueError(f"{adapter_dir} holds a {adapter.method!r} adapter; only soft prompts export to {fmt}")

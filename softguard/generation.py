@@ -11,6 +11,7 @@ tokens (DESIGN §7), with the same positions and attention pattern, so greedy ou
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -79,6 +80,46 @@ def _prefill_inputs(
 
 
 @torch.inference_mode()
+def _decode(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    adapter: Adapter | None,
+    prefix: PrefixCache | None,
+    max_new_tokens: int,
+    temperature: float,
+    generator: torch.Generator | None,
+) -> Iterator[torch.Tensor]:
+    """Yield the next token of every row, [B], one step at a time (pad once a row has ended) until all end."""
+    device = model.device
+    ids, mask = tokenize_prompts(tokenizer, prompts, device)
+    inputs = _prefill_inputs(model, adapter, prefix, ids, mask)
+    out = model(**inputs, use_cache=True, logits_to_keep=1)
+    mask, next_pos = inputs["attention_mask"], inputs["position_ids"][:, -1:] + 1
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    for _ in range(max_new_tokens):
+        logits = out.logits[:, -1, :].float()
+        if temperature > 0:
+            probs = torch.softmax(logits / temperature, dim=-1)
+            nxt = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(device)
+        else:
+            nxt = logits.argmax(-1)
+        nxt = torch.where(done, torch.full_like(nxt, tokenizer.pad_token_id), nxt)
+        yield nxt
+        done |= nxt == tokenizer.eos_token_id
+        if bool(done.all()):
+            return
+        mask = torch.cat([mask, mask.new_ones(len(prompts), 1)], dim=1)
+        out = model(
+            input_ids=nxt[:, None],
+            attention_mask=mask,
+            position_ids=next_pos,
+            past_key_values=out.past_key_values,
+            use_cache=True,
+        )
+        next_pos = next_pos + 1
+
+
 def _generate_batch(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -89,42 +130,32 @@ def _generate_batch(
     temperature: float,
     generator: torch.Generator | None,
 ) -> list[list[int]]:
-    device = model.device
-    ids, mask = tokenize_prompts(tokenizer, prompts, device)
-    inputs = _prefill_inputs(model, adapter, prefix, ids, mask)
-    out = model(**inputs, use_cache=True, logits_to_keep=1)
-    mask, pos = inputs["attention_mask"], inputs["position_ids"]
+    """Token ids per prompt, cut after the first EOS."""
+    steps = list(_decode(model, tokenizer, prompts, adapter, prefix, max_new_tokens, temperature, generator))
+    rows = torch.stack(steps, dim=1).tolist() if steps else [[] for _ in prompts]
     eos = tokenizer.eos_token_id
-    tokens = torch.empty(len(prompts), 0, dtype=torch.long, device=device)
-    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
-    next_pos = pos[:, -1:] + 1
-    for _ in range(max_new_tokens):
-        logits = out.logits[:, -1, :].float()
-        if temperature > 0:
-            probs = torch.softmax(logits / temperature, dim=-1)
-            nxt = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(device)
-        else:
-            nxt = logits.argmax(-1)
-        nxt = torch.where(done, torch.full_like(nxt, tokenizer.pad_token_id), nxt)
-        tokens = torch.cat([tokens, nxt[:, None]], dim=1)
-        done |= nxt == eos
-        if bool(done.all()):
-            break
-        mask = torch.cat([mask, mask.new_ones(len(prompts), 1)], dim=1)
-        out = model(
-            input_ids=nxt[:, None],
-            attention_mask=mask,
-            position_ids=next_pos,
-            past_key_values=out.past_key_values,
-            use_cache=True,
-        )
-        next_pos = next_pos + 1
-    results = []
-    for row, finished in zip(tokens.tolist(), done.tolist(), strict=True):
-        if finished:
-            row = row[: row.index(eos) + 1]
-        results.append(row)
-    return results
+    return [row[: row.index(eos) + 1] if eos in row else row for row in rows]
+
+
+def stream(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str,
+    adapter: Adapter | None = None,
+    *,
+    prefix: PrefixCache | None = None,
+    max_new_tokens: int = 256,
+) -> Iterator[str]:
+    """Greedy response to one templated prompt, yielded as text pieces as soon as each token is decoded."""
+    ids: list[int] = []
+    shown = ""
+    for nxt in _decode(model, tokenizer, [prompt], adapter, prefix, max_new_tokens, 0.0, None):
+        if int(nxt[0]) == tokenizer.eos_token_id:
+            return
+        ids.append(int(nxt[0]))
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        yield text[len(shown) :]
+        shown = text
 
 
 def generate(

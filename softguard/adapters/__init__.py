@@ -12,6 +12,12 @@ from .soft_prompt import DEFAULT_INIT_TEXT, SoftPrompt
 ADAPTERS: dict[str, type[Adapter]] = {SoftPrompt.method: SoftPrompt}
 
 
+def resolve_adapter_dir(path: str | Path) -> Path:
+    """A run directory resolves to its dev-selected student (``student/best``); an adapter dir is itself."""
+    path = Path(path)
+    return path / "student" / "best" if (path / "student" / "best").is_dir() else path
+
+
 def load_adapter(in_dir: str | Path, model: PreTrainedModel | None = None) -> Adapter:
     """Load any saved adapter, dispatching on the ``method`` recorded in its config."""
     method = read_adapter_config(in_dir).get("method")
@@ -29,4 +35,5 @@ __all__ = [
     "decoder_hidden",
     "embed_inputs",
     "load_adapter",
+    "resolve_adapter_dir",
 ]
