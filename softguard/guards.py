@@ -35,7 +35,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from . import assets
 from .assets import sha256_file
@@ -226,6 +234,112 @@ def _read_weights(p: Path, sha256: str) -> dict[str, torch.Tensor]:
         return load_file(str(p))
     except (SafetensorError, OSError) as e:
         raise GuardError(f"{p} is corrupt ({e}); {RETRAIN_HINT}") from e
+
+
+# ------------------------------------------------------------------------------------------------------------
+# off-the-shelf guards (any Hugging Face model; never trust_remote_code)
+
+
+class HFClassifierGuard:
+    """Any sequence-classification guard: u = softmax(logits)[unsafe], or sigmoid(logit) for a 1-logit head.
+
+    ``unsafe_label`` is a label name from the model's ``id2label`` (case-insensitive) or an index. A response is
+    encoded as the tokenizer's text pair (prompt, response).
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        unsafe_label: str | int = "unsafe",
+        max_length: int = 512,
+        batch_size: int = 32,
+    ):
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.max_length, self.batch_size = max_length, batch_size
+        labels = {str(v).lower(): int(k) for k, v in model.config.id2label.items()}
+        if isinstance(unsafe_label, int):
+            self.unsafe_index = unsafe_label
+        elif unsafe_label.lower() in labels:
+            self.unsafe_index = labels[unsafe_label.lower()]
+        else:
+            raise GuardError(f"the guard has no label {unsafe_label!r}; its labels are {sorted(labels)}")
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str, unsafe_label: str | int = "unsafe", **kw: Any) -> HFClassifierGuard:
+        model = AutoModelForSequenceClassification.from_pretrained(name_or_dir)
+        return cls(model, AutoTokenizer.from_pretrained(name_or_dir), unsafe_label, **kw)
+
+    @torch.inference_mode()
+    def score(self, prompts: list[str], responses: list[str] | None = None) -> torch.Tensor:
+        out = []
+        for i in range(0, len(prompts), self.batch_size):
+            pair = None if responses is None else responses[i : i + self.batch_size]
+            enc = self.tokenizer(
+                prompts[i : i + self.batch_size],
+                pair,
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            ).to(self.model.device)
+            logits = self.model(**enc).logits.float()
+            probs = torch.sigmoid(logits[:, 0]) if logits.shape[-1] == 1 else logits.softmax(-1)[:, self.unsafe_index]
+            out.append(probs.cpu())
+        return torch.cat(out) if out else torch.zeros(0)
+
+
+class CausalLMGuard:
+    """A generative guard in the style of Llama Guard / ShieldGemma.
+
+    The conversation (user prompt, and the assistant response when given) is rendered with the guard's own chat
+    template; u = p(unsafe) / (p(unsafe) + p(safe)) over the first generated token, where ``unsafe_token`` and
+    ``safe_token`` are the verdict words ("unsafe"/"safe" for Llama Guard, "Yes"/"No" for ShieldGemma; their
+    first token is used).
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        unsafe_token: str = "unsafe",
+        safe_token: str = "safe",
+        batch_size: int = 8,
+    ):
+        self.model, self.tokenizer, self.batch_size = model.eval(), tokenizer, batch_size
+        ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in (unsafe_token, safe_token)]
+        if not all(ids) or ids[0][0] == ids[1][0]:
+            raise GuardError(f"{unsafe_token!r} and {safe_token!r} must start with different tokens")
+        self.verdict_ids = torch.tensor([ids[0][0], ids[1][0]])
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str, **kw: Any) -> CausalLMGuard:
+        model = AutoModelForCausalLM.from_pretrained(name_or_dir)
+        return cls(model, AutoTokenizer.from_pretrained(name_or_dir), **kw)
+
+    def render(self, prompt: str, response: str | None = None) -> str:
+        """The guard's own template over the conversation, ending where its verdict starts."""
+        chat = [{"role": "user", "content": prompt}]
+        if response is not None:
+            chat.append({"role": "assistant", "content": response})
+        return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+
+    @torch.inference_mode()
+    def score(self, prompts: list[str], responses: list[str] | None = None) -> torch.Tensor:
+        texts = [self.render(p, None if responses is None else responses[i]) for i, p in enumerate(prompts)]
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(
+                texts[i : i + self.batch_size],
+                padding=True,
+                padding_side="left",
+                add_special_tokens=False,
+                return_tensors="pt",
+            ).to(self.model.device)
+            pos = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # padding-independent positions
+            logits = self.model(**enc, position_ids=pos, logits_to_keep=1).logits[:, -1].float()
+            out.append(logits[:, self.verdict_ids.to(logits.device)].softmax(-1)[:, 0].cpu())
+        return torch.cat(out) if out else torch.zeros(0)
 
 
 # ------------------------------------------------------------------------------------------------------------
