@@ -149,15 +149,38 @@ class SafeSystem:
         batch_size: int = 16,
         cache_dir: str | Path | None = None,
     ) -> dict[str, list[list[int]]]:
-        """K samples r_k ~ pi(.|x) per prompt (token ids), cached under ``<cache>/teacher/<key>.json``.
+        """K samples r_k ~ pi(.|x) per prompt (token ids); sample k is drawn with seed + k.
 
-        The key hashes the model, the prompts and the settings, so the same command reuses the same samples.
+        Each pass over the prompts is cached on its own under ``<cache>/teacher/<key>.json`` (the key hashes the
+        model, the prompts, the settings and the seed), so an interrupted stage keeps its finished passes and a
+        run with K = 2 reuses the pass of a run with K = 1.
         """
+        out: dict[str, list[list[int]]] = {p: [] for p in prompts}
+        for k in range(num_samples):
+            desc = f"base samples {k + 1}/{num_samples}"
+            for p, ids in zip(
+                prompts,
+                self._sample_pass(prompts, max_new_tokens, temperature, seed + k, batch_size, cache_dir, desc),
+                strict=True,
+            ):
+                out[p].append(ids)
+        return out
+
+    def _sample_pass(
+        self,
+        prompts: list[str],
+        max_new_tokens: int,
+        temperature: float,
+        seed: int,
+        batch_size: int,
+        cache_dir: str | Path | None,
+        desc: str,
+    ) -> list[list[int]]:
+        """One sampled response per prompt, read from or written to the teacher cache."""
         key = {
             "model": self.model.name_or_path,
             "params": sum(p.numel() for p in self.model.parameters()),
             "prompts": prompts,
-            "num_samples": num_samples,
             "max_new_tokens": max_new_tokens,
             "temperature": temperature,
             "seed": seed,
@@ -166,23 +189,19 @@ class SafeSystem:
         cache = assets.cache_root(cache_dir) / "teacher" / f"{digest}.json"
         if cache.is_file():
             return read_json(cache)["samples"]
-        templated = self.template(prompts)
-        out: dict[str, list[list[int]]] = {p: [] for p in prompts}
-        for k in range(num_samples):
-            gens = generate(
-                self.model,
-                self.tokenizer,
-                templated,
-                max_new_tokens=max_new_tokens,
-                batch_size=batch_size,
-                temperature=temperature,
-                seed=seed + k,
-                desc=f"base samples {k + 1}/{num_samples}",
-            )
-            for p, g in zip(prompts, gens, strict=True):
-                out[p].append(g.token_ids)
-        write_json(cache, {"key": {**key, "prompts": len(prompts)}, "samples": out})
-        return out
+        gens = generate(
+            self.model,
+            self.tokenizer,
+            self.template(prompts),
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            temperature=temperature,
+            seed=seed,
+            desc=desc,
+        )
+        samples = [g.token_ids for g in gens]
+        write_json(cache, {"key": {**key, "prompts": len(prompts)}, "samples": samples})
+        return samples
 
 
 def hard_labels(items: list[TeacherItem], tau: float) -> list[TeacherItem]:

@@ -69,8 +69,8 @@ def test_teacher_prompt_level(system, tiny_lm, tmp_path, monkeypatch):
         assert items[2].samples[k] == ref[1].token_ids
     assert items[1].sample_u == pytest.approx([0.1, 0.1]) and items[2].sample_u == pytest.approx([0.8, 0.8])
     assert items[1].samples[0] != items[1].samples[1]
-    # cached on disk: a second call reads the cache and generates nothing
-    assert len(list((tmp_path / "teacher").glob("*.json"))) == 1
+    # cached on disk, one file per sampling pass: a second call reads the cache and generates nothing
+    assert len(list((tmp_path / "teacher").glob("*.json"))) == 2
 
     def no_generation(*a, **k):
         raise AssertionError("base samples should come from the cache")
@@ -78,6 +78,8 @@ def test_teacher_prompt_level(system, tiny_lm, tmp_path, monkeypatch):
     monkeypatch.setattr("softguard.system.generate", no_generation)
     again = system.teacher(prompts, num_samples=2, max_new_tokens=4, seed=5, cache_dir=tmp_path)
     assert again == items
+    one = system.teacher(prompts, num_samples=1, max_new_tokens=4, seed=5, cache_dir=tmp_path)  # K=1 reuses pass 0
+    assert [it.samples for it in one] == [it.samples[:1] for it in items]
 
 
 def test_teacher_response_level(tiny_lm, toy_guard, tmp_path):
