@@ -43,38 +43,34 @@ def cmd_data_show(args: argparse.Namespace) -> None:
     print(show(args.name, n=args.n, seed=args.seed))
 
 
+def _print_metrics(metrics: dict) -> None:
+    for split, m in metrics.items():
+        console.print(
+            f"{split}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items())
+        )
+
+
 def cmd_guard_train(args: argparse.Namespace) -> None:
     from .data import make_splits
-    from .guards import EncoderGuard, GuardTrainConfig, evaluate_guard, train_guard
-    from .io import write_json
+    from .guards import GuardTrainConfig
+    from .io import read_json
+    from .pipeline import train_split_guard
 
-    splits = make_splits(args.seed)
-    guard = EncoderGuard.from_backbone(args.backbone, seed=args.seed)
     cfg = GuardTrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed)
-    history = train_guard(guard, [e.text for e in splits.train], [int(e.harmful) for e in splits.train], cfg)
-    guard.save_pretrained(args.out, metadata={"history": history})
-    dev = evaluate_guard(guard, [e.text for e in splits.dev], [int(e.harmful) for e in splits.dev], args.tau)
-    write_json(Path(args.out) / "guard_eval.json", {"dev": dev})
-    console.print(f"guard saved to {args.out}; dev: {dev}")
+    train_split_guard(make_splits(args.seed), args.out, args.backbone, cfg, args.tau)
+    _print_metrics(read_json(Path(args.out) / "guard_eval.json"))
+    console.print(f"guard saved to {args.out}")
 
 
 def cmd_guard_eval(args: argparse.Namespace) -> None:
     from .data import make_splits
-    from .guards import EncoderGuard, evaluate_guard
+    from .guards import EncoderGuard
     from .io import write_json
+    from .pipeline import guard_metrics
 
-    splits = make_splits(args.seed)
-    guard = EncoderGuard.from_pretrained(args.guard)
-    test = [e for s in splits.test.values() for e in s]
-    out = {
-        split: evaluate_guard(guard, [e.text for e in exs], [int(e.harmful) for e in exs], args.tau)
-        for split, exs in (("dev", splits.dev), ("test", test))
-    }
-    write_json(args.out, out)
-    for split, m in out.items():
-        console.print(
-            f"{split}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items())
-        )
+    metrics = guard_metrics(EncoderGuard.from_pretrained(args.guard), make_splits(args.seed), args.tau)
+    write_json(args.out, metrics)
+    _print_metrics(metrics)
     console.print(f"written to {args.out}")
 
 

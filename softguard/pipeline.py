@@ -124,24 +124,33 @@ def fetch_stage(cfg: RunConfig) -> None:
     assets.fetch_many(needed)
 
 
+def guard_metrics(guard: EncoderGuard, splits: Splits, tau: float) -> dict[str, Any]:
+    """AUROC / precision / recall / F1 at tau on the dev split and on all test sets together."""
+    test = [e for exs in splits.test.values() for e in exs]
+    return {
+        split: evaluate_guard(guard, [e.text for e in exs], [int(e.harmful) for e in exs], tau)
+        for split, exs in (("dev", splits.dev), ("test", test))
+    }
+
+
+def train_split_guard(
+    splits: Splits, out_dir: str | Path, backbone: str, gcfg: GuardTrainConfig, tau: float
+) -> EncoderGuard:
+    """Fine-tune ``backbone`` on the train split (harmful = 1); save it and its ``guard_eval.json`` in ``out_dir``."""
+    guard = EncoderGuard.from_backbone(backbone, seed=gcfg.seed)
+    history = train_guard(guard, [e.text for e in splits.train], [int(e.harmful) for e in splits.train], gcfg)
+    guard.save_pretrained(out_dir, metadata={"history": history})
+    write_json(Path(out_dir) / "guard_eval.json", guard_metrics(guard, splits, tau))
+    return guard
+
+
 def guard_stage(cfg: RunConfig, splits: Splits, out: Path) -> EncoderGuard:
-    """Train the prompt-level guard on the train split (harmful = 1) unless ``out/guard`` already holds one."""
+    """Train the prompt-level guard unless ``out/guard`` already holds one."""
     gdir = out / "guard"
     if (gdir / "guard_config.json").is_file():
         return EncoderGuard.from_pretrained(gdir)
-    guard = EncoderGuard.from_backbone(cfg.guard_backbone, seed=cfg.seed)
     gcfg = GuardTrainConfig(epochs=cfg.guard_epochs, max_length=cfg.guard_max_length, seed=cfg.seed)
-    history = train_guard(guard, [e.text for e in splits.train], [int(e.harmful) for e in splits.train], gcfg)
-    guard.save_pretrained(gdir, metadata={"history": history})
-    metrics = {
-        "dev": evaluate_guard(guard, [e.text for e in splits.dev], [int(e.harmful) for e in splits.dev], cfg.tau)
-    }
-    test = [
-        e for name in ("harmbench", "strongreject", "xstest-unsafe", "xstest-safe", "benign") for e in splits.test[name]
-    ]
-    metrics["test"] = evaluate_guard(guard, [e.text for e in test], [int(e.harmful) for e in test], cfg.tau)
-    write_json(gdir / "guard_eval.json", metrics)
-    return guard
+    return train_split_guard(splits, gdir, cfg.guard_backbone, gcfg, cfg.tau)
 
 
 def dev_stage(cfg: RunConfig, system: SafeSystem, splits: Splits) -> DevSet:
