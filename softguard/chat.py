@@ -30,7 +30,7 @@ def chat(
     history: bool = True,
 ) -> list[dict[str, str]]:
     """Answer every non-empty line of ``lines`` through ``write``; return the conversation as chat messages."""
-    prefix = PrefixCache(model, adapter) if adapter is not None and adapter.prefix_length else None
+    prefix = PrefixCache(model, adapter) if adapter is not None and adapter.prefix_cacheable else None
     messages: list[dict[str, str]] = []
     for line in lines:
         user = line.strip()

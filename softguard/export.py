@@ -27,6 +27,11 @@ def export(src: str | Path, out: str | Path, fmt: str = "peft") -> Path:
     adapter = load_adapter(adapter_dir)
     if not isinstance(adapter, SoftPrompt):
         raise ValueError(f"{adapter_dir} holds a {adapter.method!r} adapter; only soft prompts export to {fmt}")
+    if adapter.placement != "start":
+        raise ValueError(
+            f"{adapter_dir} holds a soft prompt placed before the user's message; PEFT prompt tuning and the bare "
+            "format only prepend, so only placement 'start' exports (use it through softguard instead)"
+        )
     run_cfg = adapter_dir.parent.parent / "config.json"
     base = read_json(run_cfg)["model"] if run_cfg.is_file() else None
     prompt = adapter.prompt.detach().cpu().contiguous()

@@ -18,7 +18,7 @@ import torch
 from rich.progress import Progress
 from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 
-from .adapters import Adapter, AdapterError, embed_inputs
+from .adapters import Adapter, AdapterError, attached, embed_inputs
 
 
 @dataclass
@@ -47,11 +47,12 @@ class PrefixCache:
     @torch.inference_mode()
     def __init__(self, model: PreTrainedModel, adapter: Adapter):
         self.length = adapter.prefix_length
-        if self.length == 0:
-            raise AdapterError(f"a {adapter.method!r} adapter prepends nothing, so there is no prefix to cache")
+        if not adapter.prefix_cacheable:
+            raise AdapterError(f"this {adapter.method!r} adapter has no fixed leading prefix to cache")
         d = model.get_input_embeddings().embedding_dim
         empty = torch.zeros(1, 0, d, device=model.device, dtype=model.dtype)
-        embeds, mask = adapter(empty, torch.zeros(1, 0, dtype=torch.long, device=model.device))
+        no_ids = torch.zeros(1, 0, dtype=torch.long, device=model.device)
+        embeds, mask = adapter(empty, no_ids, no_ids)
         pos = torch.arange(self.length, device=model.device)[None]
         out = model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
         self.cache: Cache = out.past_key_values
@@ -94,34 +95,35 @@ def decode_steps(
     """Yield the next token of every row, [B], one step at a time (pad once a row has ended) until all end.
 
     ``stop_at_eos=False`` always runs ``max_new_tokens`` steps (fixed-length timing in ``bench/``)."""
-    device = model.device
-    ids, mask = tokenize_prompts(tokenizer, prompts, device)
-    inputs = _prefill_inputs(model, adapter, prefix, ids, mask)
-    out = model(**inputs, use_cache=True, logits_to_keep=1)
-    mask, next_pos = inputs["attention_mask"], inputs["position_ids"][:, -1:] + 1
-    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
-    for _ in range(max_new_tokens):
-        logits = out.logits[:, -1, :].float()
-        if temperature > 0:
-            probs = torch.softmax(logits / temperature, dim=-1)
-            nxt = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(device)
-        else:
-            nxt = logits.argmax(-1)
-        nxt = torch.where(done, torch.full_like(nxt, tokenizer.pad_token_id), nxt)
-        yield nxt
-        if stop_at_eos:
-            done |= nxt == tokenizer.eos_token_id
-        if bool(done.all()):
-            return
-        mask = torch.cat([mask, mask.new_ones(len(prompts), 1)], dim=1)
-        out = model(
-            input_ids=nxt[:, None],
-            attention_mask=mask,
-            position_ids=next_pos,
-            past_key_values=out.past_key_values,
-            use_cache=True,
-        )
-        next_pos = next_pos + 1
+    with attached(model, adapter):  # model-side adapters stay hooked in for the whole decoding loop
+        device = model.device
+        ids, mask = tokenize_prompts(tokenizer, prompts, device)
+        inputs = _prefill_inputs(model, adapter, prefix, ids, mask)
+        out = model(**inputs, use_cache=True, logits_to_keep=1)
+        mask, next_pos = inputs["attention_mask"], inputs["position_ids"][:, -1:] + 1
+        done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+        for _ in range(max_new_tokens):
+            logits = out.logits[:, -1, :].float()
+            if temperature > 0:
+                probs = torch.softmax(logits / temperature, dim=-1)
+                nxt = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(device)
+            else:
+                nxt = logits.argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, tokenizer.pad_token_id), nxt)
+            yield nxt
+            if stop_at_eos:
+                done |= nxt == tokenizer.eos_token_id
+            if bool(done.all()):
+                return
+            mask = torch.cat([mask, mask.new_ones(len(prompts), 1)], dim=1)
+            out = model(
+                input_ids=nxt[:, None],
+                attention_mask=mask,
+                position_ids=next_pos,
+                past_key_values=out.past_key_values,
+                use_cache=True,
+            )
+            next_pos = next_pos + 1
 
 
 def _generate_batch(

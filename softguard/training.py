@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .adapters import Adapter, AdapterError, decoder_hidden, load_adapter
+from .adapters import Adapter, AdapterError, attached, decoder_hidden, load_adapter
 from .evaluation import is_refusal
 from .generation import generate
 from .io import atomic_dir, read_json, write_json
@@ -154,7 +155,9 @@ def loss_terms(
     soft = batch["soft"]
     if soft.any():
         rows = torch.unique(batch["row"][soft])
-        with torch.no_grad():  # frozen model, no adapter, only the rows that need soft targets
+        base = getattr(adapter, "module", adapter)  # DDP wraps the adapter as ``.module``
+        # frozen model without the adapter (model-side adapters bypassed), only the rows that need soft targets
+        with torch.no_grad(), base.bypassed() if base is not None else nullcontext():
             sub = {k: batch[k][rows] for k in ("input_ids", "attention_mask")}
             t_hidden = decoder_hidden(model, None, sub["input_ids"], sub["attention_mask"])
             remap = torch.full((int(batch["row"].max()) + 1,), -1, device=rows.device)
@@ -303,7 +306,10 @@ def train(
     prefix = adapter.prefix_length
     rank, world = accelerator.process_index, accelerator.num_processes
     columns = [TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}")]
-    with Progress(*columns, TimeRemainingColumn(), disable=not accelerator.is_main_process) as bar:
+    with (
+        attached(model, adapter),
+        Progress(*columns, TimeRemainingColumn(), disable=not accelerator.is_main_process) as bar,
+    ):
         task = bar.add_task("train", total=cfg.steps, completed=state.step, info="")
         while state.step < cfg.steps:
             t0 = time.perf_counter()

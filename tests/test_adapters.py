@@ -33,7 +33,14 @@ def test_text_init_is_cycled_text_embeddings(tiny_lm):
     assert sp.prompt.shape == (7, 32)
     assert torch.equal(sp.prompt.data, expected)
     assert torch.equal(sp.prompt[0], sp.prompt[len(ids)])  # the text really is cycled
-    assert sp.config() == {"num_tokens": 7, "hidden_size": 32, "init": "text", "init_text": text}
+    assert sp.config() == {
+        "num_tokens": 7,
+        "hidden_size": 32,
+        "init": "text",
+        "init_text": text,
+        "placement": "start",
+        "head": [],
+    }
     assert sp.prompt.requires_grad
 
 
@@ -106,7 +113,7 @@ def test_wrap_inputs_places_prompt_after_left_padding():
         [[[-1.0], [-2.0], [11.0], [12.0]], [[21.0], [22.0], [23.0], [24.0]], [[-3.0], [31.0], [32.0], [33.0]]]
     )
     mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1], [0, 1, 1, 1]])
-    out, new_mask = sp.wrap_inputs(embeds, mask)
+    out, new_mask = sp.wrap_inputs(embeds, mask, torch.zeros_like(mask))
     assert out.squeeze(-1).tolist() == [
         [-1.0, -2.0, 100.0, 200.0, 11.0, 12.0],
         [100.0, 200.0, 21.0, 22.0, 23.0, 24.0],
@@ -132,7 +139,7 @@ class _IdentityEmbedModel:
 def test_wrap_inputs_width_mismatch():
     sp = SoftPrompt(num_tokens=2, hidden_size=4)
     with pytest.raises(AdapterError, match="4"):
-        sp.wrap_inputs(torch.zeros(1, 3, 5), torch.ones(1, 3, dtype=torch.long))
+        sp.wrap_inputs(torch.zeros(1, 3, 5), torch.ones(1, 3, dtype=torch.long), torch.zeros(1, 3, dtype=torch.long))
 
 
 def _batch(tok, texts: list[str]):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from transformers import PreTrainedModel
 
-from .base import Adapter, AdapterError, decoder_hidden, embed_inputs, read_adapter_config
+from .base import Adapter, AdapterError, attached, decoder_hidden, embed_inputs, read_adapter_config
 from .soft_prompt import DEFAULT_INIT_TEXT, SoftPrompt
 
 ADAPTERS: dict[str, type[Adapter]] = {SoftPrompt.method: SoftPrompt}
@@ -32,6 +32,7 @@ __all__ = [
     "Adapter",
     "AdapterError",
     "SoftPrompt",
+    "attached",
     "decoder_hidden",
     "embed_inputs",
     "load_adapter",

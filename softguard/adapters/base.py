@@ -1,14 +1,18 @@
 """The interface every adapter implements, and the student forward pass built on it.
 
-An adapter is a small trainable module beside a frozen causal LM. It may change the input embeddings (soft
-prompt) and/or hook into the model (LoRA, steering). Training and generation only ever call
-``embed_inputs`` and ``decoder_hidden`` below, so every adapter trains and generates through the same path.
+An adapter is a small trainable module beside a frozen causal LM. It may change the input embeddings (input-side:
+the soft prompt) and/or hook into the model (model-side: LoRA, steering). Training and generation only ever call
+``embed_inputs``/``decoder_hidden`` below inside ``attached(model, adapter)``, so every adapter trains and generates
+through the same path. The teacher's forward pass runs inside ``adapter.bypassed()``: the same network, with the
+base model's outputs exactly.
 """
 
 from __future__ import annotations
 
 import abc
 import json
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,10 +37,11 @@ class Adapter(nn.Module, abc.ABC):
     """Base class: a trainable addition to a frozen causal LM.
 
     Subclasses set ``method``, implement ``config()`` (JSON-able constructor kwargs) and, as needed,
-    ``prefix_length``/``wrap_inputs`` (input-side adapters) or ``attach``/``detach`` (model-side adapters).
+    ``prefix_length``/``wrap_inputs`` (input-side adapters) or ``_hook``/``_unhook``/``bypassed`` (model-side).
     """
 
     method: ClassVar[str] = ""
+    _model: PreTrainedModel | None = None  # the model the adapter is attached to (kept out of the module tree)
 
     @abc.abstractmethod
     def config(self) -> dict[str, Any]:
@@ -44,22 +49,55 @@ class Adapter(nn.Module, abc.ABC):
 
     @property
     def prefix_length(self) -> int:
-        """Number of positions the adapter prepends to every sequence."""
+        """Number of positions the adapter inserts before the response (input-side adapters)."""
         return 0
 
-    def wrap_inputs(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, T, d], [B, T] -> [B, T + prefix_length, d], [B, T + prefix_length]; identity by default."""
+    @property
+    def prefix_cacheable(self) -> bool:
+        """True when the inserted positions come first and are the same for every request (a KV prefix cache)."""
+        return False
+
+    def wrap_inputs(
+        self, embeds: torch.Tensor, attention_mask: torch.Tensor, input_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, T, d], [B, T], [B, T] -> [B, T + prefix_length, d], [B, T + prefix_length]; identity by default."""
         return embeds, attention_mask
 
-    def forward(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, embeds: torch.Tensor, attention_mask: torch.Tensor, input_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Calls ``wrap_inputs``; going through ``__call__`` keeps DDP's gradient hooks working."""
-        return self.wrap_inputs(embeds, attention_mask)
+        return self.wrap_inputs(embeds, attention_mask, input_ids)
+
+    @property
+    def attached_to(self) -> PreTrainedModel | None:
+        return self._model
 
     def attach(self, model: PreTrainedModel) -> None:
-        """Hook into ``model`` (no-op for input-side adapters)."""
+        """Hook into ``model`` (``_hook``); an adapter is attached to at most one model at a time."""
+        if self._model is model:
+            return
+        if self._model is not None:
+            raise AdapterError("this adapter is attached to another model; detach it first")
+        self.check_model(model)
+        self._hook(model)
+        object.__setattr__(self, "_model", model)  # a plain attribute: the LLM must not become a submodule
 
     def detach(self) -> None:
         """Undo ``attach``; the model's outputs are then exactly the base model's."""
+        if self._model is not None:
+            self._unhook()
+            object.__setattr__(self, "_model", None)
+
+    def _hook(self, model: PreTrainedModel) -> None:
+        """Install the adapter into ``model`` (model-side adapters); nothing for input-side ones."""
+
+    def _unhook(self) -> None:
+        """Remove what ``_hook`` installed."""
+
+    def bypassed(self) -> AbstractContextManager:
+        """While attached: a block in which the model computes the base model's outputs (the teacher)."""
+        return nullcontext()
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -131,6 +169,19 @@ def read_adapter_files(in_dir: str | Path) -> tuple[dict[str, Any], dict[str, to
     return cfg, state
 
 
+@contextmanager
+def attached(model: PreTrainedModel, adapter: Adapter | None) -> Iterator[None]:
+    """``adapter`` hooked into ``model`` for the block; the model is left as it was found (already attached: no-op)."""
+    if adapter is None or adapter.attached_to is model:
+        yield
+        return
+    adapter.attach(model)
+    try:
+        yield
+    finally:
+        adapter.detach()
+
+
 def embed_inputs(
     model: PreTrainedModel, adapter: nn.Module | None, input_ids: torch.Tensor, attention_mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -141,7 +192,7 @@ def embed_inputs(
     """
     embeds = model.get_input_embeddings()(input_ids)
     if adapter is not None:
-        embeds, attention_mask = adapter(embeds, attention_mask)
+        embeds, attention_mask = adapter(embeds, attention_mask, input_ids)
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     return embeds, attention_mask, position_ids
 
@@ -154,6 +205,7 @@ def decoder_hidden(
     Applying ``model.get_output_embeddings()`` only to the positions that carry a loss saves the
     [B, T, vocab] logits tensor (DESIGN §7).
     """
-    embeds, mask, pos = embed_inputs(model, adapter, input_ids, attention_mask)
-    out = model.get_decoder()(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=False)
+    with attached(model, getattr(adapter, "module", adapter)):  # DDP wraps the adapter as ``.module``
+        embeds, mask, pos = embed_inputs(model, adapter, input_ids, attention_mask)
+        out = model.get_decoder()(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=False)
     return out.last_hidden_state
