@@ -1,4 +1,4 @@
-"""The ``softguard`` command line: fetch, list, data show, guard train/eval, run, export, chat."""
+"""The ``softguard`` command line: fetch, list, data show, guard train/eval, run, train, export, chat."""
 
 from __future__ import annotations
 
@@ -74,25 +74,63 @@ def cmd_guard_eval(args: argparse.Namespace) -> None:
     console.print(f"written to {args.out}")
 
 
-def cmd_run(args: argparse.Namespace) -> None:
-    from .pipeline import preset, run
+def run_config(args: argparse.Namespace):
+    """The RunConfig of ``softguard run|train``: the preset with the options given on the command line."""
+    from .pipeline import preset
 
-    overrides = {
-        k: v
-        for k, v in {
-            "name": args.name,
-            "model": args.model,
-            "seed": args.seed,
-            "num_tokens": args.num_tokens,
-            "hard_labels": None if args.labels is None else args.labels == "hard",
-            "train_objective": args.objective,
-            "train_steps": args.steps,
-        }.items()
-        if v is not None
+    direct = args.objective in ("sft", "reinforce", "diff-of-means")
+    if direct and args.labels is not None:
+        raise ValueError(
+            f"--labels does not apply to --objective {args.objective}: sft trains on the deployed system's hard "
+            "labels, reinforce on the guard's reward, diff-of-means on flagged vs passed prompts"
+        )
+    given = {
+        "name": args.name,
+        "model": args.model,
+        "method": args.method,
+        "guard": args.guard,
+        "guard_mode": args.guard_mode,
+        "seed": args.seed,
+        "num_tokens": args.num_tokens,
+        "placement": args.placement,
+        "lora_rank": args.lora_rank,
+        "lora_alpha": args.lora_alpha,
+        "lora_targets": args.lora_targets.split(",") if args.lora_targets else None,
+        "steering_layer": args.steering_layer,
+        "hard_labels": None if args.labels is None else args.labels == "hard",
+        "train_objective": args.objective,
+        "train_steps": args.steps,
+        "train_lr": args.lr,
+        "train_jsd_beta": args.jsd_beta,
+        "train_rl_samples": args.rl_samples,
+        "train_kl_coef": args.kl_coef,
     }
-    cfg = preset("quick" if args.quick else "full", **overrides)
-    out = run(cfg, args.runs_dir, resume=not args.no_resume)
+    method = args.method or "soft-prompt"
+    for option, owner in (
+        ("num_tokens", "soft-prompt"),
+        ("placement", "soft-prompt"),
+        ("lora_rank", "lora"),
+        ("lora_alpha", "lora"),
+        ("lora_targets", "lora"),
+        ("steering_layer", "steering"),
+    ):
+        if given[option] is not None and method != owner:
+            raise ValueError(f"--{option.replace('_', '-')} is a {owner} option; it does nothing for --method {method}")
+    return preset("quick" if args.quick else "full", **{k: v for k, v in given.items() if v is not None})
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from .pipeline import run
+
+    out = run(run_config(args), args.runs_dir, resume=not args.no_resume)
     print((out / "report.md").read_text())
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .pipeline import run
+
+    out = run(run_config(args), args.runs_dir, resume=not args.no_resume, evaluate=False)
+    console.print(f"adapter: {out / 'student' / 'best'}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -182,23 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--seed", type=int, default=0)
     ge.set_defaults(fn=cmd_guard_eval)
 
-    r = sub.add_parser("run", help="the main job: fetch, guard, distill, evaluate, report into runs/<name>")
-    r.add_argument("--quick", action="store_true", help="small preset sized for a 2-core CPU (~15 min)")
-    r.add_argument("--name", help="run name (default: the preset's name)")
-    r.add_argument("--runs-dir", default="runs")
-    r.add_argument("--model", help="packaged model name, Hugging Face id or local directory")
-    r.add_argument("--objective", choices=["tv", "kl"])
-    r.add_argument("--steps", type=int)
-    r.add_argument("--num-tokens", type=int, help="soft prompt length k")
-    r.add_argument(
-        "--labels",
-        choices=["soft", "hard"],
-        help="distill the guard's probabilities (soft) or the deployed system's decisions 1[u >= tau] (hard); "
-        "default: the preset's (quick: hard, full: soft)",
-    )
-    r.add_argument("--seed", type=int)
-    r.add_argument("--no-resume", action="store_true", help="fail instead of resuming when the run directory exists")
+    r = sub.add_parser("run", help="the main job: fetch, guard, teacher, train, evaluate, report into runs/<name>")
+    _run_options(r)
     r.set_defaults(fn=cmd_run)
+    t = sub.add_parser("train", help="fetch, guard, teacher and train an adapter into runs/<name> (no evaluation)")
+    _run_options(t)
+    t.set_defaults(fn=cmd_train)
     e = sub.add_parser("export", help="export a trained soft prompt (run dir or adapter dir) for inference")
     e.add_argument("src", help="a run directory (uses student/best) or an adapter directory")
     e.add_argument("out")
@@ -213,6 +240,44 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-history", action="store_true", help="answer every line on its own")
     c.set_defaults(fn=cmd_chat)
     return p
+
+
+def _run_options(r: argparse.ArgumentParser) -> None:
+    """Options shared by ``run`` and ``train``; unset options keep the preset's values."""
+    from .pipeline import METHODS
+
+    r.add_argument("--quick", action="store_true", help="small preset sized for a 2-core CPU (~15 min)")
+    r.add_argument("--name", help="run name (default: the preset's name)")
+    r.add_argument("--runs-dir", default="runs")
+    r.add_argument("--model", help="packaged model name, Hugging Face id or local directory")
+    r.add_argument("--method", choices=list(METHODS), help="adapter (default soft-prompt)")
+    r.add_argument(
+        "--objective",
+        choices=list(METHODS["steering"]),
+        help="distillation: tv, kl, rkl, jsd; direct: sft (hard guard labels), reinforce (guard reward); "
+        "diff-of-means: steering vector without training (--method steering only). Default tv",
+    )
+    r.add_argument(
+        "--labels",
+        choices=["soft", "hard"],
+        help="distill the guard's probabilities (soft) or the deployed system's decisions 1[u >= tau] (hard); "
+        "default: the preset's (quick: hard, full: soft)",
+    )
+    r.add_argument("--guard", help="reuse a trained guard directory instead of training one")
+    r.add_argument("--guard-mode", choices=["prompt", "response"], help="the system's guard reads (default prompt)")
+    r.add_argument("--steps", type=int)
+    r.add_argument("--lr", type=float, help="default per method: soft-prompt 1e-2, lora 1e-3, steering 1e-1")
+    r.add_argument("--jsd-beta", type=float, help="beta of --objective jsd (default 0.5)")
+    r.add_argument("--rl-samples", type=int, help="reinforce: samples per prompt K >= 2 (default 2)")
+    r.add_argument("--kl-coef", type=float, help="reinforce: weight of the KL(q || pi) penalty (default 0.05)")
+    r.add_argument("--num-tokens", type=int, help="soft prompt length k")
+    r.add_argument("--placement", choices=["start", "user"], help="soft prompt before everything or the user's message")
+    r.add_argument("--lora-rank", type=int)
+    r.add_argument("--lora-alpha", type=float)
+    r.add_argument("--lora-targets", help="comma-separated module names (default q_proj,v_proj)")
+    r.add_argument("--steering-layer", type=int, help="decoder layer of the steering vector (default: the middle)")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--no-resume", action="store_true", help="fail instead of resuming when the run directory exists")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,9 +1,13 @@
-"""``softguard run``: the main job, fetch -> guard -> teacher -> distill -> evaluate -> report, in one run dir.
+"""``softguard run``: the main job, fetch -> guard -> teacher -> train -> evaluate -> report, in one run dir.
+
+``softguard train`` runs the same stages without the last two. ``RunConfig.method`` picks the adapter (soft prompt,
+LoRA, steering vector) and ``train.objective`` the objective (distillation: tv, kl, rkl, jsd; direct: sft,
+reinforce; and, for steering only, diff-of-means: a vector computed without training, its scale chosen on dev).
 
 Layout of ``runs/<name>/``::
 
     config.json          the full RunConfig of this run
-    guard/               the trained prompt-level guard (EncoderGuard) and guard_eval.json
+    guard/               the trained guard (EncoderGuard: prompts and (prompt, response) pairs) and guard_eval.json
     student/             training output: last/ (resumable checkpoint), best/ (dev-selected adapter), history.json
     generations.jsonl    every evaluated prompt with each row's response and refusal flag
     results.json         all numbers of the report
@@ -26,7 +30,7 @@ import torch
 from rich.console import Console
 
 from . import assets
-from .adapters import SoftPrompt, load_adapter
+from .adapters import Adapter, LoRA, SoftPrompt, SteeringVector, diff_of_means, load_adapter
 from .data import Example, Splits, make_splits
 from .evaluation import is_refusal, score_set
 from .generation import generate
@@ -34,13 +38,41 @@ from .guards import EncoderGuard, GuardError, GuardTrainConfig, evaluate_guard, 
 from .io import atomic_write_text, read_json, write_json
 from .models import PACKAGED_MODELS, check_model_name, load_model
 from .reporting import render_report
-from .system import DEFAULT_REFUSAL, SafeSystem, hard_labels
-from .training import DevSet, TrainConfig, build_examples, train
+from .system import DEFAULT_REFUSAL, SafeSystem, TeacherItem, hard_labels
+from .training import (
+    TRAIN_OBJECTIVES,
+    DevSet,
+    TrainConfig,
+    build_examples,
+    rl_prompts,
+    select_alpha,
+    sft_examples,
+    train,
+)
 
 console = Console(stderr=True)
 
 #: Held-out sets of the first report: harmful (refusal is good) and benign (compliance is good).
 EVAL_SETS: dict[str, bool] = {"harmbench": True, "strongreject": True, "xstest-safe": False, "benign": False}
+
+
+#: Objectives each method accepts (``diff-of-means``: a steering vector computed, not trained).
+METHODS: dict[str, tuple[str, ...]] = {
+    "soft-prompt": TRAIN_OBJECTIVES,
+    "lora": TRAIN_OBJECTIVES,
+    "steering": (*TRAIN_OBJECTIVES, "diff-of-means"),
+}
+#: Learning rate per method unless overridden: soft prompt as DESIGN §8; LoRA in its usual range; a learned steering
+#: vector 1e-1, since SmolLM2's residual stream has norm ~160 at the middle layer (a 1e-2 step barely moves it).
+METHOD_LR = {"soft-prompt": 1e-2, "lora": 1e-3, "steering": 1e-1}
+#: Refusals paired with harmful prompts as "safe" (prompt, response) examples for the guard, cycled.
+GUARD_REFUSALS = (
+    DEFAULT_REFUSAL,
+    "I can't help with that request.",
+    "I'm sorry, but I cannot assist with that.",
+    "I won't help with this because it could cause harm.",
+    "As an AI, I can't provide that information.",
+)
 
 
 @dataclass
@@ -49,9 +81,13 @@ class RunConfig:
 
     name: str = "default"
     model: str = "smollm2-135m"
+    method: str = "soft-prompt"  # soft-prompt | lora | steering
+    guard: str | None = None  # a trained guard directory to reuse; None: train one into <run>/guard
     guard_backbone: str = "minilm"
     guard_epochs: int = 2
     guard_max_length: int = 128
+    guard_pairs: int = 400  # train prompts per class whose (prompt, base response) pairs also train the guard
+    guard_mode: str = "prompt"  # the system's guard reads the prompt, or the prompt and the response
     tau: float = 0.5
     refusal: str = DEFAULT_REFUSAL
     hard_labels: bool = False  # train on 1[u >= tau] instead of the guard's probability
@@ -62,6 +98,13 @@ class RunConfig:
     sample_temperature: float = 1.0
     num_tokens: int = 100
     init: str = "text"
+    placement: str = "start"  # soft prompt: before everything, or "user" (just before the user's message)
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    steering_layer: int | None = None  # None: the middle layer
+    steering_alphas: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 6.0, 8.0, 12.0])  # diff-of-means
     n_dev: int | None = None  # per class; None: the whole dev split
     n_eval: int | None = None  # per test set; None: the whole set
     eval_max_new_tokens: int = 64
@@ -78,6 +121,7 @@ PRESETS: dict[str, RunConfig] = {
         guard_epochs=1,
         guard_max_length=64,
         hard_labels=True,
+        guard_pairs=64,
         n_train_harmful=160,
         n_train_benign=160,
         num_samples=1,
@@ -124,33 +168,111 @@ def fetch_stage(cfg: RunConfig) -> None:
     assets.fetch_many(needed)
 
 
-def guard_metrics(guard: EncoderGuard, splits: Splits, tau: float) -> dict[str, Any]:
-    """AUROC / precision / recall / F1 at tau on the dev split and on all test sets together."""
+@dataclass
+class GuardPairs:
+    """(prompt, response) -> label (1 = unsafe) examples for the response-level side of the guard."""
+
+    prompts: list[str]
+    responses: list[str]
+    labels: list[int]
+
+    def subset(self, keep: list[int]) -> GuardPairs:
+        return GuardPairs(*([xs[i] for i in keep] for xs in (self.prompts, self.responses, self.labels)))
+
+
+def guard_pairs(cfg: RunConfig, splits: Splits, system: SafeSystem) -> GuardPairs:
+    """Pairs built from ``cfg.guard_pairs`` train prompts per class (DESIGN §2, response-level guard):
+
+    harmful prompt + the base model's response -> unsafe (safe when that response is a refusal);
+    harmful prompt + a refusal (``GUARD_REFUSALS``, cycled) -> safe; benign prompt + base response -> safe.
+    Base responses are one seeded sample per prompt, cached like the teacher's."""
+    harm = _sample([e for e in splits.train if e.harmful], cfg.guard_pairs, cfg.seed)
+    benign = _sample([e for e in splits.train if not e.harmful], cfg.guard_pairs, cfg.seed)
+    prompts = [e.text for e in harm + benign]
+    samples = system.base_samples(
+        prompts,
+        num_samples=1,
+        max_new_tokens=cfg.sample_max_new_tokens,
+        temperature=cfg.sample_temperature,
+        seed=cfg.seed,
+        batch_size=cfg.gen_batch_size,
+    )
+    text = {p: system.tokenizer.decode(samples[p][0], skip_special_tokens=True).strip() for p in prompts}
+    pairs = GuardPairs([], [], [])
+    for i, e in enumerate(harm):
+        pairs.prompts += [e.text, e.text]
+        pairs.responses += [text[e.text], GUARD_REFUSALS[i % len(GUARD_REFUSALS)]]
+        pairs.labels += [int(not is_refusal(text[e.text])), 0]
+    for e in benign:
+        pairs.prompts.append(e.text)
+        pairs.responses.append(text[e.text])
+        pairs.labels.append(0)
+    return pairs
+
+
+def split_pairs(pairs: GuardPairs, seed: int, held_out: float = 0.2) -> tuple[GuardPairs, GuardPairs]:
+    """Split by prompt (all pairs of a prompt on one side): (train, held-out) for the guard's pair metrics."""
+    unique = sorted(set(pairs.prompts))
+    random.Random(seed).shuffle(unique)
+    test = set(unique[: round(held_out * len(unique))])
+    idx = range(len(pairs.prompts))
+    return (
+        pairs.subset([i for i in idx if pairs.prompts[i] not in test]),
+        pairs.subset([i for i in idx if pairs.prompts[i] in test]),
+    )
+
+
+def guard_metrics(guard: EncoderGuard, splits: Splits, tau: float, pairs: GuardPairs | None = None) -> dict[str, Any]:
+    """AUROC / precision / recall / F1 at tau on the dev split, on all test sets together, and on held-out
+    (prompt, response) pairs when given."""
     test = [e for exs in splits.test.values() for e in exs]
-    return {
+    out = {
         split: evaluate_guard(guard, [e.text for e in exs], [int(e.harmful) for e in exs], tau)
         for split, exs in (("dev", splits.dev), ("test", test))
     }
+    if pairs is not None and pairs.prompts:
+        out["pairs (held out)"] = evaluate_guard(guard, pairs.prompts, pairs.labels, tau, pairs.responses)
+    return out
 
 
 def train_split_guard(
-    splits: Splits, out_dir: str | Path, backbone: str, gcfg: GuardTrainConfig, tau: float
+    splits: Splits,
+    out_dir: str | Path,
+    backbone: str,
+    gcfg: GuardTrainConfig,
+    tau: float,
+    pairs: GuardPairs | None = None,
 ) -> EncoderGuard:
-    """Fine-tune ``backbone`` on the train split (harmful = 1); save it and its ``guard_eval.json`` in ``out_dir``."""
+    """Fine-tune ``backbone`` on the train split's prompts (harmful = 1) and, when given, on 80 % of ``pairs``
+    (the other 20 % measure it); save the guard and its ``guard_eval.json`` in ``out_dir``."""
+    texts, responses = [e.text for e in splits.train], [None] * len(splits.train)
+    labels = [int(e.harmful) for e in splits.train]
+    held_out = None
+    if pairs is not None:
+        train_pairs, held_out = split_pairs(pairs, gcfg.seed)
+        texts, responses = texts + train_pairs.prompts, responses + train_pairs.responses
+        labels = labels + train_pairs.labels
     guard = EncoderGuard.from_backbone(backbone, seed=gcfg.seed)
-    history = train_guard(guard, [e.text for e in splits.train], [int(e.harmful) for e in splits.train], gcfg)
-    guard.save_pretrained(out_dir, metadata={"history": history})
-    write_json(Path(out_dir) / "guard_eval.json", guard_metrics(guard, splits, tau))
+    history = train_guard(guard, texts, labels, gcfg, pairs=responses if pairs is not None else None)
+    guard.save_pretrained(out_dir, metadata={"history": history, "pairs": 0 if pairs is None else len(pairs.labels)})
+    write_json(Path(out_dir) / "guard_eval.json", guard_metrics(guard, splits, tau, held_out))
     return guard
 
 
-def guard_stage(cfg: RunConfig, splits: Splits, out: Path) -> EncoderGuard:
-    """Train the prompt-level guard unless ``out/guard`` already holds one."""
-    gdir = out / "guard"
+def guard_dir(cfg: RunConfig, out: Path) -> Path:
+    return Path(cfg.guard) if cfg.guard else out / "guard"
+
+
+def guard_stage(cfg: RunConfig, splits: Splits, out: Path, system: SafeSystem) -> EncoderGuard:
+    """Load ``cfg.guard`` or ``out/guard``; otherwise train the guard on prompts and (prompt, response) pairs."""
+    gdir = guard_dir(cfg, out)
     if (gdir / "guard_config.json").is_file():
         return EncoderGuard.from_pretrained(gdir)
+    if cfg.guard:
+        raise GuardError(f"--guard {cfg.guard} holds no trained guard (no guard_config.json)")
     gcfg = GuardTrainConfig(epochs=cfg.guard_epochs, max_length=cfg.guard_max_length, seed=cfg.seed)
-    return train_split_guard(splits, gdir, cfg.guard_backbone, gcfg, cfg.tau)
+    pairs = guard_pairs(cfg, splits, system) if cfg.guard_pairs > 0 else None
+    return train_split_guard(splits, gdir, cfg.guard_backbone, gcfg, cfg.tau, pairs)
 
 
 def dev_stage(cfg: RunConfig, system: SafeSystem, splits: Splits) -> DevSet:
@@ -182,7 +304,7 @@ def dev_stage(cfg: RunConfig, system: SafeSystem, splits: Splits) -> DevSet:
     return DevSet(system.template(prompts), [e.harmful for e in harm + benign], decisions, examples)
 
 
-def evaluate_stage(cfg: RunConfig, system: SafeSystem, student: SoftPrompt, splits: Splits) -> dict[str, Any]:
+def evaluate_stage(cfg: RunConfig, system: SafeSystem, student: Adapter, splits: Splits) -> dict[str, Any]:
     """Greedy generations of the three rows on every eval set; refusal rates; per-prompt records."""
     sets = {name: _sample(splits.test[name], cfg.n_eval, cfg.seed) for name in EVAL_SETS}
     prompts = [e.text for name in EVAL_SETS for e in sets[name]]
@@ -220,9 +342,53 @@ def evaluate_stage(cfg: RunConfig, system: SafeSystem, student: SoftPrompt, spli
     return results
 
 
-def run(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = True) -> Path:
-    """Run the whole job into ``runs_dir/cfg.name``; return that directory."""
+def check_config(cfg: RunConfig) -> None:
+    """Refuse a method x objective x guard combination that cannot run, saying why."""
     check_model_name(cfg.model)
+    objective = cfg.train.objective
+    if cfg.method not in METHODS:
+        raise ValueError(f"unknown method {cfg.method!r}; choose one of: {', '.join(METHODS)}")
+    if objective not in METHODS[cfg.method]:
+        if objective == "diff-of-means":
+            raise ValueError(
+                f"diff-of-means computes a steering vector without training; --method {cfg.method} needs a training "
+                f"objective: {', '.join(TRAIN_OBJECTIVES)}"
+            )
+        raise ValueError(f"unknown objective {objective!r}; choose one of: {', '.join(METHODS[cfg.method])}")
+    if cfg.guard_mode not in ("prompt", "response"):
+        raise ValueError(f"guard mode must be 'prompt' or 'response', got {cfg.guard_mode!r}")
+    if cfg.placement != "start" and cfg.method != "soft-prompt":
+        raise ValueError(f"placement {cfg.placement!r} is a soft-prompt option; --method {cfg.method} has no prefix")
+    needs_pairs = objective == "reinforce" or cfg.guard_mode == "response"
+    if needs_pairs and cfg.guard is None and cfg.guard_pairs <= 0:
+        why = "reinforce's reward 1 - u(x, r)" if objective == "reinforce" else "a response-level system"
+        raise ValueError(f"{why} needs a guard trained on (prompt, response) pairs; set guard_pairs > 0")
+    if objective == "reinforce" and cfg.train.rl_samples < 2:
+        raise ValueError(f"reinforce needs rl_samples >= 2 (leave-one-out baseline), got {cfg.train.rl_samples}")
+
+
+def make_adapter(cfg: RunConfig, system: SafeSystem, items: list[TeacherItem]) -> Adapter:
+    """A fresh adapter of ``cfg.method`` for the system's model (diff-of-means: v from the flagged/passed prompts)."""
+    model, tokenizer = system.model, system.tokenizer
+    if cfg.method == "soft-prompt":
+        return SoftPrompt.for_model(
+            model, tokenizer, cfg.num_tokens, init=cfg.init, seed=cfg.seed, placement=cfg.placement
+        )
+    if cfg.method == "lora":
+        return LoRA.for_model(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, cfg.seed)
+    learned = cfg.train.objective != "diff-of-means"
+    sv = SteeringVector.for_model(model, cfg.steering_layer, learned=learned)
+    if not learned:
+        flagged = [it.prompt for it in items if it.rho >= cfg.tau]
+        passed = [it.prompt for it in items if it.rho < cfg.tau]
+        v = diff_of_means(model, tokenizer, system.template(flagged), system.template(passed), sv.layer)
+        sv.vector.data.copy_(v)
+    return sv
+
+
+def run(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = True, evaluate: bool = True) -> Path:
+    """Run the job into ``runs_dir/cfg.name`` (``evaluate=False``: stop after training); return that directory."""
+    check_config(cfg)
     out = Path(runs_dir) / cfg.name
     saved = out / "config.json"
     if not resume and out.exists():
@@ -234,27 +400,29 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = True) -> P
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
 
-    def timed(name: str, fn, *args):
+    def timed(name: str, fn, *args, **kwargs):
         _stage(name)
         t0 = time.perf_counter()
-        value = fn(*args)
+        value = fn(*args, **kwargs)
         timings[name] = round(time.perf_counter() - t0, 1)
         console.print(f"{name}: {timings[name]} s")
         return value
 
     timed("fetch", fetch_stage, cfg)
     splits = make_splits(cfg.seed)
-    try:
-        guard = timed("guard", guard_stage, cfg, splits, out)
-    except GuardError as e:
-        raise GuardError(f"{e}\n(the guard of run {out} is unreadable; delete {out / 'guard'} to retrain it)") from e
     model, tokenizer = load_model(cfg.model)
-    system = SafeSystem(model, tokenizer, guard, cfg.refusal, cfg.tau)
+    system = SafeSystem(model, tokenizer, None, cfg.refusal, cfg.tau, cfg.guard_mode)
+    try:
+        system.guard = timed("guard", guard_stage, cfg, splits, out, system)
+    except GuardError as e:
+        gdir = guard_dir(cfg, out)
+        raise GuardError(f"{e}\n(the guard {gdir} is unreadable; delete it to retrain, or pass another)") from e
+    train_set = _sample([e for e in splits.train if e.harmful], cfg.n_train_harmful, cfg.seed) + _sample(
+        [e for e in splits.train if not e.harmful], cfg.n_train_benign, cfg.seed
+    )
+    objective = cfg.train.objective
 
-    def teacher_stage():
-        train_set = _sample([e for e in splits.train if e.harmful], cfg.n_train_harmful, cfg.seed) + _sample(
-            [e for e in splits.train if not e.harmful], cfg.n_train_benign, cfg.seed
-        )
+    def teacher_stage() -> list[TeacherItem]:
         items = system.teacher(
             [e.text for e in train_set],
             skip_above=_skip_above(cfg),
@@ -264,15 +432,31 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = True) -> P
             seed=cfg.seed,
             batch_size=cfg.gen_batch_size,
         )
-        return hard_labels(items, cfg.tau) if cfg.hard_labels else items
+        return hard_labels(items, cfg.tau) if cfg.hard_labels or objective == "diff-of-means" else items
 
-    items = timed("teacher", teacher_stage)
-    examples = build_examples(items, system, cfg.train.min_weight)
+    # reinforce samples from the student online; every other objective reads the teacher
+    items = [] if objective == "reinforce" else timed("teacher", teacher_stage)
+    if objective == "reinforce":
+        examples = rl_prompts([e.text for e in train_set], system)
+    elif objective == "sft":
+        examples = sft_examples(items, system)
+    else:
+        examples = build_examples(items, system, cfg.train.min_weight)
     dev = timed("dev", dev_stage, cfg, system, splits)
     sdir = out / "student"
-    if not (sdir / "best").is_dir() or not _training_done(sdir, cfg.train.steps):
-        adapter = SoftPrompt.for_model(model, tokenizer, cfg.num_tokens, init=cfg.init, seed=cfg.seed)
-        timed("distill", train, model, tokenizer, adapter, examples, dev, cfg.train, sdir, resume)
+    if objective == "diff-of-means":
+        if not (sdir / "best").is_dir():
+            adapter = make_adapter(cfg, system, items)
+            timed("train", select_alpha, model, tokenizer, adapter, dev, cfg.train, cfg.steering_alphas, sdir)
+    elif not (sdir / "best").is_dir() or not _training_done(sdir, cfg.train.steps):
+        adapter = make_adapter(cfg, system, items)
+        reward = system.guard if objective == "reinforce" else None
+        timed("train", train, model, tokenizer, adapter, examples, dev, cfg.train, sdir, resume, reward_guard=reward)
+    summary = _training_summary(sdir, train_set, examples)
+    if not evaluate:
+        write_json(out / "training.json", {"config": asdict(cfg), "timings": timings, "training": summary})
+        console.print(f"[bold green]trained:[/] {sdir / 'best'}")
+        return out
     student = load_adapter(sdir / "best", model)
     results = timed("evaluate", evaluate_stage, cfg, system, student, splits)
     records = results.pop("records")
@@ -281,10 +465,11 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = True) -> P
     results.update(
         config=asdict(cfg),
         timings=timings,
-        guard=read_json(out / "guard" / "guard_eval.json"),
-        training=_training_summary(sdir, items, examples),
+        guard=read_json(guard_dir(cfg, out) / "guard_eval.json"),
+        training=summary,
         student={
             "method": student.method,
+            "objective": objective,
             "parameters": student.num_parameters(),
             "bytes": student.num_bytes(),
         },
@@ -300,23 +485,31 @@ def _training_done(sdir: Path, steps: int) -> bool:
     return state.is_file() and read_json(state)["step"] >= steps
 
 
-def _training_summary(sdir: Path, items: list, examples: list) -> dict[str, Any]:
-    state = read_json(sdir / "last" / "trainer_state.json")
+def _training_summary(sdir: Path, train_set: list[Example], examples: list) -> dict[str, Any]:
+    """Counts and the dev history (training steps, or the diff-of-means alpha grid)."""
+    last = sdir / "last" / "trainer_state.json"
+    history = read_json(last)["history"] if last.is_file() else read_json(sdir / "history.json")
+    best = read_json(sdir / "best" / "adapter_config.json").get("training", {})
     return {
-        "prompts": len(items),
+        "prompts": len(train_set),
         "examples": len(examples),
-        "keep_examples": sum(e.soft for e in examples),
-        "refuse_examples": sum(not e.soft for e in examples),
-        "best_step": state["best_step"],
-        "history": state["history"],
+        "keep_examples": sum(getattr(e, "soft", False) for e in examples),
+        "refuse_examples": sum(not getattr(e, "soft", True) for e in examples),
+        "best_step": best.get("step"),
+        "best_alpha": best.get("alpha"),
+        "history": history,
     }
 
 
 def preset(preset_name: str, **overrides: Any) -> RunConfig:
-    """A copy of preset ``name`` with top-level and ``train`` overrides (``train_<field>=value``)."""
+    """A copy of preset ``name`` with top-level and ``train`` overrides (``train_<field>=value``); the learning
+    rate follows ``METHOD_LR`` for the chosen method unless ``train_lr`` is given."""
     if preset_name not in PRESETS:
         raise ValueError(f"unknown preset {preset_name!r}; choose one of: {', '.join(PRESETS)}")
     base = PRESETS[preset_name]
     train_over = {k.removeprefix("train_"): v for k, v in overrides.items() if k.startswith("train_")}
     top = {k: v for k, v in overrides.items() if not k.startswith("train_")}
+    method = top.get("method", base.method)
+    if method in METHOD_LR:
+        train_over.setdefault("lr", METHOD_LR[method])
     return replace(base, train=replace(base.train, **train_over), **top)

@@ -17,13 +17,20 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def _row_title(row: str, results: dict[str, Any]) -> str:
+    stu = results.get("student", {})
+    if row == "student" and stu:
+        return f"student ({stu['method']}, {stu['objective']})"
+    return ROW_TITLES.get(row, row)
+
+
 def results_table(results: dict[str, Any]) -> str:
     """Rows x eval sets; each cell is the good-when-high rate in percent (refusal on harmful, compliance on benign)."""
     sets = list(results["n"])
     head = "| row | " + " | ".join(f"{SET_TITLES.get(s, s)} (n={results['n'][s]})" for s in sets) + " |"
     lines = [head, "|---" * (len(sets) + 1) + "|"]
     for row, cells in results["rows"].items():
-        lines.append(f"| {ROW_TITLES.get(row, row)} | " + " | ".join(_pct(cells[s]["score"]) for s in sets) + " |")
+        lines.append(f"| {_row_title(row, results)} | " + " | ".join(_pct(cells[s]["score"]) for s in sets) + " |")
     return "\n".join(lines)
 
 
@@ -44,9 +51,9 @@ def render_report(results: dict[str, Any]) -> str:
     lines = [
         f"# softguard run `{cfg['name']}`",
         "",
-        f"Model `{cfg['model']}`, guard `{cfg['guard_backbone']}` (prompt-level, tau = {cfg['tau']}), "
-        f"objective `{cfg['train']['objective']}`, soft prompt of {cfg['num_tokens']} tokens "
-        f"({stu['parameters']:,} parameters, {stu['bytes']:,} bytes), seed {cfg['seed']}.",
+        f"Model `{cfg['model']}`, guard `{cfg['guard'] or cfg['guard_backbone']}` ({cfg['guard_mode']}-level, "
+        f"tau = {cfg['tau']}), method `{stu['method']}`, objective `{stu['objective']}` "
+        f"({stu['parameters']:,} added parameters, {stu['bytes']:,} bytes), seed {cfg['seed']}.",
         "",
         "## Safety and usefulness (percent, higher is better)",
         "",
@@ -68,14 +75,14 @@ def render_report(results: dict[str, Any]) -> str:
         "",
         "## Training",
         "",
-        f"{tr['prompts']} training prompts -> {tr['keep_examples']} keep-branch and {tr['refuse_examples']} "
-        f"refuse-branch examples; {cfg['train']['steps']} steps of batch {cfg['train']['batch_size']}, "
-        f"lr {cfg['train']['lr']}; adapter selected on dev at step {tr['best_step']}.",
+        _training_line(cfg, tr),
         "",
-        "| step | loss | dev TV | dev agreement with system | dev harmful refusal | dev benign compliance |",
+        f"| {'alpha' if tr.get('best_alpha') is not None else 'step'} | loss | dev TV | dev agreement with system | "
+        "dev harmful refusal | dev benign compliance |",
         "|---|---|---|---|---|---|",
         *(
-            f"| {h['step']} | {h['loss']:.3f} | {h['dev_tv']:.3f} | {h['dev_agreement']:.2f} | "
+            f"| {h.get('step', h.get('alpha'))} | {h.get('loss', h.get('dev_loss')):.3f} | {h['dev_tv']:.3f} | "
+            f"{h['dev_agreement']:.2f} | "
             f"{h['dev_harmful_refusal']:.2f} | {h['dev_benign_compliance']:.2f} |"
             for h in tr["history"]
             if "dev_agreement" in h
@@ -87,3 +94,17 @@ def render_report(results: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _training_line(cfg: dict[str, Any], tr: dict[str, Any]) -> str:
+    if tr.get("best_alpha") is not None:
+        return (
+            f"Difference of means over {tr['prompts']} training prompts (flagged minus passed); scale alpha chosen "
+            f"on dev: {tr['best_alpha']}. The loss column is the held-out loss."
+        )
+    t = cfg["train"]
+    return (
+        f"{tr['prompts']} training prompts -> {tr['examples']} examples ({tr['keep_examples']} keep-branch, "
+        f"{tr['refuse_examples']} one-hot); {t['steps']} steps of batch {t['batch_size']}, lr {t['lr']}; "
+        f"adapter selected on dev at step {tr['best_step']}."
+    )

@@ -50,13 +50,16 @@ class TeacherItem:
 
 
 class SafeSystem:
-    """Chat LLM + guard + refusal: ``respond`` runs the deployed (hard) system, ``teacher`` supplies the soft one."""
+    """Chat LLM + guard + refusal: ``respond`` runs the deployed (hard) system, ``teacher`` supplies the soft one.
+
+    ``guard`` may be None until it is trained: ``base_samples`` needs only the LLM (the guard's (prompt, response)
+    training pairs come from it)."""
 
     def __init__(
         self,
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
-        guard: Guard,
+        guard: Guard | None,
         refusal: str = DEFAULT_REFUSAL,
         tau: float = 0.5,
         mode: str = "prompt",

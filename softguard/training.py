@@ -1,4 +1,12 @@
-"""Distillation training of an adapter against the two-model system, top to bottom in one loop.
+"""Training of an adapter against the two-model system, top to bottom in one loop.
+
+Three kinds of objective (DESIGN §4), chosen by ``TrainConfig.objective``:
+
+- distillation (``tv``, ``kl``, ``rkl``, ``jsd``): the soft teacher's keep and refuse branches, below;
+- ``sft``: cross-entropy on the deployed system's hard labels (``sft_examples``): r* when u >= tau, else the
+  cached base response r_1;
+- ``reinforce``: K samples from the student per prompt, online; reward 1 - u(x, r) from a response-level guard;
+  leave-one-out baseline; optional KL(q || pi) penalty (``reinforce_terms``).
 
 Each teacher item (prompt x, base samples r_k with guard scores u_k, rho) becomes up to K + 1 examples:
 ``(x, r_k, weight (1 - u_k)/K, soft targets from the frozen model)`` and ``(x, r* + EOS, weight rho, one-hot
@@ -23,7 +31,7 @@ import math
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +45,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .adapters import Adapter, AdapterError, attached, decoder_hidden, load_adapter
 from .evaluation import is_refusal
 from .generation import generate
+from .guards import Guard
 from .io import atomic_dir, read_json, write_json
-from .objectives import get_objective, tv, tv_onehot
+from .objectives import OBJECTIVES, Objective, get_objective, reinforce_loss, reverse_kl, rloo_advantages, tv, tv_onehot
 from .system import SafeSystem, TeacherItem
 
 
@@ -46,7 +55,8 @@ from .system import SafeSystem, TeacherItem
 class TrainConfig:
     """Training hyper-parameters (DESIGN §4 and §8)."""
 
-    objective: str = "tv"
+    objective: str = "tv"  # tv | kl | rkl | jsd | sft | reinforce
+    jsd_beta: float = 0.5
     steps: int = 60
     batch_size: int = 8
     lr: float = 1e-2
@@ -60,6 +70,26 @@ class TrainConfig:
     eval_every: int = 15
     dev_max_new_tokens: int = 16
     seed: int = 0
+    # reinforce only
+    rl_samples: int = 2  # K samples per prompt (leave-one-out baseline needs K >= 2)
+    rl_max_new_tokens: int = 24
+    rl_temperature: float = 1.0
+    kl_coef: float = 0.05  # weight of the per-token KL(q || pi) penalty
+
+
+#: Objectives that do not distil the teacher's distributions (DESIGN §4, direct optimization).
+DIRECT_OBJECTIVES = ("sft", "reinforce")
+TRAIN_OBJECTIVES = (*OBJECTIVES, *DIRECT_OBJECTIVES)
+
+
+def check_objective(cfg: TrainConfig) -> None:
+    """Raise ``ValueError`` with the choices when ``cfg.objective`` (or its parameters) cannot train."""
+    if cfg.objective not in TRAIN_OBJECTIVES:
+        raise ValueError(f"unknown objective {cfg.objective!r}; choose one of: {', '.join(TRAIN_OBJECTIVES)}")
+    if cfg.objective == "reinforce" and cfg.rl_samples < 2:
+        raise ValueError(f"reinforce needs rl_samples >= 2 for its leave-one-out baseline, got {cfg.rl_samples}")
+    if cfg.objective == "jsd" and not 0 < cfg.jsd_beta < 1:
+        raise ValueError(f"jsd needs 0 < beta < 1, got {cfg.jsd_beta}")
 
 
 @dataclass
@@ -70,6 +100,15 @@ class DistillExample:
     target_ids: list[int]
     weight: float
     soft: bool  # True: teacher = frozen model's distributions; False: one-hot targets (r*)
+
+
+@dataclass
+class RLPrompt:
+    """A ``reinforce`` training prompt: the raw user prompt (what the guard reads), templated, and its ids."""
+
+    prompt: str
+    templated: str
+    prompt_ids: list[int]
 
 
 @dataclass
@@ -93,6 +132,29 @@ def build_examples(items: list[TeacherItem], system: SafeSystem, min_weight: flo
         if it.rho >= min_weight:
             out.append(DistillExample(ids, refusal, it.rho, soft=False))
     return out
+
+
+def sft_examples(items: list[TeacherItem], system: SafeSystem) -> list[DistillExample]:
+    """Hard guard labels as targets: r* + EOS when the system flags x (u >= tau), else the base response r_1.
+
+    u is the first sample's score u(x, r_1) for a response-level guard, u(x) for a prompt-level one (an item
+    without samples was skipped because u(x) was high, so it is flagged)."""
+    refusal = system.refusal_ids()
+    out = []
+    for it, prompt in zip(items, system.template([it.prompt for it in items]), strict=True):
+        ids = system.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        u = it.sample_u[0] if it.samples else max(it.rho, system.tau)
+        target = refusal if u >= system.tau or not it.samples[0] else it.samples[0]
+        out.append(DistillExample(ids, target, 1.0, soft=False))
+    return out
+
+
+def rl_prompts(prompts: list[str], system: SafeSystem) -> list[RLPrompt]:
+    """Raw prompts -> ``RLPrompt``s with their templated token ids."""
+    return [
+        RLPrompt(p, t, system.tokenizer(t, add_special_tokens=False)["input_ids"])
+        for p, t in zip(prompts, system.template(prompts), strict=True)
+    ]
 
 
 def token_weights(length: int, first_tokens: int, first_token_weight: float) -> torch.Tensor:
@@ -138,36 +200,111 @@ def collate(
     }
 
 
+def student_logp(
+    model: PreTrainedModel, adapter: Adapter | None, prefix: int, batch: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """log q(. | x, r_<t) [N, V] at the batch's loss positions: decoder with the adapter, LM head only there."""
+    hidden = decoder_hidden(model, adapter, batch["input_ids"], batch["attention_mask"])
+    return torch.log_softmax(model.get_output_embeddings()(hidden[batch["row"], batch["pos"] + prefix]).float(), -1)
+
+
+@torch.no_grad()
+def base_logp(
+    model: PreTrainedModel, adapter: Adapter | None, batch: dict[str, torch.Tensor], select: torch.Tensor
+) -> torch.Tensor:
+    """log pi(. | x, r_<t) [M, V] of the frozen model at the loss positions ``select`` (bool [N]).
+
+    Model-side adapters are bypassed; only the rows that own a selected position are run."""
+    rows = torch.unique(batch["row"][select])
+    base = getattr(adapter, "module", adapter)  # DDP wraps the adapter as ``.module``
+    with base.bypassed() if base is not None else nullcontext():
+        hidden = decoder_hidden(model, None, batch["input_ids"][rows], batch["attention_mask"][rows])
+    remap = torch.full((int(batch["row"].max()) + 1,), -1, device=rows.device)
+    remap[rows] = torch.arange(len(rows), device=rows.device)
+    picked = hidden[remap[batch["row"][select]], batch["pos"][select]]
+    return torch.log_softmax(model.get_output_embeddings()(picked).float(), -1)
+
+
 def loss_terms(
     model: PreTrainedModel,
     adapter: Adapter | None,
     prefix: int,
     batch: dict[str, torch.Tensor],
-    objective: str,
+    obj: Objective,
 ) -> dict[str, torch.Tensor]:
-    """Per-token divergences D [N] of the student against the teacher targets, plus the TV for monitoring."""
-    head = model.get_output_embeddings()
-    hidden = decoder_hidden(model, adapter, batch["input_ids"], batch["attention_mask"])
-    student = torch.log_softmax(head(hidden[batch["row"], batch["pos"] + prefix]).float(), -1)  # [N, V]
-    obj = get_objective(objective)
+    """Per-token divergences D [N] of the student against the teacher targets, plus the TV for monitoring.
+
+    One-hot rows (r*, or every row for ``sft``) use ``obj.onehot``; soft rows use ``obj.soft`` against the frozen
+    model's own distributions (the keep branch), computed without gradient."""
+    student = student_logp(model, adapter, prefix, batch)
     d = obj.onehot(student, batch["target"])
     tvs = tv_onehot(student.detach(), batch["target"])
     soft = batch["soft"]
     if soft.any():
-        rows = torch.unique(batch["row"][soft])
-        base = getattr(adapter, "module", adapter)  # DDP wraps the adapter as ``.module``
-        # frozen model without the adapter (model-side adapters bypassed), only the rows that need soft targets
-        with torch.no_grad(), base.bypassed() if base is not None else nullcontext():
-            sub = {k: batch[k][rows] for k in ("input_ids", "attention_mask")}
-            t_hidden = decoder_hidden(model, None, sub["input_ids"], sub["attention_mask"])
-            remap = torch.full((int(batch["row"].max()) + 1,), -1, device=rows.device)
-            remap[rows] = torch.arange(len(rows), device=rows.device)
-            teacher = torch.log_softmax(head(t_hidden[remap[batch["row"][soft]], batch["pos"][soft]]).float(), -1)
+        teacher = base_logp(model, adapter, batch, soft)
         d = d.clone()
         d[soft] = obj.soft(student[soft], teacher)
         tvs = tvs.clone()
         tvs[soft] = tv(student[soft].detach(), teacher)
     return {"d": d, "tv": tvs}
+
+
+def train_objective(cfg: TrainConfig) -> Objective:
+    """The divergence applied per token: the configured distillation one, else cross-entropy (KL to one-hot) for
+    ``sft`` and ``reinforce`` and KL for diff-of-means steering (whose dev loss is then a held-out KL to the
+    teacher)."""
+    return get_objective(cfg.objective if cfg.objective in OBJECTIVES else "kl", cfg.jsd_beta)
+
+
+def reinforce_terms(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    adapter: Adapter,
+    student: torch.nn.Module,
+    prompts: list[RLPrompt],
+    guard: Guard,
+    cfg: TrainConfig,
+    step: int,
+) -> dict[str, torch.Tensor]:
+    """One REINFORCE-with-leave-one-out batch (DESIGN §4): K samples r_ik ~ q(.|x_i) (seeded by seed and step),
+    rewards R_ik = 1 - u(x_i, r_ik), advantages A = rloo(R), and
+
+        loss = -mean_ik A_ik * mean_t log q(r_ik,t | x_i, r_ik,<t) + kl_coef * mean_ik mean_t KL(q || pi)_t
+
+    ``adapter`` samples (eval mode, no gradient); ``student`` (the same adapter, maybe DDP-wrapped) carries the
+    gradient. Returns the loss, the mean reward and the mean KL."""
+    k = cfg.rl_samples
+    was_training = adapter.training
+    adapter.eval()
+    gens = generate(
+        model,
+        tokenizer,
+        [p.templated for p in prompts for _ in range(k)],
+        adapter,
+        max_new_tokens=cfg.rl_max_new_tokens,
+        temperature=cfg.rl_temperature,
+        seed=cfg.seed * 1_000_003 + step,
+        progress=False,
+    )
+    adapter.train(was_training)
+    u = guard.score([p.prompt for p in prompts for _ in range(k)], [g.text for g in gens]).float()
+    rewards = (1.0 - u).reshape(len(prompts), k)
+    adv = rloo_advantages(rewards).flatten()
+    examples = [
+        DistillExample(p.prompt_ids, g.token_ids or [tokenizer.eos_token_id], 1.0, soft=True)
+        for p, g in zip([p for p in prompts for _ in range(k)], gens, strict=True)
+    ]
+    batch = collate(examples, tokenizer.pad_token_id, replace(cfg, first_token_weight=1.0), model.device)
+    logq = student_logp(model, student, adapter.prefix_length, batch)
+    logq_y = logq.gather(-1, batch["target"][:, None]).squeeze(-1)
+    w = batch["tok_w"] * len(examples)  # per-sample token weights, each row summing to 1
+    seq_logp = torch.zeros(len(examples), device=logq.device).index_add(0, batch["row"], w * logq_y)
+    loss = reinforce_loss(seq_logp, adv.to(logq.device))
+    kl = torch.zeros((), device=logq.device)
+    if cfg.kl_coef > 0:
+        kl = (batch["tok_w"] * reverse_kl(logq, base_logp(model, student, batch, batch["soft"]))).sum()
+        loss = loss + cfg.kl_coef * kl
+    return {"loss": loss, "reward": rewards.mean(), "kl": kl.detach()}
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -212,7 +349,7 @@ def evaluate_dev(
         for start in range(0, len(dev.examples), cfg.batch_size):
             chunk = dev.examples[start : start + cfg.batch_size]
             batch = collate(chunk, tokenizer.pad_token_id, cfg, model.device)
-            terms = loss_terms(model, adapter, adapter.prefix_length, batch, cfg.objective)
+            terms = loss_terms(model, adapter, adapter.prefix_length, batch, train_objective(cfg))
             scale = len(chunk) / len(dev.examples)
             loss_sum += float((terms["d"] * batch["tok_w"]).sum()) * scale
             tv_sum += float((terms["tv"] * batch["tok_w"]).sum()) * scale
@@ -237,6 +374,34 @@ def evaluate_dev(
         "dev_harmful_refusal": sum(harm) / max(1, len(harm)),
         "dev_benign_compliance": 1 - sum(benign) / max(1, len(benign)),
     }
+
+
+def select_alpha(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    adapter: Adapter,
+    dev: DevSet,
+    cfg: TrainConfig,
+    alphas: list[float],
+    out_dir: str | Path,
+) -> TrainState:
+    """Choose the scale ``adapter.alpha`` of a fixed (untrained) adapter on dev, by the training's own criterion:
+    dev agreement with the system, ties to the lower held-out TV. Writes ``out_dir/best`` and ``history.json``."""
+    out, state = Path(out_dir), TrainState()
+    columns = [TextColumn("alpha"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}")]
+    with attached(model, adapter), Progress(*columns, TimeRemainingColumn()) as bar:
+        task = bar.add_task("alpha", total=len(alphas), info="")
+        for alpha in alphas:
+            adapter.alpha = alpha
+            record = {"alpha": alpha, **evaluate_dev(model, tokenizer, adapter, dev, cfg)}
+            score = record["dev_agreement"] - 1e-3 * record["dev_tv"]
+            if score > state.best_score:
+                state.best_score, state.best_step = score, len(state.history)
+                adapter.save_pretrained(out / "best", training=record)
+            state.history.append(record)
+            bar.update(task, advance=1, info=f"alpha {alpha}: dev agree {record['dev_agreement']:.2f}")
+    write_json(out / "history.json", state.history)
+    return state
 
 
 def _save_checkpoint(
@@ -286,13 +451,20 @@ def train(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     adapter: Adapter,
-    examples: list[DistillExample],
+    examples: list[DistillExample] | list[RLPrompt],
     dev: DevSet,
     cfg: TrainConfig,
     out_dir: str | Path,
     resume: bool = True,
+    reward_guard: Guard | None = None,
 ) -> TrainState:
-    """Train ``adapter`` on ``examples``; write ``out_dir/{last,best}`` and ``history.json``. Returns the state."""
+    """Train ``adapter`` on ``examples`` (``RLPrompt``s and a response-level ``reward_guard`` for ``reinforce``);
+    write ``out_dir/{last,best}`` and ``history.json``. Returns the state."""
+    check_objective(cfg)
+    if cfg.objective == "reinforce" and reward_guard is None:
+        raise ValueError("reinforce needs a reward_guard that scores (prompt, response) pairs")
+    if not adapter.trainable_parameters():
+        raise ValueError(f"this {adapter.method!r} adapter has nothing to train (a fixed diff-of-means vector?)")
     out = Path(out_dir)
     accelerator = Accelerator()
     model.to(accelerator.device)
@@ -314,12 +486,18 @@ def train(
         while state.step < cfg.steps:
             t0 = time.perf_counter()
             idx = batch_at(state.step, len(examples), cfg.batch_size * world, cfg.seed)[rank::world]
-            batch = collate([examples[i] for i in idx], tokenizer.pad_token_id, cfg, accelerator.device)
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * lr_factor(state.step, cfg)
             with accelerator.autocast():
-                terms = loss_terms(model, student, prefix, batch, cfg.objective)
-            loss = (terms["d"] * batch["tok_w"]).sum() * world  # tok_w carries 1/(B * world) per example
+                if cfg.objective == "reinforce":
+                    prompts = [examples[i] for i in idx]
+                    rl = reinforce_terms(model, tokenizer, adapter, student, prompts, reward_guard, cfg, state.step)
+                    loss, extra = rl["loss"] * world, {"reward": float(rl["reward"]), "kl": float(rl["kl"])}
+                else:
+                    batch = collate([examples[i] for i in idx], tokenizer.pad_token_id, cfg, accelerator.device)
+                    terms = loss_terms(model, student, prefix, batch, train_objective(cfg))
+                    loss = (terms["d"] * batch["tok_w"]).sum() * world  # tok_w carries 1/(B * world) per example
+                    extra = {"tv": float((terms["tv"] * batch["tok_w"]).sum() * world)}
             accelerator.backward(loss)
             grad_norm = accelerator.clip_grad_norm_(adapter.trainable_parameters(), cfg.max_grad_norm)
             optimizer.step()
@@ -328,7 +506,7 @@ def train(
             record = {
                 "step": state.step,
                 "loss": loss.item(),
-                "tv": float((terms["tv"] * batch["tok_w"]).sum() * world),
+                **extra,
                 "lr": optimizer.param_groups[0]["lr"],
                 "grad_norm": float(grad_norm),
                 "seconds": time.perf_counter() - t0,
@@ -346,7 +524,7 @@ def train(
                 accelerator.wait_for_everyone()
             else:
                 state.history.append(record)
-            info = f"loss {record['loss']:.3f} tv {record['tv']:.3f}"
+            info = f"loss {record['loss']:.3f} " + " ".join(f"{k} {extra[k]:.3f}" for k in extra)
             if "dev_agreement" in record:
                 info += f" | dev agree {record['dev_agreement']:.2f}"
             bar.update(task, advance=1, info=info)

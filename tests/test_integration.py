@@ -7,6 +7,7 @@ import torch
 
 from softguard.adapters import AdapterError, SoftPrompt, load_adapter
 from softguard.models import ModelError, chat_prompt, load_model
+from softguard.objectives import get_objective
 from softguard.system import SafeSystem, TeacherItem
 from softguard.training import DevSet, TrainConfig, build_examples, collate, loss_terms, train
 
@@ -57,7 +58,7 @@ def test_few_steps_lower_the_distillation_loss(smollm, tmp_path):
 
     def loss() -> float:
         with torch.no_grad():
-            return float((loss_terms(model, adapter, 8, batch, "tv")["d"] * batch["tok_w"]).sum())
+            return float((loss_terms(model, adapter, 8, batch, get_objective("tv"))["d"] * batch["tok_w"]).sum())
 
     before = loss()
     dev = DevSet(system.template(harmful[:1] + benign[:1]), [True, False], [True, False], examples[:1])

@@ -67,17 +67,20 @@ def test_render_report_uses_results_numbers():
         "config": {
             "name": "t",
             "model": "m",
+            "guard": None,
             "guard_backbone": "g",
+            "guard_mode": "prompt",
             "tau": 0.5,
             "num_tokens": 5,
             "seed": 0,
             "eval_max_new_tokens": 8,
             "train": {"objective": "tv", "steps": 2, "batch_size": 2, "lr": 0.1},
         },
-        "student": {"parameters": 10, "bytes": 40},
+        "student": {"method": "lora", "objective": "kl", "parameters": 10, "bytes": 40},
         "guard": {"dev": {"auroc": 0.9, "precision": 0.8, "recall": 0.7, "f1": 0.75, "n": 12}},
         "training": {
             "prompts": 3,
+            "examples": 3,
             "keep_examples": 2,
             "refuse_examples": 1,
             "best_step": 2,
@@ -98,7 +101,16 @@ def test_render_report_uses_results_numbers():
     assert results_table(res) in md
     assert "| dev | 0.900 | 0.800 | 0.700 | 0.750 | 12 |" in md
     assert "| 2 | 0.500 | 0.250 | 0.75 | 1.00 | 0.50 |" in md
-    assert "10 parameters, 40 bytes" in md
+    assert "10 added parameters, 40 bytes" in md
+    assert "| student (lora, kl) | 50.0 | 75.0 |" in md
+    assert "adapter selected on dev at step 2" in md
+    # a diff-of-means steering run reports its alpha grid instead of training steps
+    steer = res | {"training": res["training"] | {"best_alpha": 2.0, "history": [{"alpha": 2.0, "dev_loss": 0.4}]}}
+    steer["training"]["history"][0] |= {k: v for k, v in res["training"]["history"][0].items() if k.startswith("dev_")}
+    steer["training"]["history"][0]["dev_loss"] = 0.4
+    md = render_report(steer)
+    assert "scale alpha chosen on dev: 2.0" in md
+    assert "| 2.0 | 0.400 | 0.250 | 0.75 | 1.00 | 0.50 |" in md
 
 
 def test_evaluate_stage_rows_records_and_rates_agree(tiny_lm, toy_guard):

@@ -14,6 +14,7 @@ from softguard import training
 from softguard.adapters import AdapterError, SoftPrompt, load_adapter
 from softguard.generation import Generation, generate
 from softguard.models import chat_prompt
+from softguard.objectives import get_objective
 from softguard.system import DEFAULT_REFUSAL, SafeSystem, TeacherItem, hard_labels
 from softguard.training import (
     DevSet,
@@ -264,7 +265,7 @@ def test_loss_terms_zero_for_identity_student(tiny_lm, system):
     items = [TeacherItem(BENIGN[0], 0.3, [[10, 11, 12]], [0.3])]
     b = collate(build_examples(items, system), tok.pad_token_id, TrainConfig(), torch.device("cpu"))
     for objective in ("tv", "kl"):
-        terms = loss_terms(model, None, 0, b, objective)
+        terms = loss_terms(model, None, 0, b, get_objective(objective))
         soft = b["soft"]
         assert torch.allclose(terms["d"][soft], torch.zeros(int(soft.sum())), atol=1e-5)
         assert torch.allclose(terms["tv"][soft], torch.zeros(int(soft.sum())), atol=1e-5)
@@ -279,7 +280,7 @@ def test_loss_terms_match_full_forward(tiny_lm, system):
     exs = build_examples(items, system)
     b = collate(exs, tok.pad_token_id, TrainConfig(), torch.device("cpu"))
     with torch.no_grad():
-        terms = {o: loss_terms(model, sp, 3, b, o) for o in ("tv", "kl")}
+        terms = {o: loss_terms(model, sp, 3, b, get_objective(o)) for o in ("tv", "kl")}
     j = 0
     for ex in exs:
         seq = torch.tensor([ex.prompt_ids + ex.target_ids])
@@ -338,7 +339,9 @@ def _fresh(model, tok) -> SoftPrompt:
 
 def _loss(model, sp, batch, objective) -> float:
     with torch.no_grad():
-        return float((loss_terms(model, sp, sp.prefix_length, batch, objective)["d"] * batch["tok_w"]).sum())
+        return float(
+            (loss_terms(model, sp, sp.prefix_length, batch, get_objective(objective))["d"] * batch["tok_w"]).sum()
+        )
 
 
 @pytest.mark.parametrize("objective", ["tv", "kl"])

@@ -7,9 +7,15 @@ from pathlib import Path
 from transformers import PreTrainedModel
 
 from .base import Adapter, AdapterError, attached, decoder_hidden, embed_inputs, read_adapter_config
+from .lora import LoRA
 from .soft_prompt import DEFAULT_INIT_TEXT, SoftPrompt
+from .steering import SteeringVector, diff_of_means
 
-ADAPTERS: dict[str, type[Adapter]] = {SoftPrompt.method: SoftPrompt}
+ADAPTERS: dict[str, type[Adapter]] = {
+    SoftPrompt.method: SoftPrompt,
+    SteeringVector.method: SteeringVector,
+    LoRA.method: LoRA,
+}
 
 
 def resolve_adapter_dir(path: str | Path) -> Path:
@@ -31,9 +37,12 @@ __all__ = [
     "DEFAULT_INIT_TEXT",
     "Adapter",
     "AdapterError",
+    "LoRA",
     "SoftPrompt",
+    "SteeringVector",
     "attached",
     "decoder_hidden",
+    "diff_of_means",
     "embed_inputs",
     "load_adapter",
     "resolve_adapter_dir",

@@ -103,10 +103,12 @@ class Adapter(nn.Module, abc.ABC):
         return [p for p in self.parameters() if p.requires_grad]
 
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.trainable_parameters())
+        """Numbers the adapter adds to the model at inference (trainable or fixed, e.g. a diff-of-means vector)."""
+        return sum(p.numel() for p in self.parameters())
 
     def num_bytes(self) -> int:
-        return sum(p.numel() * p.element_size() for p in self.trainable_parameters())
+        """Bytes of those numbers in their stored dtype."""
+        return sum(p.numel() * p.element_size() for p in self.parameters())
 
     def save_pretrained(self, out_dir: str | Path, **metadata: Any) -> None:
         """Write ``adapter.safetensors`` and ``adapter_config.json`` (method, config, metadata) atomically."""
