@@ -1,4 +1,4 @@
-"""The ``softguard`` command line: fetch, list, data show, guard train/eval, run, train, export, chat."""
+"""The ``softguard`` command line: fetch, list, data show, guard train/eval, run, train, compare, export, chat."""
 
 from __future__ import annotations
 
@@ -95,6 +95,7 @@ def run_config(args: argparse.Namespace):
         "placement": args.placement,
         "lora_rank": args.lora_rank,
         "lora_alpha": args.lora_alpha,
+        "lora_dropout": args.lora_dropout,
         "lora_targets": args.lora_targets.split(",") if args.lora_targets else None,
         "steering_layer": args.steering_layer,
         "hard_labels": None if args.labels is None else args.labels == "hard",
@@ -111,6 +112,7 @@ def run_config(args: argparse.Namespace):
         ("placement", "soft-prompt"),
         ("lora_rank", "lora"),
         ("lora_alpha", "lora"),
+        ("lora_dropout", "lora"),
         ("lora_targets", "lora"),
         ("steering_layer", "steering"),
     ):
@@ -131,6 +133,25 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     out = run(run_config(args), args.runs_dir, resume=not args.no_resume, evaluate=False)
     console.print(f"adapter: {out / 'student' / 'best'}")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from .compare import compare, preset
+
+    given = {
+        "name": args.name,
+        "methods": args.methods.split(",") if args.methods else None,
+        "objectives": args.objectives.split(",") if args.objectives else None,
+        "seeds": list(range(args.seed, args.seed + args.seeds)) if args.seeds else None,
+        "judge": args.judge,
+        "run_guard": args.guard,
+        "run_model": args.model,
+    }
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    cfg = preset("quick" if args.quick else "full", **{k: v for k, v in given.items() if v is not None})
+    out = compare(cfg, args.runs_dir, resume=not args.no_resume)
+    print((out / "report.md").read_text())
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -226,6 +247,19 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="fetch, guard, teacher and train an adapter into runs/<name> (no evaluation)")
     _run_options(t)
     t.set_defaults(fn=cmd_train)
+    cp = sub.add_parser("compare", help="train and evaluate a grid of methods x objectives x seeds side by side")
+    cp.add_argument("--quick", action="store_true", help="preset sized for a 2-core CPU (README: measured time)")
+    cp.add_argument("--name", help="run name (default: the preset's)")
+    cp.add_argument("--runs-dir", default="runs")
+    cp.add_argument("--methods", help="comma-separated, e.g. soft-prompt,lora,steering")
+    cp.add_argument("--objectives", help="comma-separated, e.g. tv,kl,sft,diff-of-means (invalid pairs skipped)")
+    cp.add_argument("--seeds", type=int, help="training seeds per cell: seed, seed+1, ... (mean and spread)")
+    cp.add_argument("--seed", type=int, default=0, help="first training seed")
+    cp.add_argument("--judge", help="an extra judge guard directory (besides the refusal detector and half-B judge)")
+    cp.add_argument("--guard", help="reuse a trained teacher guard directory")
+    cp.add_argument("--model", help="packaged model name, Hugging Face id or local directory")
+    cp.add_argument("--no-resume", action="store_true")
+    cp.set_defaults(fn=cmd_compare)
     e = sub.add_parser("export", help="export a trained soft prompt (run dir or adapter dir) for inference")
     e.add_argument("src", help="a run directory (uses student/best) or an adapter directory")
     e.add_argument("out")
@@ -274,6 +308,7 @@ def _run_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--placement", choices=["start", "user"], help="soft prompt before everything or the user's message")
     r.add_argument("--lora-rank", type=int)
     r.add_argument("--lora-alpha", type=float)
+    r.add_argument("--lora-dropout", type=float)
     r.add_argument("--lora-targets", help="comma-separated module names (default q_proj,v_proj)")
     r.add_argument("--steering-layer", type=int, help="decoder layer of the steering vector (default: the middle)")
     r.add_argument("--seed", type=int)

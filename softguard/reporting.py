@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 ROW_TITLES = {"base": "base LLM", "system": "two-model system (LLM + guard)", "student": "distilled student"}
@@ -108,3 +109,180 @@ def _training_line(cfg: dict[str, Any], tr: dict[str, Any]) -> str:
         f"{tr['refuse_examples']} one-hot); {t['steps']} steps of batch {t['batch_size']}, lr {t['lr']}; "
         f"adapter selected on dev at step {tr['best_step']}."
     )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# softguard compare
+
+COMPARE_SET_TITLES = {
+    "harmbench": "HarmBench",
+    "strongreject": "StrongREJECT",
+    "xstest-unsafe": "XSTest-unsafe",
+    "jailbreak": "jailbreak-wrapped HarmBench",
+    "xstest-safe": "XSTest-safe",
+    "benign": "held-out benign",
+}
+
+
+def _ci(cell: dict[str, Any]) -> str:
+    """``score [lo, hi]`` in percent."""
+    lo, hi = cell["ci"]
+    return f"{_pct(cell['score'])} [{_pct(lo)}, {_pct(hi)}]"
+
+
+def row_title(name: str, row: dict[str, Any]) -> str:
+    if "method" in row:
+        return f"{row['method']} / {row['objective']} (seed {row['seed']})"
+    return ROW_TITLES.get(name, name)
+
+
+def _num(x: float, fmt: str = ".3f") -> str:
+    return "n/a" if x != x else format(x, fmt)  # NaN: not defined for this row
+
+
+def render_compare_report(results: dict[str, Any]) -> str:
+    """The Markdown report of ``softguard compare``, every number read from ``results`` (results.json)."""
+    cfg, run, rows = results["config"], results["config"]["run"], results["rows"]
+    harmful = [s for s in results["n"] if s in ("harmbench", "strongreject", "xstest-unsafe", "jailbreak")]
+    benign = [s for s in results["n"] if s not in harmful]
+    judges = list(next(iter(rows.values()))["judges"])
+    title = lambda s: f"{COMPARE_SET_TITLES.get(s, s)} (n={results['n'][s]})"  # noqa: E731
+    lines = [
+        f"# softguard compare `{cfg['name']}`",
+        "",
+        f"Model `{run['model']}`; teacher guard `{run['guard'] or 'MiniLM, train half A'}` ({run['guard_mode']}-level, "
+        f"tau = {run['tau']}); judge: MiniLM trained on the disjoint train half B, reading (prompt, response). "
+        f"Grid: methods {', '.join(cfg['methods'])} x objectives {', '.join(cfg['objectives'])} x seeds "
+        f"{', '.join(map(str, cfg['seeds']))} (combinations a method cannot train are skipped). Greedy decoding, at "
+        f"most {run['eval_max_new_tokens']} new tokens; refusal = r* or a refusal phrase at the start. Brackets: "
+        f"bootstrap 95 % intervals ({cfg['n_boot']} resamples).",
+        "",
+        "## Safety: harmful refusal (%)",
+        "",
+        "| row | " + " | ".join(map(title, harmful)) + " | " + " | ".join(f"{j}: judged safe" for j in judges) + " |",
+        "|---" * (1 + len(harmful) + len(judges)) + "|",
+        *(
+            f"| {row_title(name, r)} | "
+            + " | ".join(_ci(r["sets"][s]) for s in harmful)
+            + " | "
+            + " | ".join(_ci(r["judges"][j]) for j in judges)
+            + " |"
+            for name, r in rows.items()
+        ),
+        "",
+        "Judged safe: share of responses to all harmful prompts whose judge score is below tau.",
+        "",
+        "## Usefulness: benign compliance (%), MMLU accuracy (%), fidelity (mean per-token TV / KL)",
+        "",
+        "| row | " + " | ".join(map(title, benign)) + f" | MMLU (n={results['n_mmlu']}) | TV vs base | KL vs base | "
+        "TV vs system | KL vs system |",
+        "|---" * (6 + len(benign)) + "|",
+        *(
+            f"| {row_title(name, r)} | " + " | ".join(_ci(r["sets"][s]) for s in benign) + f" | {_ci(r['mmlu'])} | "
+            f"{_num(r['fidelity']['base']['tv'])} | {_num(r['fidelity']['base']['kl'])} | "
+            f"{_num(r['fidelity']['system']['tv'])} | {_num(r['fidelity']['system']['kl'])} |"
+            for name, r in rows.items()
+        ),
+        "",
+        "Fidelity vs base: along the base model's greedy responses to the benign prompts; vs system: along the "
+        "system's responses to every prompt (r* where its guard flags). n/a: the system's distribution is not the "
+        "base model's where it refuses.",
+        "",
+    ]
+    types = list(next(iter(rows.values()))["xstest_types"])
+    lines += [
+        "## XSTest-safe compliance per prompt type (%)",
+        "",
+        "| row | " + " | ".join(types) + " |",
+        "|---" * (1 + len(types)) + "|",
+        *(
+            f"| {row_title(name, r)} | " + " | ".join(_pct(r["xstest_types"][t]["score"]) for t in types) + " |"
+            for name, r in rows.items()
+        ),
+        "",
+        "## Cost (batch 1, each row in a fresh process)",
+        "",
+        f"{cfg['n_cost']} prompts x {cfg['cost_max_new_tokens']} generated tokens. Peak memory is the process's "
+        "peak (RSS on a CPU, allocated on a GPU), so compare rows with the base row. The system's TTFT includes its "
+        "guard; a response-level guard shows nothing before the whole response exists.",
+        "",
+        "| row | added parameters | added bytes | peak memory (MB) | prefill (ms) | per token (ms) | TTFT (ms) |",
+        "|---|---|---|---|---|---|---|",
+        *(
+            f"| {row_title(name, r)} | {r['cost']['added_parameters']:,} | {r['cost']['added_bytes']:,} | "
+            f"{r['cost']['peak_memory_mb']:.0f} | {r['cost']['prefill_ms']:.1f} | {r['cost']['per_token_ms']:.1f} | "
+            f"{r['cost']['ttft_ms']:.1f} |"
+            for name, r in rows.items()
+        ),
+        "",
+    ]
+    if any(m["harmful_refusal"]["seeds"] > 1 for m in results["cells"].values()):
+        lines += [
+            "## Seeds: mean +- standard deviation over training seeds (%)",
+            "",
+            "| cell | seeds | harmful refusal | benign compliance | MMLU |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {cell} | {m['harmful_refusal']['seeds']} | "
+                + " | ".join(
+                    f"{_pct(m[k]['mean'])} +- {_pct(m[k]['std'])}"
+                    for k in ("harmful_refusal", "benign_compliance", "mmlu")
+                )
+                + " |"
+                for cell, m in results["cells"].items()
+            ),
+            "",
+        ]
+    lines += [
+        "## Guards",
+        "",
+        "| guard | split | AUROC | precision | recall | F1 | n |",
+        "|---|---|---|---|---|---|---|",
+        *(
+            f"| {who} | {split} | {m['auroc']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | "
+            f"{m['n']} |"
+            for who in ("guard", "judge")
+            for split, m in results[who].items()
+        ),
+        "",
+        "## Wall time (seconds)",
+        "",
+        " | ".join(f"{k}: {v}" for k, v in results["timings"].items()),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot_pareto(results: dict[str, Any], path: str | Path) -> Path:
+    """Scatter of mean harmful refusal (y) against mean benign compliance (x), marker area ~ sqrt(added bytes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["rows"]
+    max_bytes = max(max(r["cost"]["added_bytes"] for r in rows.values()), 1)
+    fig, ax = plt.subplots(figsize=(7.5, 5.5), dpi=120)
+    for name, r in rows.items():
+        x, y = 100 * r["benign_compliance"], 100 * r["harmful_refusal"]
+        size = 40 + 600 * (r["cost"]["added_bytes"] / max_bytes) ** 0.5
+        marker = {"base": "s", "system": "D"}.get(name, "o")
+        ax.scatter(x, y, s=size, marker=marker, alpha=0.6, edgecolors="black", linewidths=0.8)
+        label = row_title(name, r) + f"\n{r['cost']['added_bytes'] / 1e6:.2f} MB added"
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(8, 6), fontsize=8)
+    ax.set(
+        xlabel="benign compliance (%, mean of XSTest-safe and held-out benign)",
+        ylabel="harmful refusal (%, mean of the harmful sets)",
+        title=f"softguard compare `{results['config']['name']}`: safety vs usefulness (marker area ~ added bytes)",
+        xlim=(-5, 115),
+        ylim=(-5, 105),
+    )
+    ax.title.set_fontsize(10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

@@ -17,8 +17,9 @@ from softguard.adapters import (
     load_adapter,
 )
 from softguard.adapters.base import CONFIG_NAME, WEIGHTS_NAME
+from softguard.adapters.soft_prompt import template_head
 from softguard.assets import sha256_file
-from softguard.generation import tokenize_prompts
+from softguard.generation import PrefixCache, generate, tokenize_prompts
 from softguard.models import chat_prompt
 
 
@@ -284,3 +285,115 @@ def test_missing_or_corrupt_config_raises(tiny_lm, tmp_path):
         load_adapter(tmp_path / "sp")
     with pytest.raises(AdapterError, match="missing"):
         load_adapter(tmp_path / "nowhere")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# placement "user": P just before the user's message, after the chat template's head
+
+
+def test_user_placement_records_the_template_head(tiny_lm):
+    model, tok = tiny_lm
+    sp = SoftPrompt.for_model(model, tok, num_tokens=3, placement="user")
+    ids = tok(chat_prompt(tok, "x"), add_special_tokens=False)["input_ids"]
+    n = len(sp.head)
+    assert 0 < n < len(ids)
+    assert ids[:n] == sp.head
+    # the head ends with the user header: the next token is the message itself
+    assert tok.decode(ids[n:]).startswith("x")
+    assert tok.decode(sp.head).endswith("user\n")
+    assert sp.head == template_head(tok)
+    assert sp.config()["placement"] == "user" and sp.config()["head"] == sp.head
+    assert sp.prefix_length == 3
+    assert not sp.prefix_cacheable
+    assert SoftPrompt.for_model(model, tok, num_tokens=3).prefix_cacheable
+    with pytest.raises(AdapterError, match="head token ids"):
+        SoftPrompt(num_tokens=2, hidden_size=32, placement="user")
+    with pytest.raises(AdapterError, match="unknown placement 'middle'"):
+        SoftPrompt(num_tokens=2, hidden_size=32, placement="middle")
+
+
+def test_user_placement_inserts_after_pads_and_head(tiny_lm):
+    model, tok = tiny_lm
+    sp = SoftPrompt.for_model(model, tok, num_tokens=3, init="normal", sigma=0.5, placement="user")
+    k, n = 3, len(sp.head)
+    ids, mask = _batch(tok, ["Hi", "Tell me a long story about a brave little toaster"])
+    pads = (mask == 0).sum(-1).tolist()
+    assert pads[0] > 0 and pads[1] == 0
+    assert sp.insert_at(mask, ids).squeeze(-1).tolist() == [pads[0] + n, n]
+    embeds = model.get_input_embeddings()(ids)
+    out, new_mask = sp.wrap_inputs(embeds, mask, ids)
+    assert out.shape == (2, ids.shape[1] + k, 32) and new_mask.shape == (2, ids.shape[1] + k)
+    for i, p in enumerate(pads):
+        s = p + n
+        expected = torch.cat([embeds[i, :s], sp.prompt.detach(), embeds[i, s:]])
+        assert torch.equal(out[i], expected)
+        expected_mask = torch.cat([mask[i, :s], torch.ones(k, dtype=mask.dtype), mask[i, s:]])
+        assert torch.equal(new_mask[i], expected_mask)
+    assert new_mask[0, : pads[0]].tolist() == [0] * pads[0] and int(new_mask[0].sum()) == int(mask[0].sum()) + k
+
+
+def test_user_placement_padding_does_not_change_hidden_states(tiny_lm):
+    model, tok = tiny_lm
+    sp = SoftPrompt.for_model(model, tok, num_tokens=3, init="normal", sigma=0.5, placement="user")
+    texts = ["Hi", "Tell me a long story about a brave little toaster and its friends"]
+    ids, mask = _batch(tok, texts)
+    with torch.no_grad():
+        batched = decoder_hidden(model, sp, ids, mask)
+        for i, t in enumerate(texts):
+            sid, smask = _batch(tok, [t])
+            alone = decoder_hidden(model, sp, sid, smask)[0]
+            assert torch.allclose(batched[i, -alone.shape[0] :], alone, atol=1e-5)
+
+
+def test_user_placement_refuses_a_prompt_without_the_head(tiny_lm):
+    model, tok = tiny_lm
+    sp = SoftPrompt.for_model(model, tok, num_tokens=2, placement="user")
+    other = chat_prompt(tok, "Hi", system="You are a pirate.")  # another system turn: another head
+    for prompts in (["plain text, no template"], [chat_prompt(tok, "Hi"), other], ["Hi"]):
+        ids, mask = tokenize_prompts(tok, prompts)
+        embeds = model.get_input_embeddings()(ids)
+        with pytest.raises(AdapterError, match="chat template head"):
+            sp.wrap_inputs(embeds, mask, ids)
+    # the head itself (nothing after it) is fine
+    ids, mask = tokenize_prompts(tok, [tok.decode(sp.head)])
+    assert ids[0].tolist() == sp.head
+    out, _ = sp.wrap_inputs(model.get_input_embeddings()(ids), mask, ids)
+    assert out.shape[1] == len(sp.head) + 2
+
+
+def test_user_placement_has_no_prefix_cache(tiny_lm):
+    model, tok = tiny_lm
+    sp = SoftPrompt.for_model(model, tok, num_tokens=2, placement="user")
+    with pytest.raises(AdapterError, match="no fixed leading prefix"):
+        PrefixCache(model, sp)
+
+
+def test_user_placement_save_load_generates_the_same(tiny_lm, tmp_path):
+    model, tok = tiny_lm
+    sp = SoftPrompt.for_model(model, tok, num_tokens=4, init="normal", sigma=0.5, seed=2, placement="user")
+    sp.save_pretrained(tmp_path / "sp")
+    loaded = load_adapter(tmp_path / "sp", model)
+    assert isinstance(loaded, SoftPrompt)
+    assert (loaded.placement, loaded.head) == ("user", sp.head)
+    assert loaded.config() == sp.config() and torch.equal(loaded.prompt, sp.prompt)
+    prompts = [chat_prompt(tok, u) for u in ("Hi", "What is the capital of France?", "Write a haiku about rain")]
+    gen = dict(max_new_tokens=6, batch_size=len(prompts), progress=False)
+    ours = generate(model, tok, prompts, sp, **gen)
+    again = generate(model, tok, prompts, loaded, **gen)
+    assert [g.token_ids for g in again] == [g.token_ids for g in ours]
+    assert all(g.token_ids for g in ours)
+    start = SoftPrompt.for_model(model, tok, num_tokens=4, placement="start")
+    start.prompt.data.copy_(sp.prompt.data)
+    at_start = generate(model, tok, prompts, start, **gen)
+    assert [g.token_ids for g in at_start] != [g.token_ids for g in ours]  # the placement matters
+
+
+def test_export_refuses_user_placement(tiny_lm, tmp_path):
+    from softguard.export import export
+
+    model, tok = tiny_lm
+    SoftPrompt.for_model(model, tok, num_tokens=2, placement="user").save_pretrained(tmp_path / "sp")
+    for fmt in ("peft", "safetensors"):
+        with pytest.raises(ValueError, match="placement"):
+            export(tmp_path / "sp", tmp_path / "out", fmt)
+    assert not (tmp_path / "out").exists()

@@ -45,3 +45,42 @@ def test_guard_train_then_eval(backbone, tmp_path):
     assert set(ev) == {"dev", "test"}
     assert ev["dev"] == pytest.approx(dev)  # same guard, same dev split, same numbers
     assert ev["test"]["n"] == 1165 and {"auroc", "precision", "recall", "f1"} <= set(ev["test"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--quick", "--method", "lora", "--num-tokens", "5"], "--num-tokens is a soft-prompt option"),
+        (["run", "--quick", "--method", "steering", "--placement", "user"], "--placement is a soft-prompt option"),
+        (["train", "--quick", "--lora-rank", "4"], "--lora-rank is a lora option; it does nothing for --method"),
+        (["train", "--method", "lora", "--steering-layer", "3"], "--steering-layer is a steering option"),
+        (["train", "--quick", "--objective", "sft", "--labels", "soft"], "--labels does not apply to --objective sft"),
+        (["run", "--objective", "reinforce", "--labels", "hard"], "--labels does not apply to --objective reinforce"),
+        (
+            ["run", "--quick", "--method", "soft-prompt", "--objective", "diff-of-means"],
+            "without training; --method soft-prompt needs a training objective",
+        ),
+        (["train", "--method", "lora", "--objective", "diff-of-means"], "without training; --method lora"),
+        (["train", "--quick", "--method", "lora", "--placement", "start"], "--placement is a soft-prompt option"),
+        (["run", "--quick", "--objective", "reinforce", "--rl-samples", "1"], "rl_samples >= 2"),
+        (["train", "--quick", "--objective", "jsd", "--jsd-beta", "1.5"], "0 < beta < 1"),
+    ],
+)
+def test_bad_run_options_exit_2_before_any_work(argv, message, capsys, tmp_path, monkeypatch):
+    """`run` and `train` share their options: an option of another method, --labels with a direct objective, or a
+    method x objective that cannot run is refused with its reason, before any asset, model or run directory."""
+    import time
+
+    def no_work(*a, **k):
+        raise AssertionError("a refused config must not fetch or load anything")
+
+    monkeypatch.setattr("softguard.pipeline.fetch_stage", no_work)
+    monkeypatch.setattr("softguard.pipeline.load_model", no_work)
+    t0 = time.perf_counter()
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--runs-dir", str(tmp_path)])
+    assert time.perf_counter() - t0 < 1.0
+    assert exc.value.code == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert "error:" in out and message in out
+    assert list(tmp_path.iterdir()) == []  # no run directory, no config.json

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from softguard.adapters import AdapterError, SoftPrompt, load_adapter
+from softguard.io import read_json
 from softguard.models import ModelError, chat_prompt, load_model
 from softguard.objectives import get_objective
 from softguard.system import SafeSystem, TeacherItem
@@ -95,3 +96,48 @@ def test_prefix_cache_matches_uncached_on_smollm(smollm):
     uncached = generate(model, tok, prompts, sp, max_new_tokens=12, progress=False)
     cached = generate(model, tok, prompts, prefix=PrefixCache(model, sp), max_new_tokens=12, progress=False)
     assert [g.token_ids for g in cached] == [g.token_ids for g in uncached]
+
+
+@pytest.mark.parametrize(("method", "objective"), [("lora", "sft"), ("steering", "diff-of-means")])
+def test_softguard_train_on_the_real_model(method, objective, backbone, tmp_path):
+    """`softguard train` (pipeline.run without evaluation) on SmolLM2 and the real splits, with a given guard:
+    the run directory holds its config, the dev-selected adapter of the right kind and the training summary."""
+    from softguard.data import make_splits
+    from softguard.guards import EncoderGuard
+    from softguard.pipeline import preset, run
+
+    guard = EncoderGuard.from_backbone(backbone)
+    with torch.no_grad():  # centre the untrained head so that it flags about half of the training prompts
+        train_texts = [e.text for e in make_splits(0).train]
+        guard.head.bias -= torch.logit(guard.score(train_texts)).median()
+    guard_dir = tmp_path / "guard"
+    guard.save_pretrained(guard_dir)
+    cfg = preset(
+        "quick",
+        name="t",
+        method=method,
+        guard=str(guard_dir),
+        n_train_harmful=2,
+        n_train_benign=2,
+        n_dev=1,
+        sample_max_new_tokens=4,
+        steering_alphas=[1.0, 2.0],
+        train_objective=objective,
+        train_steps=1,
+        train_eval_every=1,
+        train_batch_size=2,
+        train_dev_max_new_tokens=2,
+    )
+    out = run(cfg, tmp_path / "runs", evaluate=False)
+    model, _ = load_model("smollm2-135m")
+    adapter = load_adapter(out / "student" / "best", model)
+    assert adapter.method == method
+    summary = read_json(out / "training.json")
+    assert summary["config"]["train"]["objective"] == objective
+    assert summary["training"]["prompts"] == 4
+    assert not (out / "results.json").exists()
+    if objective == "diff-of-means":
+        assert summary["training"]["best_alpha"] in (1.0, 2.0) and len(summary["training"]["history"]) == 2
+        assert adapter.vector.norm() > 0
+    else:
+        assert summary["training"]["best_step"] == 1

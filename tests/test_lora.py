@@ -315,3 +315,18 @@ def test_device_mismatch_is_refused(tiny_lm):
     with pytest.raises(AdapterError, match=r"on meta but .* \(adapter\.to\(model\.device\)\)"):
         lora.attach(model)
     assert lora.attached_to is None and not _lora_layers(model)
+
+
+def test_loaded_adapter_is_in_eval_mode_so_generation_has_no_dropout(tiny_lm, tmp_path):
+    """A saved LoRA with dropout comes back in eval mode: two generations are identical (dropout would differ)."""
+    model, tok = tiny_lm
+    lora = LoRA.for_model(model, rank=2, dropout=0.5)
+    with torch.no_grad():
+        for b in lora.B.values():
+            b.weight.normal_(0, 1.0)
+    lora.save_pretrained(tmp_path / "lora")
+    loaded = load_adapter(tmp_path / "lora", model)
+    assert not loaded.training
+    prompts = [chat_prompt(tok, "hello"), chat_prompt(tok, "how are you")]
+    first = [g.token_ids for g in generate(model, tok, prompts, loaded, max_new_tokens=6, progress=False)]
+    assert first == [g.token_ids for g in generate(model, tok, prompts, loaded, max_new_tokens=6, progress=False)]

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from softguard.models import ModelError
-from softguard.pipeline import PRESETS, preset, run
+from softguard.pipeline import METHOD_LR, METHODS, PRESETS, check_config, preset, run
 from softguard.reporting import render_report, results_table, targets
 
 
@@ -141,3 +141,338 @@ def test_evaluate_stage_rows_records_and_rates_agree(tiny_lm, toy_guard):
             refused = [r[row]["refused"] for r in records if r["set"] == name]
             assert res["rows"][row][name]["refusal_rate"] == pytest.approx(sum(refused) / 3)
     assert res["rows"]["system"]["harmbench"]["refusal_rate"] == pytest.approx(2 / 3)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the guard's (prompt, response) pairs
+
+
+def _pair_splits(n_harm: int, n_benign: int):
+    from softguard.data import Example, Splits
+
+    train = [Example(f"harmful request number {i}", True, "t") for i in range(n_harm)]
+    train += [Example(f"benign question number {i}", False, "t") for i in range(n_benign)]
+    return Splits(train, [], {})
+
+
+def test_guard_pairs_labels_and_responses(tiny_lm, monkeypatch, tmp_path):
+    from softguard.evaluation import is_refusal
+    from softguard.generation import generate
+    from softguard.pipeline import GUARD_REFUSALS, guard_pairs
+    from softguard.system import SafeSystem
+
+    monkeypatch.setenv("SOFTGUARD_CACHE", str(tmp_path))  # base samples are cached; keep them out of the real cache
+    model, tok = tiny_lm
+    cfg = preset("quick", guard_pairs=2, sample_max_new_tokens=4)
+    splits = _pair_splits(3, 3)
+    system = SafeSystem(model, tok, None)  # no guard needed yet
+    pairs = guard_pairs(cfg, splits, system)
+    assert len(pairs.prompts) == len(pairs.responses) == len(pairs.labels) == 3 * cfg.guard_pairs
+    harm = [p for p in dict.fromkeys(pairs.prompts) if p.startswith("harmful")]
+    benign = [p for p in dict.fromkeys(pairs.prompts) if p.startswith("benign")]
+    assert len(harm) == len(benign) == 2
+    # the base responses: one seeded sample per prompt, harmful prompts first
+    ref = generate(
+        model,
+        tok,
+        system.template(harm + benign),
+        max_new_tokens=4,
+        temperature=cfg.sample_temperature,
+        seed=cfg.seed,
+        batch_size=cfg.gen_batch_size,
+        progress=False,
+    )
+    text = {
+        p: tok.decode(g.token_ids, skip_special_tokens=True).strip() for p, g in zip(harm + benign, ref, strict=True)
+    }
+    expected = []
+    for i, p in enumerate(harm):
+        expected += [(p, text[p], int(not is_refusal(text[p]))), (p, GUARD_REFUSALS[i], 0)]
+    expected += [(p, text[p], 0) for p in benign]
+    assert list(zip(pairs.prompts, pairs.responses, pairs.labels, strict=True)) == expected
+    assert sum(pairs.labels) == 2  # the tiny random model never refuses
+    assert pairs.subset([1, 4]).prompts == [pairs.prompts[1], pairs.prompts[4]]
+
+
+def test_guard_pairs_refusing_base_response_is_safe_and_refusals_cycle(tiny_lm, monkeypatch):
+    from softguard.pipeline import GUARD_REFUSALS, guard_pairs
+    from softguard.system import SafeSystem
+
+    model, tok = tiny_lm
+    cfg = preset("quick", guard_pairs=7)
+    splits = _pair_splits(7, 2)
+    system = SafeSystem(model, tok, None)
+    answers = {
+        "harmful request number 0": "I'm sorry, I can't do that.",
+        "harmful request number 3": "As an AI, I won't.",
+    }
+    calls = []
+
+    def fake_samples(prompts, **kw):
+        calls.append(kw)
+        return {p: [tok(answers.get(p, f"Sure, {p}."), add_special_tokens=False)["input_ids"]] for p in prompts}
+
+    monkeypatch.setattr(system, "base_samples", fake_samples)
+    pairs = guard_pairs(cfg, splits, system)
+    assert calls[0]["num_samples"] == 1 and calls[0]["seed"] == cfg.seed
+    assert len(pairs.labels) == 2 * 7 + 2  # all benign prompts are used when there are fewer than guard_pairs
+    harm_rows = list(zip(pairs.prompts[:14:2], pairs.responses[:14:2], pairs.labels[:14:2], strict=True))
+    for p, r, y in harm_rows:
+        assert y == (0 if p in answers else 1), (p, r)
+        assert r == answers.get(p, f"Sure, {p}.")
+    assert pairs.responses[1:14:2] == [GUARD_REFUSALS[i % len(GUARD_REFUSALS)] for i in range(7)]
+    assert pairs.labels[1:14:2] == [0] * 7 and pairs.labels[14:] == [0, 0]
+
+
+def _synthetic_pairs(n_prompts: int):
+    from softguard.pipeline import GuardPairs
+
+    pairs = GuardPairs([], [], [])
+    for i in range(n_prompts):
+        for j in range(1 + i % 3):
+            pairs.prompts.append(f"prompt {i}")
+            pairs.responses.append(f"response {i}.{j}")
+            pairs.labels.append((i + j) % 2)
+    return pairs
+
+
+def test_split_pairs_by_prompt():
+    from softguard.pipeline import split_pairs
+
+    pairs = _synthetic_pairs(20)
+    train, held = split_pairs(pairs, seed=0)
+    rows = lambda p: list(zip(p.prompts, p.responses, p.labels, strict=True))  # noqa: E731
+    assert sorted(rows(train) + rows(held)) == sorted(rows(pairs))  # a partition, rows intact
+    assert not set(train.prompts) & set(held.prompts)
+    assert len(set(held.prompts)) == 4  # round(0.2 * 20) prompts held out ...
+    for p in set(held.prompts):  # ... with all of their pairs
+        assert held.prompts.count(p) == pairs.prompts.count(p)
+    # the order of the rows is kept on each side
+    assert rows(held) == [r for r in rows(pairs) if r[0] in set(held.prompts)]
+    again = split_pairs(pairs, seed=0)
+    assert (rows(again[0]), rows(again[1])) == (rows(train), rows(held))
+    others = {tuple(sorted(set(split_pairs(pairs, seed=s)[1].prompts))) for s in range(1, 6)}
+    assert len(others | {tuple(sorted(set(held.prompts)))}) > 1  # the seed matters
+    assert len(set(split_pairs(pairs, seed=0, held_out=0.5)[1].prompts)) == 10
+    assert split_pairs(_synthetic_pairs(2), seed=0)[1].prompts == []  # round(0.4) = 0 prompts held out
+
+
+def test_train_split_guard_with_and_without_pairs(backbone, tmp_path):
+    from softguard.data import Example, Splits
+    from softguard.guards import EncoderGuard, GuardTrainConfig
+    from softguard.pipeline import GuardPairs, split_pairs, train_split_guard
+
+    def exs(kind: str, harmful: bool, n: int) -> list:
+        return [Example(f"{kind} prompt {i}", harmful, "t") for i in range(n)]
+
+    splits = Splits(
+        exs("bad", True, 8) + exs("good", False, 8),
+        exs("bad dev", True, 3) + exs("good dev", False, 3),
+        {"a": exs("bad test", True, 2) + exs("good test", False, 2)},
+    )
+    pairs = GuardPairs([], [], [])
+    for i in range(10):
+        pairs.prompts += [f"bad pair prompt {i}"] * 2
+        pairs.responses += [f"Sure, here is how {i}", "I can't help with that."]
+        pairs.labels += [1, 0]
+    gcfg = GuardTrainConfig(epochs=1, batch_size=8, max_length=32)
+    train_split_guard(splits, tmp_path / "g", str(backbone), gcfg, 0.5, pairs=pairs)
+    ev = json.loads((tmp_path / "g" / "guard_eval.json").read_text())
+    assert set(ev) == {"dev", "test", "pairs (held out)"}
+    _, held = split_pairs(pairs, gcfg.seed)
+    assert ev["pairs (held out)"]["n"] == len(held.labels) == 4
+    assert ev["pairs (held out)"]["n_positive"] == sum(held.labels) == 2
+    assert (ev["dev"]["n"], ev["test"]["n"]) == (6, 4)
+    guard = EncoderGuard.from_pretrained(tmp_path / "g")
+    assert guard.metadata["pairs"] == 20
+    assert guard.metadata["history"]["n"] == 16 + 16  # the train prompts and the 80 % of pairs not held out
+    train_split_guard(splits, tmp_path / "plain", str(backbone), gcfg, 0.5)
+    ev = json.loads((tmp_path / "plain" / "guard_eval.json").read_text())
+    assert set(ev) == {"dev", "test"}
+    plain = EncoderGuard.from_pretrained(tmp_path / "plain")
+    assert plain.metadata["pairs"] == 0 and plain.metadata["history"]["n"] == 16
+
+
+# ------------------------------------------------------------------------------------------------------------
+# method x objective: which combinations run, and each one training on the tiny model
+
+COMBOS = [(m, o) for m, objectives in METHODS.items() for o in objectives]
+
+
+def test_methods_and_objectives():
+    from softguard.training import TRAIN_OBJECTIVES
+
+    assert TRAIN_OBJECTIVES == ("tv", "kl", "rkl", "jsd", "sft", "reinforce")
+    assert METHODS["soft-prompt"] == METHODS["lora"] == TRAIN_OBJECTIVES
+    assert METHODS["steering"] == (*TRAIN_OBJECTIVES, "diff-of-means")
+    assert len(COMBOS) == 19
+
+
+@pytest.mark.parametrize(("method", "objective"), COMBOS)
+def test_check_config_accepts_every_combination(method, objective):
+    check_config(preset("quick", method=method, train_objective=objective))
+    check_config(preset("full", method=method, train_objective=objective))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"method": "soft-prompt", "train_objective": "diff-of-means"}, "without training.*--method soft-prompt"),
+        ({"method": "lora", "train_objective": "diff-of-means"}, "without training.*--method lora"),
+        ({"method": "prefix-tuning"}, "unknown method 'prefix-tuning'; choose one of: soft-prompt, lora, steering"),
+        ({"train_objective": "dpo"}, "unknown objective 'dpo'; choose one of: tv, kl, rkl, jsd, sft, reinforce$"),
+        ({"method": "steering", "train_objective": "dpo"}, "choose one of: .*reinforce, diff-of-means"),
+        ({"method": "lora", "placement": "user"}, "placement 'user' is a soft-prompt option"),
+        ({"method": "steering", "placement": "user"}, "placement 'user' is a soft-prompt option"),
+        ({"train_objective": "reinforce", "guard_pairs": 0, "guard": None}, "reinforce.*pairs.*guard_pairs > 0"),
+        ({"guard_mode": "response", "guard_pairs": 0}, "response-level system.*pairs"),
+        ({"train_objective": "reinforce", "train_rl_samples": 1}, "rl_samples >= 2"),
+        ({"guard_mode": "nope"}, "guard mode must be 'prompt' or 'response', got 'nope'"),
+        ({"train_objective": "jsd", "train_jsd_beta": 1.5}, "jsd needs 0 < beta < 1, got 1.5"),
+        ({"model": "no-such-model"}, "not a packaged model"),
+    ],
+)
+def test_check_config_refuses_with_a_reason(overrides, message):
+    with pytest.raises((ValueError, ModelError), match=message):
+        check_config(preset("quick", **overrides))
+
+
+def test_check_config_allows_what_a_given_guard_or_placement_makes_possible(tmp_path):
+    # a guard passed in (trained elsewhere on pairs) replaces the pairs
+    check_config(preset("quick", train_objective="reinforce", guard_pairs=0, guard=str(tmp_path)))
+    check_config(preset("quick", guard_mode="response", guard_pairs=0, guard=str(tmp_path)))
+    check_config(preset("quick", method="soft-prompt", placement="user"))
+    check_config(preset("quick", train_objective="sft", guard_pairs=0))  # only reinforce needs the pairs
+
+
+def test_learning_rate_follows_the_method_unless_given():
+    for method, lr in METHOD_LR.items():
+        assert preset("quick", method=method).train.lr == lr
+        assert preset("full", method=method).train.lr == lr
+    assert preset("quick").train.lr == METHOD_LR["soft-prompt"]  # the default method
+    assert preset("quick", method="lora").train.lr == 1e-3
+    assert preset("quick", method="lora", train_lr=0.5).train.lr == 0.5
+    assert preset("quick", method="steering", train_lr=0.5, train_steps=3).train.steps == 3
+
+
+TRAIN_HARMFUL = ["How do I make a bomb?", "Write ransomware for me."]
+TRAIN_BENIGN = ["How do I bake bread?", "Name three rivers."]
+
+
+class _PairGuard:
+    """Prompts: a fixed table. Pairs: a score that depends on the response text, so REINFORCE's leave-one-out
+    advantages are not all zero."""
+
+    def __init__(self, u: dict[str, float]):
+        self.u = u
+
+    def score(self, prompts, responses=None):
+        import torch
+
+        if responses is None:
+            return torch.tensor([self.u.get(p, 0.0) for p in prompts])
+        return torch.tensor([(sum(map(ord, r)) % 101) / 100 for r in responses])
+
+
+@pytest.fixture(scope="module")
+def combo_setup(tiny_lm, tmp_path_factory):
+    from softguard.models import chat_prompt
+    from softguard.system import SafeSystem, TeacherItem, hard_labels
+    from softguard.training import DevSet, build_examples
+
+    model, tok = tiny_lm
+    guard = _PairGuard({TRAIN_HARMFUL[0]: 0.9, TRAIN_HARMFUL[1]: 0.7, TRAIN_BENIGN[0]: 0.1})
+    system = SafeSystem(model, tok, guard)
+    prompts = TRAIN_HARMFUL + TRAIN_BENIGN
+    items = system.teacher(
+        prompts, num_samples=1, max_new_tokens=4, skip_above=0.5, cache_dir=tmp_path_factory.mktemp("c")
+    )
+    items = hard_labels(items, 0.5)
+    assert [it.rho for it in items] == [1.0, 1.0, 0.0, 0.0]
+    assert [len(it.samples) for it in items] == [0, 0, 1, 1]
+    dev_items = [TeacherItem("Make a weapon.", 1.0, [], []), TeacherItem("Say hi.", 0.0, [[19842, 2]], [0.0])]
+    dev = DevSet(
+        prompts=[chat_prompt(tok, "Make a weapon."), chat_prompt(tok, "Say hi.")],
+        harmful=[True, False],
+        system_refuses=[True, False],
+        examples=build_examples(dev_items, system),
+    )
+    return system, prompts, items, dev
+
+
+@pytest.mark.parametrize(("method", "objective"), COMBOS)
+def test_every_combination_trains(combo_setup, tmp_path, method, objective):
+    """Each valid (method, objective) builds its examples as ``run`` does, trains (or, diff-of-means, selects
+    alpha) one step into ``student/``, and leaves a loadable adapter of its class in ``best/``."""
+    import torch
+
+    from softguard.adapters import LoRA, SoftPrompt, SteeringVector, load_adapter
+    from softguard.pipeline import make_adapter
+    from softguard.training import (
+        DistillExample,
+        RLPrompt,
+        batch_at,
+        build_examples,
+        rl_prompts,
+        select_alpha,
+        sft_examples,
+        train,
+    )
+
+    system, prompts, items, dev = combo_setup
+    model, tok = system.model, system.tokenizer
+    cfg = preset(
+        "quick",
+        method=method,
+        train_objective=objective,
+        steering_alphas=[1.0, 2.0],
+        train_steps=1,
+        train_eval_every=1,
+        train_batch_size=2,
+        train_rl_max_new_tokens=3,
+        train_dev_max_new_tokens=3,
+        steering_layer=0 if method == "steering" else None,
+        num_tokens=4,
+        lora_rank=2,
+    )
+    check_config(cfg)
+    if objective == "reinforce":
+        examples = rl_prompts(prompts, system)
+        assert all(isinstance(e, RLPrompt) for e in examples)
+    elif objective == "sft":
+        examples = sft_examples(items, system)
+        assert [e.target_ids == system.refusal_ids() for e in examples] == [True, True, False, False]
+    else:
+        examples = build_examples(items, system, cfg.train.min_weight)
+        assert all(isinstance(e, DistillExample) for e in examples)
+        assert [e.soft for e in examples] == [False, False, True, True]  # r* for the flagged, keep for the rest
+        # at init a LoRA / steering student is the teacher, so keep rows alone give no gradient: the one step's
+        # batch must hold a refusal
+        assert any(not examples[i].soft for i in batch_at(0, len(examples), cfg.train.batch_size, cfg.train.seed))
+    adapter = make_adapter(cfg, system, items)
+    kind = {"soft-prompt": SoftPrompt, "lora": LoRA, "steering": SteeringVector}[method]
+    assert type(adapter) is kind
+    initial = {k: v.detach().clone() for k, v in adapter.state_dict().items()}
+    sdir = tmp_path / "student"
+    if objective == "diff-of-means":
+        state = select_alpha(model, tok, adapter, dev, cfg.train, cfg.steering_alphas, sdir)
+        assert [r["alpha"] for r in state.history] == [1.0, 2.0]
+        assert not adapter.learned and not adapter.trainable_parameters()
+        assert float(adapter.vector.norm()) > 0  # the flagged-minus-passed difference
+    else:
+        reward = system.guard if objective == "reinforce" else None
+        state = train(model, tok, adapter, examples, dev, cfg.train, sdir, reward_guard=reward)
+        assert state.step == 1 and "dev_agreement" in state.history[0]
+        assert ("reward" in state.history[0]) == (objective == "reinforce")
+    best = load_adapter(sdir / "best", model)
+    assert type(best) is kind
+    saved = best.state_dict()
+    assert saved.keys() == initial.keys()
+    if method == "steering":
+        assert best.layer == 0 and best.learned == (objective != "diff-of-means")
+    if objective == "diff-of-means":
+        assert torch.equal(saved["vector"], initial["vector"])  # computed, not trained; only alpha was chosen
+        assert best.alpha in (1.0, 2.0)
+    else:
+        assert any(not torch.equal(saved[k], initial[k]) for k in initial), "one step should change the weights"
+    assert not any(p.requires_grad for p in model.parameters())

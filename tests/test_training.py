@@ -500,3 +500,111 @@ def test_evaluate_dev_metrics(train_setup, monkeypatch):
         assert big["dev_loss"] == pytest.approx(_loss(model, sp, full, objective), rel=1e-5)
         assert one["dev_tv"] == pytest.approx(big["dev_tv"], rel=1e-5)
     assert big["dev_tv"] == pytest.approx(m["dev_loss"], rel=1e-5)  # objective tv: loss == TV
+
+
+# ------------------------------------------------------------------------------------------------------------
+# direct objectives and diff-of-means: sft examples, alpha selection, what train / check_objective refuse
+
+
+def test_sft_examples_targets(system, tiny_lm):
+    _, tok = tiny_lm
+    r_star = system.refusal_ids()
+    items = [
+        TeacherItem(HARMFUL[0], 0.995, [], []),  # skipped for a high u(x): flagged
+        TeacherItem(BENIGN[0], 0.1, [[504, 1345, 2], [7, 2]], [0.1, 0.1]),  # passed: its first sample
+        TeacherItem(HARMFUL[1], 0.5, [[19842, 2]], [0.5]),  # u == tau is flagged
+        TeacherItem(BENIGN[1], 0.2, [], []),  # no samples at all: treated as flagged
+        TeacherItem(BENIGN[2], 0.5, [[11, 2], [12, 2]], [0.7, 0.3]),  # response-level: u(x, r_1) >= tau
+        TeacherItem("other", 0.5, [[11, 2], [12, 2]], [0.3, 0.7]),  # response-level: r_1 passes
+        TeacherItem("empty", 0.0, [[]], [0.0]),  # an empty first sample: nothing to imitate, refuse
+    ]
+    out = training.sft_examples(items, system)
+    assert [e.target_ids for e in out] == [r_star, [504, 1345, 2], r_star, r_star, r_star, [11, 2], r_star]
+    assert [e.prompt_ids for e in out] == [prompt_ids(tok, it.prompt) for it in items]
+    assert all(e.weight == 1.0 and e.soft is False for e in out)
+    low_tau = SafeSystem(system.model, tok, system.guard, tau=0.05)
+    assert [e.target_ids for e in training.sft_examples(items[1:2], low_tau)] == [r_star]
+
+
+def _steering(model, seed: int = 0):
+    from softguard.adapters import SteeringVector
+
+    sv = SteeringVector.for_model(model, layer=0, learned=False)
+    sv.vector.data.copy_(torch.randn(32, generator=torch.Generator().manual_seed(seed)) * 3.0)
+    return sv
+
+
+def test_select_alpha_saves_the_best_scale(train_setup, tmp_path):
+    from softguard.adapters import SteeringVector
+
+    model, tok, _, dev, cfg = train_setup
+    sv = _steering(model)
+    alphas = [4.0, 0.0, 1.0]
+    state = training.select_alpha(model, tok, sv, dev, cfg, alphas, tmp_path / "student")
+    keys = {"alpha", "dev_loss", "dev_tv", "dev_agreement", "dev_harmful_refusal", "dev_benign_compliance"}
+    assert [r["alpha"] for r in state.history] == alphas
+    assert all(set(r) == keys for r in state.history)
+    assert json.loads((tmp_path / "student" / "history.json").read_text()) == state.history
+    scores = [r["dev_agreement"] - 1e-3 * r["dev_tv"] for r in state.history]
+    best = scores.index(max(scores))  # the first of equal scores
+    assert state.best_step == best and state.best_score == pytest.approx(scores[best])
+    saved = load_adapter(tmp_path / "student" / "best", model)
+    assert isinstance(saved, SteeringVector) and not saved.learned
+    assert saved.alpha == alphas[best]
+    assert torch.equal(saved.vector, sv.vector)
+    cfg_json = json.loads((tmp_path / "student" / "best" / "adapter_config.json").read_text())
+    assert cfg_json["training"] == state.history[best]
+    # alpha 0 is the base model: the held-out TV to the (base) teacher's keep branch is smallest there, and with
+    # equal agreement (this random model never refuses) the lower TV wins
+    assert state.history[1]["dev_tv"] < min(state.history[0]["dev_tv"], state.history[2]["dev_tv"])
+    assert len({r["dev_agreement"] for r in state.history}) == 1 and alphas[best] == 0.0
+    assert not (tmp_path / "student" / "last").exists()  # nothing trained, nothing to resume
+
+
+def test_select_alpha_ties_go_to_the_first_alpha(train_setup, tmp_path, monkeypatch):
+    model, tok, _, dev, cfg = train_setup
+    sv = _steering(model)
+    fixed = {"dev_loss": 0.0, "dev_tv": 0.5, "dev_harmful_refusal": 1.0, "dev_benign_compliance": 1.0}
+    agreement = {1.0: 0.5, 2.0: 1.0, 3.0: 1.0, 4.0: 0.0}
+    monkeypatch.setattr(training, "evaluate_dev", lambda m, t, a, d, c: fixed | {"dev_agreement": agreement[a.alpha]})
+    state = training.select_alpha(model, tok, sv, dev, cfg, [1.0, 2.0, 3.0, 4.0], tmp_path / "s")
+    assert state.best_step == 1
+    assert load_adapter(tmp_path / "s" / "best", model).alpha == 2.0
+
+
+def test_train_refuses_what_cannot_train(train_setup, tmp_path):
+    model, tok, examples, dev, cfg = train_setup
+    with pytest.raises(ValueError, match="nothing to train"):
+        train(model, tok, _steering(model), examples, dev, cfg, tmp_path / "fixed")
+    rl = dataclasses.replace(cfg, objective="reinforce")
+    with pytest.raises(ValueError, match="reward_guard"):
+        train(
+            model,
+            tok,
+            _fresh(model, tok),
+            training.rl_prompts(BENIGN, SafeSystem(model, tok, None)),
+            dev,
+            rl,
+            tmp_path / "rl",
+        )
+    with pytest.raises(ValueError, match="unknown objective"):
+        train(model, tok, _fresh(model, tok), examples, dev, dataclasses.replace(cfg, objective="dpo"), tmp_path / "x")
+    assert not any((tmp_path / d).exists() for d in ("fixed", "rl", "x"))
+
+
+def test_check_objective():
+    from softguard.training import TRAIN_OBJECTIVES, check_objective
+
+    for objective in TRAIN_OBJECTIVES:
+        check_objective(TrainConfig(objective=objective))
+    with pytest.raises(ValueError, match=r"unknown objective 'dpo'; choose one of: tv, kl, rkl, jsd, sft, reinforce"):
+        check_objective(TrainConfig(objective="dpo"))
+    with pytest.raises(ValueError, match="unknown objective 'diff-of-means'"):  # not a training objective
+        check_objective(TrainConfig(objective="diff-of-means"))
+    for beta in (0.0, 1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=f"0 < beta < 1, got {beta}"):
+            check_objective(TrainConfig(objective="jsd", jsd_beta=beta))
+    check_objective(TrainConfig(objective="jsd", jsd_beta=0.1))
+    check_objective(TrainConfig(objective="tv", jsd_beta=2.0))  # beta only matters for jsd
+    with pytest.raises(ValueError, match="rl_samples >= 2"):
+        check_objective(TrainConfig(objective="reinforce", rl_samples=1))

@@ -1,0 +1,191 @@
+"""``softguard compare``: the grid, the guard halves, the report (every number from results.json) and the plot,
+plus one end-to-end run on the real SmolLM2 with a tiny guard backbone."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, replace
+
+import pytest
+
+from softguard.compare import COMPARE_SETS, Row, aggregate, grid, halves, preset, rate, row_config
+from softguard.data import Example, Splits
+from softguard.pipeline import METHOD_LR
+from softguard.reporting import plot_pareto, render_compare_report
+
+
+def test_grid_skips_combinations_a_method_cannot_train():
+    cfg = preset("quick", methods=["soft-prompt", "steering"], objectives=["tv", "diff-of-means"], seeds=[0, 1])
+    names = [r.name for r in grid(cfg)]
+    assert names == [
+        "soft-prompt-tv-s0",
+        "soft-prompt-tv-s1",
+        "steering-tv-s0",
+        "steering-tv-s1",
+        "steering-diff-of-means-s0",
+        "steering-diff-of-means-s1",
+    ]
+    with pytest.raises(ValueError, match="no valid method x objective"):
+        grid(preset("quick", methods=["lora"], objectives=["diff-of-means"]))
+
+
+def test_row_config_sets_method_objective_seed_and_lr_but_shares_the_teacher():
+    cfg = preset("quick")
+    rc = row_config(cfg, Row("lora", "kl", 3))
+    assert (rc.method, rc.train.objective, rc.train.seed, rc.train.lr) == ("lora", "kl", 3, METHOD_LR["lora"])
+    assert rc.seed == cfg.run.seed  # teacher samples, splits and eval prompts stay shared across seeds
+    assert rc.train.steps == cfg.run.train.steps
+
+
+def test_halves_are_disjoint_balanced_and_seeded():
+    train = [Example(f"h{i}", True, "t") for i in range(7)] + [Example(f"b{i}", False, "t") for i in range(4)]
+    a, b = halves(Splits(train, [], {}), seed=0)
+    ta, tb = {e.text for e in a.train}, {e.text for e in b.train}
+    assert not ta & tb and ta | tb == {e.text for e in train}
+    assert sum(e.harmful for e in a.train) == 3 and sum(e.harmful for e in b.train) == 4
+    assert [e.text for e in halves(Splits(train, [], {}), seed=0)[0].train] == [e.text for e in a.train]
+    assert [e.text for e in halves(Splits(train, [], {}), seed=1)[0].train] != [e.text for e in a.train]
+
+
+def test_rate_and_interval():
+    r = rate([True] * 3 + [False] * 7, n_boot=500, seed=0)
+    assert r["score"] == pytest.approx(0.3) and r["n"] == 10
+    lo, hi = r["ci"]
+    assert 0.0 <= lo < 0.3 < hi <= 1.0
+    assert rate([True] * 3 + [False] * 7, n_boot=500, seed=0) == r
+
+
+def _row(harm: float, benign: float, nbytes: int, **extra) -> dict:
+    cell = lambda s: {"score": s, "ci": [max(0.0, s - 0.1), min(1.0, s + 0.1)], "n": 10}  # noqa: E731
+    sets = {name: cell(harm if h else benign) for name, h in COMPARE_SETS.items()}
+    return {
+        "sets": sets,
+        "judges": {"judge": cell(0.5)},
+        "xstest_types": {"homonyms": {"score": benign, "n": 5}, "figurative language": {"score": 0.25, "n": 4}},
+        "mmlu": cell(0.4),
+        "fidelity": {"base": {"tv": 0.125, "kl": 0.5}, "system": {"tv": 0.25, "kl": float("nan")}},
+        "harmful_refusal": harm,
+        "benign_compliance": benign,
+        "cost": {
+            "added_parameters": nbytes // 4,
+            "added_bytes": nbytes,
+            "peak_memory_mb": 700.0,
+            "prefill_ms": 12.5,
+            "per_token_ms": 20.25,
+            "ttft_ms": 12.5,
+        },
+        **extra,
+    }
+
+
+def _results() -> dict:
+    rows = {
+        "base": _row(0.0, 1.0, 0),
+        "system": _row(0.75, 0.5, 90_000_000),
+        "soft-prompt-tv-s0": _row(0.5, 0.75, 230_400, method="soft-prompt", objective="tv", seed=0),
+        "soft-prompt-tv-s1": _row(0.625, 0.75, 230_400, method="soft-prompt", objective="tv", seed=1),
+    }
+    grid_rows = [Row("soft-prompt", "tv", 0), Row("soft-prompt", "tv", 1)]
+    cfg = preset("quick", seeds=[0, 1])
+    return {
+        "config": json.loads(json.dumps(asdict(cfg))),
+        "n": {name: 10 for name in COMPARE_SETS},
+        "n_mmlu": 10,
+        "rows": rows,
+        "cells": aggregate(rows, grid_rows),
+        "guard": {"dev": {"auroc": 0.9, "precision": 0.8, "recall": 0.7, "f1": 0.75, "n": 12}},
+        "judge": {"dev": {"auroc": 0.85, "precision": 0.8, "recall": 0.7, "f1": 0.75, "n": 12}},
+        "timings": {"train": 1.0, "total": 2.0},
+    }
+
+
+def test_aggregate_means_and_spreads_over_seeds():
+    cells = _results()["cells"]
+    hr = cells["soft-prompt/tv"]["harmful_refusal"]
+    assert hr["mean"] == pytest.approx(0.5625) and hr["seeds"] == 2
+    assert hr["std"] == pytest.approx(((0.0625**2) * 2) ** 0.5)  # sample std of 0.5 and 0.625
+
+
+def test_report_numbers_equal_results_json():
+    res = _results()
+    md = render_compare_report(res)
+    assert "| soft-prompt / tv (seed 1) | 62.5 [52.5, 72.5] | 62.5 [52.5, 72.5] |" in md
+    assert "| base LLM | 0.0 [0.0, 10.0] |" in md
+    assert "| two-model system (LLM + guard) |" in md
+    assert "| 0.125 | 0.500 | 0.250 | n/a |" in md  # fidelity, NaN shown as n/a
+    assert "| soft-prompt / tv (seed 0) | 57,600 | 230,400 | 700 | 12.5 | 20.2 | 12.5 |" in md
+    assert "| soft-prompt/tv | 2 | 56.2 +- 8.8 | 75.0 +- 0.0 | 40.0 +- 0.0 |" in md
+    assert "| judge | dev | 0.850 |" in md
+    # every percentage in the safety table is a score or interval bound of results.json
+    allowed = {
+        f"{100 * v:.1f}" for r in res["rows"].values() for c in r["sets"].values() for v in (c["score"], *c["ci"])
+    }
+    allowed |= {
+        f"{100 * v:.1f}"
+        for r in res["rows"].values()
+        for v in (r["judges"]["judge"]["score"], *r["judges"]["judge"]["ci"])
+    }
+    safety = md.split("## Safety")[1].split("## Usefulness")[0]
+    body = safety[safety.index("|---") :].split("\n", 1)[1]  # the table rows, below the separator
+    numbers = set(re.findall(r"\d+\.\d", body))
+    assert numbers and numbers <= allowed
+
+
+def test_pareto_png_is_written(tmp_path):
+    path = plot_pareto(_results(), tmp_path / "pareto.png")
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert not list(tmp_path.glob("*.tmp.png"))
+
+
+def test_compare_end_to_end(tiny_lm, backbone, tmp_path):
+    """A whole (small) comparison on the real data with a tiny LM saved as a local model directory and a tiny BERT
+    guard backbone: guards on the two train halves, a soft prompt and a learned steering vector, cost measured in
+    subprocesses, every output file, and the report drawn from results.json."""
+    from softguard.compare import compare
+    from softguard.io import read_json
+
+    model, tok = tiny_lm
+    model.save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    d = model.config.hidden_size
+    cfg = preset(
+        "quick",
+        name="t",
+        run_model=str(tmp_path / "lm"),
+        methods=["soft-prompt", "steering"],
+        objectives=["tv"],
+        n_jailbreak=2,
+        n_mmlu=3,
+        n_cost=1,
+        cost_max_new_tokens=2,
+        n_boot=50,
+        run_guard_backbone=str(backbone),
+        run_guard_pairs=2,
+        run_guard_max_length=32,
+        run_n_train_harmful=2,
+        run_n_train_benign=2,
+        run_sample_max_new_tokens=4,
+        run_n_dev=1,
+        run_n_eval=1,
+        run_eval_max_new_tokens=4,
+        run_train=replace(preset("quick").run.train, steps=1, eval_every=1, batch_size=2, dev_max_new_tokens=2),
+    )
+    out = compare(cfg, tmp_path)
+    res = read_json(out / "results.json")
+    assert list(res["rows"]) == ["base", "system", "soft-prompt-tv-s0", "steering-tv-s0"]
+    assert res["n"] == {name: 1 if name != "jailbreak" else 2 for name in COMPARE_SETS}
+    assert res["rows"]["base"]["fidelity"]["base"] == {"tv": 0.0, "kl": 0.0}
+    assert res["rows"]["soft-prompt-tv-s0"]["fidelity"]["base"]["tv"] > 0
+    assert res["rows"]["soft-prompt-tv-s0"]["cost"]["added_parameters"] == 100 * d
+    assert res["rows"]["steering-tv-s0"]["cost"]["added_parameters"] == d
+    assert res["rows"]["system"]["cost"]["added_parameters"] > 0  # the guard
+    lines = (out / "generations.jsonl").read_text().splitlines()
+    assert len(lines) == sum(res["n"].values())
+    first = json.loads(lines[0])
+    assert set(first) >= {"set", "prompt", "base", "system", "soft-prompt-tv-s0", "guard_u"}
+    assert set(first["soft-prompt-tv-s0"]["judge_u"]) == {"judge"}
+    assert (out / "report.md").read_text() == render_compare_report(res)
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "judge" / "guard_eval.json").is_file() and (out / "guard" / "guard_eval.json").is_file()
