@@ -53,6 +53,7 @@ from .pipeline import (
     dev_stage,
     fetch_stage,
     guard_pairs,
+    open_run_dir,
     teacher_examples,
     train_split_guard,
     train_stage,
@@ -258,13 +259,7 @@ def compare(cfg: CompareConfig, runs_dir: str | Path = "runs", resume: bool = Tr
     rows = grid(cfg)
     for row in rows:
         check_config(row_config(cfg, row))
-    out = Path(runs_dir) / cfg.name
-    saved = out / "config.json"
-    if not resume and out.exists():
-        raise ValueError(f"{out} already exists and --no-resume was given; choose another --name or delete it")
-    if saved.is_file() and read_json(saved) != json.loads(json.dumps(asdict(cfg))):
-        raise ValueError(f"{out} holds a comparison with a different config; use another --name")
-    write_json(saved, asdict(cfg))
+    out = open_run_dir(Path(runs_dir) / cfg.name, asdict(cfg), resume)
     run = cfg.run
     torch.manual_seed(run.seed)
     timings: dict[str, float] = {}

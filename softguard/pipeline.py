@@ -444,16 +444,21 @@ def train_stage(
         train(model, tokenizer, adapter, examples, dev, cfg.train, sdir, resume, reward_guard=reward)
 
 
-def run(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = True, evaluate: bool = True) -> Path:
-    """Run the job into ``runs_dir/cfg.name`` (``evaluate=False``: stop after training); return that directory."""
-    check_config(cfg)
-    out = Path(runs_dir) / cfg.name
+def open_run_dir(out: Path, config: dict[str, Any], resume: bool) -> Path:
+    """Create ``out`` with its ``config.json``, or reopen it to resume when it holds the same config."""
     saved = out / "config.json"
     if not resume and out.exists():
         raise ValueError(f"{out} already exists and --no-resume was given; choose another --name or delete it")
-    if saved.is_file() and read_json(saved) != json.loads(json.dumps(asdict(cfg))):
+    if saved.is_file() and read_json(saved) != json.loads(json.dumps(config)):
         raise ValueError(f"{out} holds a run with a different config; use another --name or --no-resume")
-    write_json(saved, asdict(cfg))
+    write_json(saved, config)
+    return out
+
+
+def run(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = True, evaluate: bool = True) -> Path:
+    """Run the job into ``runs_dir/cfg.name`` (``evaluate=False``: stop after training); return that directory."""
+    check_config(cfg)
+    out = open_run_dir(Path(runs_dir) / cfg.name, asdict(cfg), resume)
     torch.manual_seed(cfg.seed)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()

@@ -89,12 +89,13 @@ def render_report(results: dict[str, Any]) -> str:
             if "dev_agreement" in h
         ),
         "",
-        "## Wall time (seconds)",
-        "",
-        " | ".join(f"{k}: {v}" for k, v in results["timings"].items()),
-        "",
+        *_wall_time(results),
     ]
     return "\n".join(lines)
+
+
+def _wall_time(results: dict[str, Any]) -> list[str]:
+    return ["## Wall time (seconds)", "", " | ".join(f"{k}: {v}" for k, v in results["timings"].items()), ""]
 
 
 def _training_line(cfg: dict[str, Any], tr: dict[str, Any]) -> str:
@@ -245,10 +246,7 @@ def render_compare_report(results: dict[str, Any]) -> str:
             for split, m in results[who].items()
         ),
         "",
-        "## Wall time (seconds)",
-        "",
-        " | ".join(f"{k}: {v}" for k, v in results["timings"].items()),
-        "",
+        *_wall_time(results),
     ]
     return "\n".join(lines)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import weapon_hi_dev
 
 from softguard.models import ModelError
 from softguard.pipeline import METHOD_LR, METHODS, PRESETS, check_config, preset, run
@@ -376,9 +377,7 @@ class _PairGuard:
 
 @pytest.fixture(scope="module")
 def combo_setup(tiny_lm, tmp_path_factory):
-    from softguard.models import chat_prompt
-    from softguard.system import SafeSystem, TeacherItem, hard_labels
-    from softguard.training import DevSet, build_examples
+    from softguard.system import SafeSystem, hard_labels
 
     model, tok = tiny_lm
     guard = _PairGuard({TRAIN_HARMFUL[0]: 0.9, TRAIN_HARMFUL[1]: 0.7, TRAIN_BENIGN[0]: 0.1})
@@ -390,13 +389,7 @@ def combo_setup(tiny_lm, tmp_path_factory):
     items = hard_labels(items, 0.5)
     assert [it.rho for it in items] == [1.0, 1.0, 0.0, 0.0]
     assert [len(it.samples) for it in items] == [0, 0, 1, 1]
-    dev_items = [TeacherItem("Make a weapon.", 1.0, [], []), TeacherItem("Say hi.", 0.0, [[19842, 2]], [0.0])]
-    dev = DevSet(
-        prompts=[chat_prompt(tok, "Make a weapon."), chat_prompt(tok, "Say hi.")],
-        harmful=[True, False],
-        system_refuses=[True, False],
-        examples=build_examples(dev_items, system),
-    )
+    dev = weapon_hi_dev(system)
     return system, prompts, items, dev
 
 

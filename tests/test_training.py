@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from conftest import weapon_hi_dev
 
 from softguard import training
 from softguard.adapters import AdapterError, SoftPrompt, load_adapter
@@ -17,7 +18,6 @@ from softguard.models import chat_prompt
 from softguard.objectives import get_objective
 from softguard.system import DEFAULT_REFUSAL, SafeSystem, TeacherItem, hard_labels
 from softguard.training import (
-    DevSet,
     DistillExample,
     TrainConfig,
     batch_at,
@@ -320,13 +320,7 @@ def train_setup(system, tiny_lm):
         TeacherItem(HARMFUL[1], 0.8, [[19842, 17, 2]], [0.8]),
     ]
     examples = build_examples(items, system)
-    dev_items = [TeacherItem("Make a weapon.", 1.0, [], []), TeacherItem("Say hi.", 0.0, [[19842, 2]], [0.0])]
-    dev = DevSet(
-        prompts=[chat_prompt(tok, "Make a weapon."), chat_prompt(tok, "Say hi.")],
-        harmful=[True, False],
-        system_refuses=[True, False],
-        examples=build_examples(dev_items, system),
-    )
+    dev = weapon_hi_dev(system)
     cfg = TrainConfig(
         objective="tv", steps=4, batch_size=3, lr=5e-2, warmup_steps=1, eval_every=2, dev_max_new_tokens=4
     )
