@@ -37,7 +37,7 @@ from . import assets
 from .adapters import Adapter, load_adapter
 from .cost import measure_row_isolated
 from .data import Example, Splits, load_jailbreaks, load_mmlu_test, make_splits, wrap_jailbreaks
-from .evaluation import bootstrap_ci, fidelity, fidelity_examples, is_refusal, mmlu_accuracy, score_by_category
+from .evaluation import bootstrap_ci, fidelity, fidelity_examples, mmlu_accuracy, score_by_category
 from .generation import generate
 from .guards import EncoderGuard, Guard, GuardTrainConfig
 from .io import atomic_write_text, read_json, write_json
@@ -58,6 +58,7 @@ from .pipeline import (
     train_split_guard,
     train_stage,
 )
+from .refusal import is_refusal
 from .reporting import plot_pareto, render_compare_report
 from .system import SafeSystem
 

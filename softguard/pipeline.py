@@ -32,11 +32,12 @@ from rich.console import Console
 from . import assets
 from .adapters import Adapter, LoRA, SoftPrompt, SteeringVector, diff_of_means, load_adapter
 from .data import Example, Splits, make_splits
-from .evaluation import is_refusal, score_set
+from .evaluation import score_set
 from .generation import generate
 from .guards import EncoderGuard, GuardError, GuardTrainConfig, evaluate_guard, train_guard
 from .io import atomic_write_text, read_json, write_json
 from .models import PACKAGED_MODELS, check_model_name, load_model
+from .refusal import is_refusal
 from .reporting import render_report
 from .system import DEFAULT_REFUSAL, SafeSystem, TeacherItem, hard_labels
 from .training import (

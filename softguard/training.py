@@ -43,11 +43,11 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .adapters import Adapter, AdapterError, attached, decoder_hidden, load_adapter
-from .evaluation import is_refusal
 from .generation import generate
 from .guards import Guard
 from .io import atomic_dir, read_json, write_json
 from .objectives import OBJECTIVES, Objective, get_objective, reinforce_loss, reverse_kl, rloo_advantages, tv, tv_onehot
+from .refusal import is_refusal
 from .system import SafeSystem, TeacherItem
 
 

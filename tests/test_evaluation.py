@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from softguard.evaluation import is_refusal, normalize_response, score_set
+from softguard.evaluation import score_set
+from softguard.refusal import is_refusal, normalize_response
 from softguard.system import DEFAULT_REFUSAL
 
 REFUSALS = [

@@ -157,9 +157,9 @@ def _pair_splits(n_harm: int, n_benign: int):
 
 
 def test_guard_pairs_labels_and_responses(tiny_lm, monkeypatch, tmp_path):
-    from softguard.evaluation import is_refusal
     from softguard.generation import generate
     from softguard.pipeline import GUARD_REFUSALS, guard_pairs
+    from softguard.refusal import is_refusal
     from softguard.system import SafeSystem
 
     monkeypatch.setenv("SOFTGUARD_CACHE", str(tmp_path))  # base samples are cached; keep them out of the real cache
