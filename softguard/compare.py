@@ -319,6 +319,7 @@ def compare(cfg: CompareConfig, runs_dir: str | Path = "runs", resume: bool = Tr
             measure_row_isolated,
             run.model,
             ev.templated[: cfg.n_cost],
+            users=ev.prompts[: cfg.n_cost],  # what the system's guard reads
             adapter_dir=adir,
             guard_dir=str(guard_dir) if name == "system" else None,
             guard_mode=run.guard_mode,
