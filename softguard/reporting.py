@@ -251,6 +251,11 @@ def render_compare_report(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _bytes(n: int) -> str:
+    """1,843,200 -> '1.84 MB', 2,304 -> '2.3 kB', 0 -> '0 B'."""
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB" if n >= 1e3 else f"{n} B"
+
+
 def plot_pareto(results: dict[str, Any], path: str | Path) -> Path:
     """Scatter of mean harmful refusal (y) against mean benign compliance (x), marker area ~ sqrt(added bytes)."""
     import matplotlib
@@ -266,7 +271,7 @@ def plot_pareto(results: dict[str, Any], path: str | Path) -> Path:
         size = 40 + 600 * (r["cost"]["added_bytes"] / max_bytes) ** 0.5
         marker = {"base": "s", "system": "D"}.get(name, "o")
         ax.scatter(x, y, s=size, marker=marker, alpha=0.6, edgecolors="black", linewidths=0.8)
-        label = row_title(name, r) + f"\n{r['cost']['added_bytes'] / 1e6:.2f} MB added"
+        label = row_title(name, r) + f"\n{_bytes(r['cost']['added_bytes'])} added"
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(8, 6), fontsize=8)
     ax.set(
         xlabel="benign compliance (%, mean of XSTest-safe and held-out benign)",
