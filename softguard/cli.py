@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -54,10 +55,18 @@ def cmd_guard_train(args: argparse.Namespace) -> None:
     from .data import make_splits
     from .guards import GuardTrainConfig
     from .io import read_json
-    from .pipeline import train_split_guard
+    from .pipeline import PRESETS, guard_pairs, train_split_guard
 
     cfg = GuardTrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed)
-    train_split_guard(make_splits(args.seed), args.out, args.backbone, cfg, args.tau)
+    splits, pairs = make_splits(args.seed), None
+    if args.pairs > 0:  # (prompt, base response) pairs from the LLM, as the run's guard stage builds them
+        from .models import load_model
+        from .system import SafeSystem
+
+        model, tokenizer = load_model(args.model)
+        run_cfg = replace(PRESETS["full"], model=args.model, guard_pairs=args.pairs, seed=args.seed, tau=args.tau)
+        pairs = guard_pairs(run_cfg, splits, SafeSystem(model, tokenizer, None, tau=args.tau))
+    train_split_guard(splits, args.out, args.backbone, cfg, args.tau, pairs)
     _print_metrics(read_json(Path(args.out) / "guard_eval.json"))
     console.print(f"guard saved to {args.out}")
 
@@ -226,13 +235,17 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("guard", help="train or evaluate the default guard").add_subparsers(
         dest="guard_cmd", required=True
     )
-    gt = g.add_parser("train", help="fine-tune the guard on the train split (harmful vs benign prompts)")
+    gt = g.add_parser("train", help="fine-tune the guard on the train split's prompts and (prompt, response) pairs")
     gt.add_argument("--out", default="runs/guard")
     gt.add_argument("--backbone", default="minilm")
     gt.add_argument("--epochs", type=int, default=2)
     gt.add_argument("--lr", type=float, default=3e-5)
     gt.add_argument("--tau", type=float, default=0.5)
     gt.add_argument("--seed", type=int, default=0)
+    gt.add_argument(
+        "--pairs", type=int, default=400, help="train prompts per class whose (prompt, response) pairs also train it"
+    )
+    gt.add_argument("--model", default="smollm2-135m", help="the LLM whose responses make the pairs")
     gt.set_defaults(fn=cmd_guard_train)
     ge = g.add_parser("eval", help="AUROC / precision / recall / F1 at tau on dev and test, written to JSON")
     ge.add_argument("--guard", default="runs/guard")

@@ -34,12 +34,16 @@ def test_bad_names_exit_2_with_the_known_names(argv, message, capsys, tmp_path):
 
 
 def test_guard_train_then_eval(backbone, tmp_path):
-    """`guard train` on the real train split (tiny backbone, 1 epoch) writes a loadable guard and dev metrics;
-    `guard eval` writes AUROC/precision/recall/F1 for dev and test."""
+    """`guard train` on the real train split (tiny backbone, 1 epoch, pairs from SmolLM2's answers to 3 + 3 train
+    prompts) writes a loadable guard with dev and held-out pair metrics; `guard eval` writes AUROC/precision/
+    recall/F1 for dev and test."""
     out = tmp_path / "guard"
-    main(["guard", "train", "--backbone", str(backbone), "--epochs", "1", "--out", str(out)])
-    dev = json.loads((out / "guard_eval.json").read_text())["dev"]
+    main(["guard", "train", "--backbone", str(backbone), "--epochs", "1", "--pairs", "3", "--out", str(out)])
+    metrics = json.loads((out / "guard_eval.json").read_text())
+    dev = metrics["dev"]
     assert dev["n"] == 158 and 0.0 <= dev["auroc"] <= 1.0
+    assert metrics["pairs (held out)"]["n"] == 1  # one of the 6 prompts held out (a benign one: 1 pair)
+    assert json.loads((out / "guard_config.json").read_text())["metadata"]["pairs"] == 9
     main(["guard", "eval", "--guard", str(out), "--out", str(tmp_path / "eval.json")])
     ev = json.loads((tmp_path / "eval.json").read_text())
     assert set(ev) == {"dev", "test"}
