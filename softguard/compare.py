@@ -39,7 +39,7 @@ from .cost import measure_row_isolated
 from .data import Example, Splits, load_jailbreaks, load_mmlu_test, make_splits, wrap_jailbreaks
 from .evaluation import bootstrap_ci, fidelity, fidelity_examples, mmlu_accuracy, score_by_category
 from .generation import generate
-from .guards import EncoderGuard, Guard, GuardTrainConfig
+from .guards import EncoderGuard, Guard
 from .io import atomic_write_text, read_json, write_json
 from .models import load_model
 from .pipeline import (
@@ -47,15 +47,15 @@ from .pipeline import (
     METHODS,
     PRESETS,
     RunConfig,
-    _sample,
     check_config,
     console,
     dev_stage,
     fetch_stage,
-    guard_pairs,
+    guard_dir,
+    guard_stage,
     open_run_dir,
+    seeded_sample,
     teacher_examples,
-    train_split_guard,
     train_stage,
 )
 from .refusal import is_refusal
@@ -162,7 +162,7 @@ class Evaluation:
         self.cfg, self.system, self.judges = cfg, system, judges
         self.model, self.tok = system.model, system.tokenizer
         n, seed = cfg.run.n_eval, cfg.run.seed
-        sets = {name: _sample(splits.test[name], n, seed) for name in COMPARE_SETS if name != "jailbreak"}
+        sets = {name: seeded_sample(splits.test[name], n, seed) for name in COMPARE_SETS if name != "jailbreak"}
         sets["jailbreak"] = wrap_jailbreaks(splits.test["harmbench"], load_jailbreaks(), cfg.n_jailbreak, seed)
         self.sizes = {name: len(sets[name]) for name in COMPARE_SETS}
         self.examples = [(name, e) for name in COMPARE_SETS for e in sets[name]]
@@ -278,17 +278,10 @@ def compare(cfg: CompareConfig, runs_dir: str | Path = "runs", resume: bool = Tr
     half_a, half_b = halves(make_splits(run.seed), run.seed)
     model, tok = load_model(run.model)
     system = SafeSystem(model, tok, None, run.refusal, run.tau, run.guard_mode)
-    gcfg = GuardTrainConfig(epochs=run.guard_epochs, max_length=run.guard_max_length, seed=run.seed)
-
-    def guard_on(part: Splits, where: Path) -> EncoderGuard:
-        if (where / "guard_config.json").is_file():
-            return EncoderGuard.from_pretrained(where)
-        pairs = guard_pairs(run, part, system) if run.guard_pairs > 0 else None
-        return train_split_guard(part, where, run.guard_backbone, gcfg, run.tau, pairs)
-
-    guard_dir = Path(run.guard) if run.guard else out / "guard"
-    system.guard = timed("guards", guard_on, half_a, guard_dir)
-    judges: dict[str, Guard] = {"judge": timed("guards", guard_on, half_b, out / "judge")}
+    gdir = guard_dir(run, out)
+    system.guard = timed("guards", guard_stage, run, half_a, gdir, system)
+    judge = timed("guards", guard_stage, replace(run, guard=None), half_b, out / "judge", system)
+    judges: dict[str, Guard] = {"judge": judge}
     if cfg.judge:
         judges["user judge"] = EncoderGuard.from_pretrained(cfg.judge)
     dev = timed("dev", dev_stage, run, system, half_a)
@@ -297,12 +290,12 @@ def compare(cfg: CompareConfig, runs_dir: str | Path = "runs", resume: bool = Tr
         items, examples = timed("teacher", teacher_examples, rcfg, system, half_a)
         timed("train", train_stage, rcfg, system, items, examples, dev, out / "rows" / row.name / "student", resume)
     ev = timed("evaluate", Evaluation, cfg, system, half_a, judges)
-    nan = {"tv": float("nan"), "kl": float("nan")}
+    zero, nan = {"tv": 0.0, "kl": 0.0}, {"tv": float("nan"), "kl": float("nan")}
+    base_fid = {"base": zero, "system": timed("evaluate", fidelity, model, tok, None, ev.ref_system)}  # 0 vs itself
     scores = {
-        "base": timed("evaluate", ev.score, "base", ev.mmlu_base, timed("evaluate", ev.fidelity, None)),
-        "system": ev.score("system", ev.mmlu_system(), {"base": nan, "system": {"tv": 0.0, "kl": 0.0}}),
+        "base": ev.score("base", ev.mmlu_base, base_fid),
+        "system": ev.score("system", ev.mmlu_system(), {"base": nan, "system": zero}),
     }
-    scores["base"]["fidelity"]["base"] = {"tv": 0.0, "kl": 0.0}  # by definition (computed value is 0 too)
     adapter_dirs: dict[str, str | None] = {"base": None, "system": None}
     for row in rows:
         adir = out / "rows" / row.name / "student" / "best"
@@ -321,7 +314,7 @@ def compare(cfg: CompareConfig, runs_dir: str | Path = "runs", resume: bool = Tr
             ev.templated[: cfg.n_cost],
             users=ev.prompts[: cfg.n_cost],  # what the system's guard reads
             adapter_dir=adir,
-            guard_dir=str(guard_dir) if name == "system" else None,
+            guard_dir=str(gdir) if name == "system" else None,
             guard_mode=run.guard_mode,
             max_new_tokens=cfg.cost_max_new_tokens,
         )
@@ -348,7 +341,7 @@ def compare(cfg: CompareConfig, runs_dir: str | Path = "runs", resume: bool = Tr
         "n_mmlu": len(ev.mmlu),
         "rows": scores,
         "cells": aggregate(scores, rows),
-        "guard": read_json(guard_dir / "guard_eval.json"),
+        "guard": read_json(gdir / "guard_eval.json"),
         "judge": read_json(out / "judge" / "guard_eval.json"),
         "timings": timings,
     }

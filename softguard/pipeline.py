@@ -139,7 +139,7 @@ PRESETS: dict[str, RunConfig] = {
 }
 
 
-def _sample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
+def seeded_sample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
     """A seeded sample of ``n`` examples (all of them when n is None or larger than the list)."""
     if n is None or n >= len(examples):
         return list(examples)
@@ -190,8 +190,8 @@ def guard_pairs(cfg: RunConfig, splits: Splits, system: SafeSystem) -> GuardPair
     harmful prompt + the base model's response -> unsafe (safe when that response is a refusal);
     harmful prompt + a refusal (``GUARD_REFUSALS``, cycled) -> safe; benign prompt + base response -> safe.
     Base responses are one seeded sample per prompt, cached like the teacher's."""
-    harm = _sample([e for e in splits.train if e.harmful], cfg.guard_pairs, cfg.seed)
-    benign = _sample([e for e in splits.train if not e.harmful], cfg.guard_pairs, cfg.seed)
+    harm = seeded_sample([e for e in splits.train if e.harmful], cfg.guard_pairs, cfg.seed)
+    benign = seeded_sample([e for e in splits.train if not e.harmful], cfg.guard_pairs, cfg.seed)
     prompts = [e.text for e in harm + benign]
     samples = system.base_samples(
         prompts,
@@ -267,9 +267,9 @@ def guard_dir(cfg: RunConfig, out: Path) -> Path:
     return Path(cfg.guard) if cfg.guard else out / "guard"
 
 
-def guard_stage(cfg: RunConfig, splits: Splits, out: Path, system: SafeSystem) -> EncoderGuard:
-    """Load ``cfg.guard`` or ``out/guard``; otherwise train the guard on prompts and (prompt, response) pairs."""
-    gdir = guard_dir(cfg, out)
+def guard_stage(cfg: RunConfig, splits: Splits, gdir: Path, system: SafeSystem) -> EncoderGuard:
+    """Load the guard in ``gdir``; otherwise train one there on ``splits.train``'s prompts and (prompt, response)
+    pairs (a given ``cfg.guard`` must already hold one)."""
     if (gdir / "guard_config.json").is_file():
         return EncoderGuard.from_pretrained(gdir)
     if cfg.guard:
@@ -281,8 +281,8 @@ def guard_stage(cfg: RunConfig, splits: Splits, out: Path, system: SafeSystem) -
 
 def dev_stage(cfg: RunConfig, system: SafeSystem, splits: Splits) -> DevSet:
     """Dev prompts (n_dev per class), the deployed system's decisions on them, and held-out teacher examples."""
-    harm = _sample([e for e in splits.dev if e.harmful], cfg.n_dev, cfg.seed)
-    benign = _sample([e for e in splits.dev if not e.harmful], cfg.n_dev, cfg.seed)
+    harm = seeded_sample([e for e in splits.dev if e.harmful], cfg.n_dev, cfg.seed)
+    benign = seeded_sample([e for e in splits.dev if not e.harmful], cfg.n_dev, cfg.seed)
     prompts = [e.text for e in harm + benign]
     base = generate(
         system.model,
@@ -310,7 +310,7 @@ def dev_stage(cfg: RunConfig, system: SafeSystem, splits: Splits) -> DevSet:
 
 def evaluate_stage(cfg: RunConfig, system: SafeSystem, student: Adapter, splits: Splits) -> dict[str, Any]:
     """Greedy generations of the three rows on every eval set; refusal rates; per-prompt records."""
-    sets = {name: _sample(splits.test[name], cfg.n_eval, cfg.seed) for name in EVAL_SETS}
+    sets = {name: seeded_sample(splits.test[name], cfg.n_eval, cfg.seed) for name in EVAL_SETS}
     prompts = [e.text for name in EVAL_SETS for e in sets[name]]
     templated = system.template(prompts)
     gen = dict(max_new_tokens=cfg.eval_max_new_tokens, batch_size=cfg.gen_batch_size)
@@ -367,8 +367,6 @@ def check_config(cfg: RunConfig) -> None:
     if needs_pairs and cfg.guard is None and cfg.guard_pairs <= 0:
         why = "reinforce's reward 1 - u(x, r)" if objective == "reinforce" else "a response-level system"
         raise ValueError(f"{why} needs a guard trained on (prompt, response) pairs; set guard_pairs > 0")
-    if objective == "reinforce" and cfg.train.rl_samples < 2:
-        raise ValueError(f"reinforce needs rl_samples >= 2 (leave-one-out baseline), got {cfg.train.rl_samples}")
     if objective in TRAIN_OBJECTIVES:  # the objective's own parameters (jsd beta), before any stage runs
         check_objective(cfg.train)
 
@@ -394,8 +392,8 @@ def make_adapter(cfg: RunConfig, system: SafeSystem, items: list[TeacherItem]) -
 
 def train_set(cfg: RunConfig, splits: Splits) -> list[Example]:
     """The seeded training prompts: n_train_harmful + n_train_benign of the train split (labels unused)."""
-    harm = _sample([e for e in splits.train if e.harmful], cfg.n_train_harmful, cfg.seed)
-    return harm + _sample([e for e in splits.train if not e.harmful], cfg.n_train_benign, cfg.seed)
+    harm = seeded_sample([e for e in splits.train if e.harmful], cfg.n_train_harmful, cfg.seed)
+    return harm + seeded_sample([e for e in splits.train if not e.harmful], cfg.n_train_benign, cfg.seed)
 
 
 def teacher_examples(
@@ -477,7 +475,7 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = True, eval
     model, tokenizer = load_model(cfg.model)
     system = SafeSystem(model, tokenizer, None, cfg.refusal, cfg.tau, cfg.guard_mode)
     try:
-        system.guard = timed("guard", guard_stage, cfg, splits, out, system)
+        system.guard = timed("guard", guard_stage, cfg, splits, guard_dir(cfg, out), system)
     except GuardError as e:
         gdir = guard_dir(cfg, out)
         raise GuardError(f"{e}\n(the guard {gdir} is unreadable; delete it to retrain, or pass another)") from e

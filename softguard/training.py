@@ -274,12 +274,13 @@ def reinforce_terms(
     ``adapter`` samples (eval mode, no gradient); ``student`` (the same adapter, maybe DDP-wrapped) carries the
     gradient. Returns the loss, the mean reward and the mean KL."""
     k = cfg.rl_samples
+    repeated = [p for p in prompts for _ in range(k)]  # prompt i's K samples are rows i*K .. i*K + K-1
     was_training = adapter.training
     adapter.eval()
     gens = generate(
         model,
         tokenizer,
-        [p.templated for p in prompts for _ in range(k)],
+        [p.templated for p in repeated],
         adapter,
         max_new_tokens=cfg.rl_max_new_tokens,
         temperature=cfg.rl_temperature,
@@ -287,12 +288,12 @@ def reinforce_terms(
         progress=False,
     )
     adapter.train(was_training)
-    u = guard.score([p.prompt for p in prompts for _ in range(k)], [g.text for g in gens]).float()
+    u = guard.score([p.prompt for p in repeated], [g.text for g in gens]).float()
     rewards = (1.0 - u).reshape(len(prompts), k)
     adv = rloo_advantages(rewards).flatten()
     examples = [
         DistillExample(p.prompt_ids, g.token_ids or [tokenizer.eos_token_id], 1.0, soft=True)
-        for p, g in zip([p for p in prompts for _ in range(k)], gens, strict=True)
+        for p, g in zip(repeated, gens, strict=True)
     ]
     batch = collate(examples, tokenizer.pad_token_id, replace(cfg, first_token_weight=1.0), model.device)
     logq = student_logp(model, student, adapter.prefix_length, batch)
