@@ -106,20 +106,18 @@ def toy_guard() -> type[ToyGuard]:
     return ToyGuard
 
 
+def tiny_bert_config(vocab_size: int, **kw) -> BertConfig:
+    """A BertConfig of width 32 with 2 heads, for tiny random guard encoders; ``kw`` overrides the rest."""
+    return BertConfig(vocab_size=vocab_size, hidden_size=32, num_attention_heads=2, intermediate_size=64, **kw)
+
+
 @pytest.fixture(scope="session")
 def backbone(tmp_path_factory) -> Path:
     """A tiny random BertModel with the real MiniLM tokenizer, saved as a guard backbone directory."""
     minilm = assets.path("minilm")  # missing: AssetError with the `softguard fetch` hint fails, never skips
     tok = AutoTokenizer.from_pretrained(minilm)
     torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
+    cfg = tiny_bert_config(tok.vocab_size, num_hidden_layers=2, max_position_embeddings=128)
     d = tmp_path_factory.mktemp("tiny-bert")
     BertModel(cfg).save_pretrained(d)
     tok.save_pretrained(d)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+from conftest import tiny_bert_config
+from transformers import AutoTokenizer, BertForSequenceClassification
 
 from softguard.guards import CausalLMGuard, Guard, GuardError, HFClassifierGuard
 
@@ -13,12 +14,9 @@ from softguard.guards import CausalLMGuard, Guard, GuardError, HFClassifierGuard
 def classifier(backbone):
     tok = AutoTokenizer.from_pretrained(backbone)
     torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
+    cfg = tiny_bert_config(
+        tok.vocab_size,
         num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
         num_labels=2,
         id2label={0: "SAFE", 1: "UNSAFE"},
         label2id={"SAFE": 0, "UNSAFE": 1},
