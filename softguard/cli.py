@@ -1,4 +1,5 @@
-"""The ``softguard`` command line: fetch, list, data show, guard train/eval, run, train, compare, export, chat."""
+"""The ``softguard`` command line: fetch, list, data show, guard train/eval, run, train, compare, summarize, export,
+chat."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console()
+DEVICE_HELP = "auto (CUDA when available), cpu, cuda or cuda:N"
 
 
 def cmd_fetch(args: argparse.Namespace) -> None:
@@ -55,18 +57,18 @@ def cmd_guard_train(args: argparse.Namespace) -> None:
     from .data import make_splits
     from .guards import GuardTrainConfig
     from .io import read_json
+    from .models import load_model, resolve_device
     from .pipeline import PRESETS, guard_pairs, train_split_guard
 
     cfg = GuardTrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed)
-    splits, pairs = make_splits(args.seed), None
+    splits, pairs, device = make_splits(args.seed), None, resolve_device(args.device)
     if args.pairs > 0:  # (prompt, base response) pairs from the LLM, as the run's guard stage builds them
-        from .models import load_model
         from .system import SafeSystem
 
-        model, tokenizer = load_model(args.model)
+        model, tokenizer = load_model(args.model, device=device)
         run_cfg = replace(PRESETS["full"], model=args.model, guard_pairs=args.pairs, seed=args.seed, tau=args.tau)
         pairs = guard_pairs(run_cfg, splits, SafeSystem(model, tokenizer, None, tau=args.tau))
-    train_split_guard(splits, args.out, args.backbone, cfg, args.tau, pairs)
+    train_split_guard(splits, args.out, args.backbone, cfg, args.tau, pairs, device)
     _print_metrics(read_json(Path(args.out) / "guard_eval.json"))
     console.print(f"guard saved to {args.out}")
 
@@ -133,14 +135,14 @@ def run_config(args: argparse.Namespace):
 def cmd_run(args: argparse.Namespace) -> None:
     from .pipeline import run
 
-    out = run(run_config(args), args.runs_dir, resume=not args.no_resume)
+    out = run(run_config(args), args.runs_dir, resume=not args.no_resume, device=args.device)
     print((out / "report.md").read_text())
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from .pipeline import run
 
-    out = run(run_config(args), args.runs_dir, resume=not args.no_resume, evaluate=False)
+    out = run(run_config(args), args.runs_dir, resume=not args.no_resume, evaluate=False, device=args.device)
     console.print(f"adapter: {out / 'student' / 'best'}")
 
 
@@ -159,8 +161,23 @@ def cmd_compare(args: argparse.Namespace) -> None:
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
     cfg = preset("quick" if args.quick else "full", **{k: v for k, v in given.items() if v is not None})
-    out = compare(cfg, args.runs_dir, resume=not args.no_resume)
+    out = compare(cfg, args.runs_dir, resume=not args.no_resume, device=args.device)
     print((out / "report.md").read_text())
+
+
+def cmd_summarize(args: argparse.Namespace) -> None:
+    from .io import atomic_write_text, read_json
+    from .reporting import render_runs_summary
+
+    runs = {}
+    for d in map(Path, args.runs):
+        if not (d / "results.json").is_file():
+            raise ValueError(f"{d} holds no results.json; summarize finished `softguard run` directories")
+        runs[d.name] = read_json(d / "results.json")
+    text = render_runs_summary(runs)
+    if args.out:
+        atomic_write_text(Path(args.out), text)
+    print(text)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -246,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--pairs", type=int, default=400, help="train prompts per class whose (prompt, response) pairs also train it"
     )
     gt.add_argument("--model", default="smollm2-135m", help="the LLM whose responses make the pairs")
+    gt.add_argument("--device", default="auto", help=DEVICE_HELP)
     gt.set_defaults(fn=cmd_guard_train)
     ge = g.add_parser("eval", help="AUROC / precision / recall / F1 at tau on dev and test, written to JSON")
     ge.add_argument("--guard", default="runs/guard")
@@ -272,7 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--guard", help="reuse a trained teacher guard directory")
     cp.add_argument("--model", help="packaged model name, Hugging Face id or local directory")
     cp.add_argument("--no-resume", action="store_true")
+    cp.add_argument("--device", default="auto", help=DEVICE_HELP)
     cp.set_defaults(fn=cmd_compare)
+    sm = sub.add_parser("summarize", help="several runs side by side, and per method the run chosen on dev")
+    sm.add_argument("runs", nargs="+", help="finished run directories (e.g. runs/sweep-*)")
+    sm.add_argument("--out", help="also write the Markdown table to this file")
+    sm.set_defaults(fn=cmd_summarize)
     e = sub.add_parser("export", help="export a trained soft prompt (run dir or adapter dir) for inference")
     e.add_argument("src", help="a run directory (uses student/best) or an adapter directory")
     e.add_argument("out")
@@ -326,6 +349,7 @@ def _run_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--steering-layer", type=int, help="decoder layer of the steering vector (default: the middle)")
     r.add_argument("--seed", type=int)
     r.add_argument("--no-resume", action="store_true", help="fail instead of resuming when the run directory exists")
+    r.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -41,7 +41,7 @@ from .evaluation import bootstrap_ci, fidelity, fidelity_examples, mmlu_accuracy
 from .generation import generate
 from .guards import EncoderGuard, Guard
 from .io import atomic_write_text, read_json, write_json
-from .models import load_model
+from .models import load_model, resolve_device
 from .pipeline import (
     METHOD_LR,
     METHODS,
@@ -255,8 +255,8 @@ def aggregate(rows: dict[str, dict[str, Any]], grid_rows: list[Row]) -> dict[str
     }
 
 
-def compare(cfg: CompareConfig, runs_dir: str | Path = "runs", resume: bool = True) -> Path:
-    """Train and evaluate the grid into ``runs_dir/cfg.name``; return that directory."""
+def compare(cfg: CompareConfig, runs_dir: str | Path = "runs", resume: bool = True, device: str = "auto") -> Path:
+    """Train and evaluate the grid into ``runs_dir/cfg.name`` on ``device``; return that directory."""
     rows = grid(cfg)
     for row in rows:
         check_config(row_config(cfg, row))
@@ -276,7 +276,7 @@ def compare(cfg: CompareConfig, runs_dir: str | Path = "runs", resume: bool = Tr
     timed("fetch", fetch_stage, run)
     assets.fetch("jailbreaks")
     half_a, half_b = halves(make_splits(run.seed), run.seed)
-    model, tok = load_model(run.model)
+    model, tok = load_model(run.model, device=resolve_device(device))
     system = SafeSystem(model, tok, None, run.refusal, run.tau, run.guard_mode)
     gdir = guard_dir(run, out)
     system.guard = timed("guards", guard_stage, run, half_a, gdir, system)
@@ -317,6 +317,7 @@ def compare(cfg: CompareConfig, runs_dir: str | Path = "runs", resume: bool = Tr
             guard_dir=str(gdir) if name == "system" else None,
             guard_mode=run.guard_mode,
             max_new_tokens=cfg.cost_max_new_tokens,
+            device=str(model.device),
         )
         scores[name]["cost"] = cost.to_dict()
     per_prompt = {name: s.pop("per_prompt") for name, s in scores.items()}
@@ -344,6 +345,7 @@ def compare(cfg: CompareConfig, runs_dir: str | Path = "runs", resume: bool = Tr
         "guard": read_json(gdir / "guard_eval.json"),
         "judge": read_json(out / "judge" / "guard_eval.json"),
         "timings": timings,
+        "device": str(model.device),
     }
     write_json(out / "results.json", results)
     atomic_write_text(out / "report.md", render_compare_report(results))

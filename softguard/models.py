@@ -8,6 +8,7 @@ directory under ``<cache>/models/<name>`` (atomically) and later loads read that
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -62,6 +63,22 @@ def resolve_model(name_or_path: str, cache_dir: str | Path | None = None) -> str
         return str(_convert_gguf(name_or_path, cache_dir))
     path = Path(name_or_path).expanduser()
     return str(path) if path.is_dir() else name_or_path  # a hub id: the user's HF cache / hub
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``"auto"``: this process's CUDA device (``$LOCAL_RANK`` under torchrun / accelerate launch, else 0) when
+    torch sees one, else the CPU; otherwise ``name`` as given."""
+    if name == "auto":
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ModelError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {name!r} asked for, but this torch sees no CUDA device; use --device cpu")
+    return device
 
 
 def load_model(

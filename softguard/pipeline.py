@@ -36,7 +36,7 @@ from .evaluation import score_set
 from .generation import generate
 from .guards import EncoderGuard, GuardError, GuardTrainConfig, evaluate_guard, train_guard
 from .io import atomic_write_text, read_json, write_json
-from .models import PACKAGED_MODELS, check_model_name, load_model
+from .models import PACKAGED_MODELS, check_model_name, load_model, resolve_device
 from .refusal import is_refusal
 from .reporting import render_report
 from .system import DEFAULT_REFUSAL, SafeSystem, TeacherItem, hard_labels
@@ -246,9 +246,10 @@ def train_split_guard(
     gcfg: GuardTrainConfig,
     tau: float,
     pairs: GuardPairs | None = None,
+    device: str | torch.device = "cpu",
 ) -> EncoderGuard:
-    """Fine-tune ``backbone`` on the train split's prompts (harmful = 1) and, when given, on 80 % of ``pairs``
-    (the other 20 % measure it); save the guard and its ``guard_eval.json`` in ``out_dir``."""
+    """Fine-tune ``backbone`` on ``device`` on the train split's prompts (harmful = 1) and, when given, on 80 % of
+    ``pairs`` (the other 20 % measure it); save the guard and its ``guard_eval.json`` in ``out_dir``."""
     texts, responses = [e.text for e in splits.train], [None] * len(splits.train)
     labels = [int(e.harmful) for e in splits.train]
     held_out = None
@@ -256,7 +257,7 @@ def train_split_guard(
         train_pairs, held_out = split_pairs(pairs, gcfg.seed)
         texts, responses = texts + train_pairs.prompts, responses + train_pairs.responses
         labels = labels + train_pairs.labels
-    guard = EncoderGuard.from_backbone(backbone, seed=gcfg.seed)
+    guard = EncoderGuard.from_backbone(backbone, seed=gcfg.seed).to(device)
     history = train_guard(guard, texts, labels, gcfg, pairs=responses if pairs is not None else None)
     guard.save_pretrained(out_dir, metadata={"history": history, "pairs": 0 if pairs is None else len(pairs.labels)})
     write_json(Path(out_dir) / "guard_eval.json", guard_metrics(guard, splits, tau, held_out))
@@ -269,14 +270,15 @@ def guard_dir(cfg: RunConfig, out: Path) -> Path:
 
 def guard_stage(cfg: RunConfig, splits: Splits, gdir: Path, system: SafeSystem) -> EncoderGuard:
     """Load the guard in ``gdir``; otherwise train one there on ``splits.train``'s prompts and (prompt, response)
-    pairs (a given ``cfg.guard`` must already hold one)."""
+    pairs (a given ``cfg.guard`` must already hold one). The guard sits on the system's LLM's device."""
+    device = system.model.device
     if (gdir / "guard_config.json").is_file():
-        return EncoderGuard.from_pretrained(gdir)
+        return EncoderGuard.from_pretrained(gdir).to(device)
     if cfg.guard:
         raise GuardError(f"--guard {cfg.guard} holds no trained guard (no guard_config.json)")
     gcfg = GuardTrainConfig(epochs=cfg.guard_epochs, max_length=cfg.guard_max_length, seed=cfg.seed)
     pairs = guard_pairs(cfg, splits, system) if cfg.guard_pairs > 0 else None
-    return train_split_guard(splits, gdir, cfg.guard_backbone, gcfg, cfg.tau, pairs)
+    return train_split_guard(splits, gdir, cfg.guard_backbone, gcfg, cfg.tau, pairs, device)
 
 
 def dev_stage(cfg: RunConfig, system: SafeSystem, splits: Splits) -> DevSet:
@@ -454,8 +456,11 @@ def open_run_dir(out: Path, config: dict[str, Any], resume: bool) -> Path:
     return out
 
 
-def run(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = True, evaluate: bool = True) -> Path:
-    """Run the job into ``runs_dir/cfg.name`` (``evaluate=False``: stop after training); return that directory."""
+def run(
+    cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = True, evaluate: bool = True, device: str = "auto"
+) -> Path:
+    """Run the job into ``runs_dir/cfg.name`` on ``device`` (``evaluate=False``: stop after training); return that
+    directory. The device is not part of the config: a run started on one device resumes on another."""
     check_config(cfg)
     out = open_run_dir(Path(runs_dir) / cfg.name, asdict(cfg), resume)
     torch.manual_seed(cfg.seed)
@@ -472,7 +477,7 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = True, eval
 
     timed("fetch", fetch_stage, cfg)
     splits = make_splits(cfg.seed)
-    model, tokenizer = load_model(cfg.model)
+    model, tokenizer = load_model(cfg.model, device=resolve_device(device))
     system = SafeSystem(model, tokenizer, None, cfg.refusal, cfg.tau, cfg.guard_mode)
     try:
         system.guard = timed("guard", guard_stage, cfg, splits, guard_dir(cfg, out), system)
@@ -496,6 +501,7 @@ def run(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = True, eval
     results.update(
         config=asdict(cfg),
         timings=timings,
+        device=str(model.device),
         guard=read_json(guard_dir(cfg, out) / "guard_eval.json"),
         training=summary,
         student={

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .training import dev_score
+
 ROW_TITLES = {"base": "base LLM", "system": "two-model system (LLM + guard)", "student": "distilled student"}
 SET_TITLES = {
     "harmbench": "HarmBench test refusal",
@@ -110,6 +112,72 @@ def _training_line(cfg: dict[str, Any], tr: dict[str, Any]) -> str:
         f"{tr['refuse_examples']} one-hot); {t['steps']} steps of batch {t['batch_size']}, lr {t['lr']}; "
         f"adapter selected on dev at step {tr['best_step']}."
     )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# softguard summarize: several runs side by side
+
+
+def selected_record(training: dict[str, Any]) -> dict[str, Any]:
+    """The dev record of the adapter a run kept: its ``best_step`` (trained) or ``best_alpha`` (diff of means)."""
+    key, value = (
+        ("alpha", training["best_alpha"]) if training.get("best_alpha") is not None else ("step", training["best_step"])
+    )
+    return next(h for h in training["history"] if h.get(key) == value and "dev_agreement" in h)
+
+
+def best_runs(runs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Per method, the run whose kept adapter scores highest on dev (``dev_score``, the training's own criterion)."""
+    best: dict[str, str] = {}
+    for name, r in runs.items():
+        method = r["student"]["method"]
+        score = dev_score(selected_record(r["training"]))
+        if method not in best or score > dev_score(selected_record(runs[best[method]]["training"])):
+            best[method] = name
+    return best
+
+
+def render_runs_summary(runs: dict[str, dict[str, Any]]) -> str:
+    """A Markdown table of several runs' results.json (``{run name: results}``): the dev numbers of the adapter
+    each run kept, its test scores, wall times, and per method the run chosen on dev. The base and system rows are
+    shown once when every run shares them (same model, guard and evaluation), else per run."""
+    if not runs:
+        raise ValueError("no runs to summarize")
+    first = next(iter(runs.values()))
+    sets = list(first["n"])
+    if any(list(r["n"]) != sets for r in runs.values()):
+        raise ValueError("these runs were evaluated on different sets; summarize runs of one preset together")
+    shared = all(r["rows"][k] == first["rows"][k] for r in runs.values() for k in ("base", "system"))
+    best = best_runs(runs)
+    head = (
+        "| run | method | objective | kept at | dev agreement | dev TV | "
+        + " | ".join(f"{SET_TITLES.get(s, s)} (n={first['n'][s]})" for s in sets)
+        + " | train s | total s | device |"
+    )
+    lines = [head, "|---" * (len(sets) + 9) + "|"]
+
+    def scores(row: dict[str, Any]) -> str:
+        return " | ".join(_pct(row[s]["score"]) for s in sets)
+
+    def reference(title: str, row: dict[str, Any]) -> str:
+        return f"| {title} | - | - | - | - | - | {scores(row)} | - | - | - |"
+
+    if shared:
+        lines += [reference(ROW_TITLES[k], first["rows"][k]) for k in ("base", "system")]
+    for name, r in runs.items():
+        if not shared:
+            lines += [reference(f"{name}: {ROW_TITLES[k]}", r["rows"][k]) for k in ("base", "system")]
+        tr, rec = r["training"], selected_record(r["training"])
+        kept = f"alpha {tr['best_alpha']}" if tr.get("best_alpha") is not None else f"step {tr['best_step']}"
+        mark = " **(best on dev)**" if best[r["student"]["method"]] == name else ""
+        lines.append(
+            f"| {name}{mark} | {r['student']['method']} | {r['student']['objective']} | {kept} | "
+            f"{rec['dev_agreement']:.3f} | {rec['dev_tv']:.3f} | {scores(r['rows']['student'])} | "
+            f"{r['timings'].get('train', '-')} | {r['timings'].get('total', '-')} | {r.get('device', '-')} |"
+        )
+    lines += ["", "Chosen on dev (agreement with the system's decisions, ties to the lower dev TV), per method:", ""]
+    lines += [f"- {method}: `{name}` ({runs[name]['student']['objective']})" for method, name in best.items()]
+    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------------------------------------

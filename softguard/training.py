@@ -377,6 +377,12 @@ def evaluate_dev(
     }
 
 
+def dev_score(record: dict[str, Any]) -> float:
+    """The model-selection criterion (checkpoints, alphas, and objectives in ``softguard summarize``):
+    dev agreement with the system's decisions, ties to the lower held-out TV."""
+    return record["dev_agreement"] - 1e-3 * record["dev_tv"]
+
+
 def select_alpha(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -395,7 +401,7 @@ def select_alpha(
         for alpha in alphas:
             adapter.alpha = alpha
             record = {"alpha": alpha, **evaluate_dev(model, tokenizer, adapter, dev, cfg)}
-            score = record["dev_agreement"] - 1e-3 * record["dev_tv"]
+            score = dev_score(record)
             if score > state.best_score:
                 state.best_score, state.best_step = score, len(state.history)
                 adapter.save_pretrained(out / "best", training=record)
@@ -467,7 +473,7 @@ def train(
     if not adapter.trainable_parameters():
         raise ValueError(f"this {adapter.method!r} adapter has nothing to train (a fixed diff-of-means vector?)")
     out = Path(out_dir)
-    accelerator = Accelerator()
+    accelerator = Accelerator(cpu=model.device.type == "cpu")  # train where the model was loaded
     model.to(accelerator.device)
     adapter.to(accelerator.device).train()
     optimizer = torch.optim.AdamW(adapter.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -514,7 +520,7 @@ def train(
             }
             if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
                 record.update(evaluate_dev(model, tokenizer, adapter, dev, cfg))
-                score = record["dev_agreement"] - 1e-3 * record["dev_tv"]  # ties go to the lower held-out TV
+                score = dev_score(record)
                 if score > state.best_score and accelerator.is_main_process:
                     state.best_score, state.best_step = score, state.step
                     adapter.save_pretrained(out / "best", training=record)

@@ -30,6 +30,23 @@ def test_unknown_model_fails_before_any_work(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_device_names(monkeypatch):
+    import torch
+
+    from softguard.models import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ModelError, match="--device cpu"):
+        resolve_device("cuda")
+    with pytest.raises(ModelError, match="auto, cpu, cuda"):
+        resolve_device("tpu7")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert resolve_device("auto") == torch.device("cuda", 3)
+
+
 def test_other_config_under_same_name_is_refused(tmp_path):
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "config.json").write_text(json.dumps({"name": "r", "seed": 99}))
@@ -469,3 +486,57 @@ def test_every_combination_trains(combo_setup, tmp_path, method, objective):
     else:
         assert any(not torch.equal(saved[k], initial[k]) for k in initial), "one step should change the weights"
     assert not any(p.requires_grad for p in model.parameters())
+
+
+def _run_results(method: str, objective: str, agreement: float, dev_tv: float, harm: float) -> dict:
+    """A finished run's results.json, as much as ``softguard summarize`` reads."""
+    record = {"step": 20, "dev_tv": dev_tv, "dev_agreement": agreement}
+    later = {"step": 40, "dev_tv": 0.0, "dev_agreement": 0.0}  # not the kept step: must not be read
+    return _results(harm, 0.5) | {
+        "student": {"method": method, "objective": objective},
+        "training": {"best_step": 20, "best_alpha": None, "history": [record, later]},
+        "timings": {"train": 3.5, "total": 9.0},
+        "device": "cpu",
+    }
+
+
+def test_summarize_picks_each_methods_best_run_on_dev():
+    from softguard.reporting import best_runs, render_runs_summary
+
+    runs = {
+        "sp-tv": _run_results("soft-prompt", "tv", 0.75, 0.2, 0.25),
+        "sp-kl": _run_results("soft-prompt", "kl", 0.75, 0.1, 0.5),  # same agreement, lower TV: wins the tie
+        "sp-sft": _run_results("soft-prompt", "sft", 0.5, 0.0, 1.0),  # best test score, but chosen on dev only
+        "lora-tv": _run_results("lora", "tv", 0.25, 0.3, 0.0),
+    }
+    assert best_runs(runs) == {"soft-prompt": "sp-kl", "lora": "lora-tv"}
+    md = render_runs_summary(runs)
+    assert (
+        md.count("| base LLM |") == 1 and "| two-model system (LLM + guard) | - | - | - | - | - | 75.0 | 50.0 |" in md
+    )
+    assert (
+        "| sp-kl **(best on dev)** | soft-prompt | kl | step 20 | 0.750 | 0.100 | 50.0 | 50.0 | 3.5 | 9.0 | cpu |" in md
+    )
+    assert "| sp-sft | soft-prompt | sft | step 20 | 0.500 | 0.000 | 100.0 |" in md
+    assert "- soft-prompt: `sp-kl` (kl)" in md and "- lora: `lora-tv` (tv)" in md
+    # runs whose system rows differ (another guard) get their own base and system rows
+    other = runs["lora-tv"] | {"rows": _results(0.0, 0.5)["rows"] | {"system": _results(0.0, 0.5)["rows"]["base"]}}
+    assert render_runs_summary({"sp-kl": runs["sp-kl"], "lora-tv": other}).count("base LLM |") == 2
+    with pytest.raises(ValueError, match="different sets"):
+        render_runs_summary({"a": runs["sp-kl"], "b": runs["sp-tv"] | {"n": {"harmbench": 4}}})
+
+
+def test_summarize_command_reads_run_dirs(tmp_path, capsys):
+    from softguard.cli import main
+
+    for name, objective in (("a", "tv"), ("b", "kl")):
+        (tmp_path / name).mkdir()
+        res = _run_results("lora", objective, 0.5 if name == "a" else 0.75, 0.1, 0.5)
+        (tmp_path / name / "results.json").write_text(json.dumps(res))
+    main(["summarize", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "s.md")])
+    assert "- lora: `b` (kl)" in capsys.readouterr().out
+    assert "| b **(best on dev)** |" in (tmp_path / "s.md").read_text()
+    (tmp_path / "c").mkdir()
+    with pytest.raises(SystemExit) as exc:
+        main(["summarize", str(tmp_path / "a"), str(tmp_path / "c")])
+    assert exc.value.code == 2 and "results.json; summarize finished" in capsys.readouterr().out

@@ -125,7 +125,8 @@ class Adapter(nn.Module, abc.ABC):
 
     @classmethod
     def from_pretrained(cls, in_dir: str | Path, model: PreTrainedModel | None = None) -> Adapter:
-        """Rebuild the adapter saved in ``in_dir`` in eval mode; ``model`` (when given) is checked for compatibility."""
+        """Rebuild the adapter saved in ``in_dir`` in eval mode; ``model`` (when given) is checked for compatibility
+        and the adapter moved to its device."""
         cfg, state = read_adapter_files(in_dir)
         if cfg.get("method") != cls.method:
             raise AdapterError(f"{in_dir} holds a {cfg.get('method')!r} adapter, not {cls.method!r}")
@@ -136,6 +137,8 @@ class Adapter(nn.Module, abc.ABC):
             adapter.load_state_dict(state)
         except RuntimeError as e:
             raise AdapterError(f"{in_dir}/{WEIGHTS_NAME} does not match its config: {e}") from e
+        if model is not None:
+            adapter.to(model.device)
         return adapter.eval()  # like a loaded HF model: inference mode (no LoRA dropout) until training asks
 
     def check_model(self, model: PreTrainedModel) -> None:
