@@ -540,3 +540,17 @@ def test_summarize_command_reads_run_dirs(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["summarize", str(tmp_path / "a"), str(tmp_path / "c")])
     assert exc.value.code == 2 and "results.json; summarize finished" in capsys.readouterr().out
+
+
+def test_committed_objective_sweep_summary_is_rendered_from_its_results():
+    """docs/results/objective-sweep/summary.md is exactly what `softguard summarize` makes of the committed runs."""
+    from pathlib import Path
+
+    from softguard.reporting import best_runs, render_runs_summary
+
+    root = Path(__file__).parent.parent / "docs" / "results" / "objective-sweep"
+    runs = {d.name: json.loads((d / "results.json").read_text()) for d in sorted((root / "results").iterdir())}
+    assert len(runs) == 19
+    assert render_runs_summary(runs) == (root / "summary.md").read_text()
+    chosen = {m: runs[name]["student"]["objective"] for m, name in best_runs(runs).items()}
+    assert chosen == {"soft-prompt": "kl", "lora": "jsd", "steering": "tv"}
