@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("runs", nargs="+", help="finished run directories (e.g. runs/sweep-*)")
     sm.add_argument("--out", help="also write the Markdown table to this file")
     sm.set_defaults(fn=cmd_summarize)
-    e = sub.add_parser("export", help="export a trained soft prompt (run dir or adapter dir) for inference")
+    e = sub.add_parser("export", help="export a trained soft prompt or LoRA (run dir or adapter dir) for inference")
     e.add_argument("src", help="a run directory (uses student/best) or an adapter directory")
     e.add_argument("out")
     e.add_argument("--format", choices=["peft", "safetensors"], default="peft")

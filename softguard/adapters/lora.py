@@ -99,6 +99,10 @@ class LoRA(Adapter):
             "target_modules": list(self.target_modules),
         }
 
+    def factors(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Module path -> (A [r, in], B [out, r]), the adapter's own parameters."""
+        return {path: (self.A[_key(path)].weight, self.B[_key(path)].weight) for path in self.targets}
+
     @property
     def scaling(self) -> float:
         """alpha / r, the factor on B A x."""
