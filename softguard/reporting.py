@@ -97,7 +97,8 @@ def render_report(results: dict[str, Any]) -> str:
 
 
 def _wall_time(results: dict[str, Any]) -> list[str]:
-    return ["## Wall time (seconds)", "", " | ".join(f"{k}: {v}" for k, v in results["timings"].items()), ""]
+    where = f" on {results['device']}" if "device" in results else ""  # results.json from before --device: no field
+    return [f"## Wall time (seconds{where})", "", " | ".join(f"{k}: {v}" for k, v in results["timings"].items()), ""]
 
 
 def _training_line(cfg: dict[str, Any], tr: dict[str, Any]) -> str:

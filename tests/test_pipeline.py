@@ -122,6 +122,8 @@ def test_render_report_uses_results_numbers():
     assert "10 added parameters, 40 bytes" in md
     assert "| student (lora, kl) | 50.0 | 75.0 |" in md
     assert "adapter selected on dev at step 2" in md
+    assert "## Wall time (seconds)\n\nguard: 1.0 | total: 2.0" in md
+    assert "## Wall time (seconds on cuda:0)" in render_report(res | {"device": "cuda:0"})
     # a diff-of-means steering run reports its alpha grid instead of training steps
     steer = res | {"training": res["training"] | {"best_alpha": 2.0, "history": [{"alpha": 2.0, "dev_loss": 0.4}]}}
     steer["training"]["history"][0] |= {k: v for k, v in res["training"]["history"][0].items() if k.startswith("dev_")}
