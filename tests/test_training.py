@@ -378,6 +378,20 @@ def test_training_outputs(train_setup, tmp_path):
     assert saved["step"] == 4 and saved["config"] == dataclasses.asdict(cfg)
 
 
+def test_same_seed_trains_the_same_adapter_bit_for_bit(train_setup, tmp_path):
+    model, tok, examples, dev, cfg = train_setup
+    first, second = _fresh(model, tok), _fresh(model, tok)
+    h1 = train(model, tok, first, examples, dev, cfg, tmp_path / "one").history
+    h2 = train(model, tok, second, examples, dev, cfg, tmp_path / "two").history
+    assert torch.equal(first.prompt, second.prompt) and not torch.equal(first.prompt, _fresh(model, tok).prompt)
+    drop = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert drop(h1) == drop(h2)
+    other = train(
+        model, tok, _fresh(model, tok), examples, dev, dataclasses.replace(cfg, seed=cfg.seed + 1), tmp_path / "s1"
+    )
+    assert drop(other.history) != drop(h1)  # the seed does reach the data order
+
+
 def test_resume_continues_exactly(train_setup, tmp_path, monkeypatch):
     model, tok, examples, dev, cfg = train_setup
     straight = _fresh(model, tok)
