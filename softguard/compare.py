@@ -255,11 +255,14 @@ def aggregate(rows: dict[str, dict[str, Any]], grid_rows: list[Row]) -> dict[str
     }
 
 
-def compare(cfg: CompareConfig, runs_dir: str | Path = "runs", resume: bool = True, device: str = "auto") -> Path:
+def compare(
+    cfg: CompareConfig, runs_dir: str | Path = "runs", resume: bool = True, device: str | torch.device = "auto"
+) -> Path:
     """Train and evaluate the grid into ``runs_dir/cfg.name`` on ``device``; return that directory."""
     rows = grid(cfg)
     for row in rows:
         check_config(row_config(cfg, row))
+    device = resolve_device(device)  # a bad --device fails before the run directory exists
     out = open_run_dir(Path(runs_dir) / cfg.name, asdict(cfg), resume)
     run = cfg.run
     torch.manual_seed(run.seed)
@@ -276,7 +279,7 @@ def compare(cfg: CompareConfig, runs_dir: str | Path = "runs", resume: bool = Tr
     timed("fetch", fetch_stage, run)
     assets.fetch("jailbreaks")
     half_a, half_b = halves(make_splits(run.seed), run.seed)
-    model, tok = load_model(run.model, device=resolve_device(device))
+    model, tok = load_model(run.model, device=device)
     system = SafeSystem(model, tok, None, run.refusal, run.tau, run.guard_mode)
     gdir = guard_dir(run, out)
     system.guard = timed("guards", guard_stage, run, half_a, gdir, system)

@@ -457,11 +457,16 @@ def open_run_dir(out: Path, config: dict[str, Any], resume: bool) -> Path:
 
 
 def run(
-    cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = True, evaluate: bool = True, device: str = "auto"
+    cfg: RunConfig,
+    runs_dir: str | Path = "runs",
+    resume: bool = True,
+    evaluate: bool = True,
+    device: str | torch.device = "auto",
 ) -> Path:
     """Run the job into ``runs_dir/cfg.name`` on ``device`` (``evaluate=False``: stop after training); return that
     directory. The device is not part of the config: a run started on one device resumes on another."""
     check_config(cfg)
+    device = resolve_device(device)  # a bad --device fails before the run directory exists
     out = open_run_dir(Path(runs_dir) / cfg.name, asdict(cfg), resume)
     torch.manual_seed(cfg.seed)
     timings: dict[str, float] = {}
@@ -477,7 +482,7 @@ def run(
 
     timed("fetch", fetch_stage, cfg)
     splits = make_splits(cfg.seed)
-    model, tokenizer = load_model(cfg.model, device=resolve_device(device))
+    model, tokenizer = load_model(cfg.model, device=device)
     system = SafeSystem(model, tokenizer, None, cfg.refusal, cfg.tau, cfg.guard_mode)
     try:
         system.guard = timed("guard", guard_stage, cfg, splits, guard_dir(cfg, out), system)

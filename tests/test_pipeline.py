@@ -30,7 +30,7 @@ def test_unknown_model_fails_before_any_work(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_device_names(monkeypatch):
+def test_device_names(monkeypatch, tmp_path):
     import torch
 
     from softguard.models import resolve_device
@@ -42,6 +42,9 @@ def test_device_names(monkeypatch):
         resolve_device("cuda")
     with pytest.raises(ModelError, match="auto, cpu, cuda"):
         resolve_device("tpu7")
+    with pytest.raises(ModelError, match="no CUDA device"):
+        run(preset("quick", name="r"), tmp_path, device="cuda:1")
+    assert not (tmp_path / "r").exists()  # refused before the run directory is made
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setenv("LOCAL_RANK", "3")
     assert resolve_device("auto") == torch.device("cuda", 3)
