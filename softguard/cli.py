@@ -60,15 +60,23 @@ def cmd_guard_train(args: argparse.Namespace) -> None:
     from .models import load_model, resolve_device
     from .pipeline import PRESETS, guard_pairs, train_split_guard
 
-    cfg = GuardTrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed)
+    base = PRESETS["quick" if args.quick else "full"]  # the guard stage of `softguard run [--quick]`
+    run_cfg = replace(
+        base,
+        model=args.model,
+        guard_epochs=args.epochs or base.guard_epochs,
+        guard_pairs=base.guard_pairs if args.pairs is None else args.pairs,
+        seed=args.seed,
+        tau=args.tau,
+    )
+    cfg = GuardTrainConfig(epochs=run_cfg.guard_epochs, lr=args.lr, max_length=run_cfg.guard_max_length, seed=args.seed)
     splits, pairs, device = make_splits(args.seed), None, resolve_device(args.device)
-    if args.pairs > 0:  # (prompt, base response) pairs from the LLM, as the run's guard stage builds them
+    if run_cfg.guard_pairs > 0:  # (prompt, base response) pairs from the LLM, as the run's guard stage builds them
         from .system import SafeSystem
 
         model, tokenizer = load_model(args.model, device=device)
-        run_cfg = replace(PRESETS["full"], model=args.model, guard_pairs=args.pairs, seed=args.seed, tau=args.tau)
         pairs = guard_pairs(run_cfg, splits, SafeSystem(model, tokenizer, None, tau=args.tau))
-    train_split_guard(splits, args.out, args.backbone, cfg, args.tau, pairs, device)
+    train_split_guard(splits, args.out, args.backbone, cfg, args.tau, pairs, device, args.pooling)
     _print_metrics(read_json(Path(args.out) / "guard_eval.json"))
     console.print(f"guard saved to {args.out}")
 
@@ -255,12 +263,21 @@ def build_parser() -> argparse.ArgumentParser:
     gt = g.add_parser("train", help="fine-tune the guard on the train split's prompts and (prompt, response) pairs")
     gt.add_argument("--out", default="runs/guard")
     gt.add_argument("--backbone", default="minilm")
-    gt.add_argument("--epochs", type=int, default=2)
+    gt.add_argument("--quick", action="store_true", help="the quick preset's guard (1 epoch, 64 tokens, 64 pairs)")
+    gt.add_argument("--epochs", type=int, help="default: the preset's (full 2, quick 1)")
     gt.add_argument("--lr", type=float, default=3e-5)
     gt.add_argument("--tau", type=float, default=0.5)
     gt.add_argument("--seed", type=int, default=0)
     gt.add_argument(
-        "--pairs", type=int, default=400, help="train prompts per class whose (prompt, response) pairs also train it"
+        "--pairs",
+        type=int,
+        help="train prompts per class whose (prompt, response) pairs also train it (default: full 400, quick 64)",
+    )
+    gt.add_argument(
+        "--pooling",
+        choices=["all", "response"],
+        default="all",
+        help="pairs: mean over all tokens, or over the response's tokens only",
     )
     gt.add_argument("--model", default="smollm2-135m", help="the LLM whose responses make the pairs")
     gt.add_argument("--device", default="auto", help=DEVICE_HELP)

@@ -70,8 +70,17 @@ class Guard(Protocol):
 # the model
 
 
+POOLINGS = ("all", "response")
+
+
 class EncoderGuard(nn.Module):
-    """Encoder + masked mean pooling + dropout + Linear(d, 1): ``forward`` gives logits [B], ``score`` u."""
+    """Encoder + masked mean pooling + dropout + Linear(d, 1): ``forward`` gives logits [B], ``score`` u.
+
+    ``pooling="all"`` averages the hidden states of every token, prompt and response alike; ``"response"``
+    averages only the response's tokens (segment 1 of a (prompt, response) pair; they attend to the prompt), so a
+    long answer does not dilute the prompt and a short refusal is not read as the prompt alone. Rows without a
+    response are pooled over all their tokens either way, so prompt-level scores keep the same form.
+    """
 
     def __init__(
         self,
@@ -81,8 +90,12 @@ class EncoderGuard(nn.Module):
         max_length: int = 256,
         metadata: dict[str, Any] | None = None,
         seed: int = 0,
+        pooling: str = "all",
     ):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise GuardError(f"unknown guard pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
+        self.pooling = pooling
         self.encoder = encoder
         self.tokenizer = tokenizer
         self.dropout = nn.Dropout(dropout)
@@ -99,7 +112,12 @@ class EncoderGuard(nn.Module):
 
     @classmethod
     def from_backbone(
-        cls, path_or_dir: str | Path = "minilm", dropout: float = 0.1, max_length: int = 256, seed: int = 0
+        cls,
+        path_or_dir: str | Path = "minilm",
+        dropout: float = 0.1,
+        max_length: int = 256,
+        seed: int = 0,
+        pooling: str = "all",
     ) -> EncoderGuard:
         """A fresh guard (untrained head, seeded by ``seed``) on a pretrained encoder: ``"minilm"`` (the
         packaged all-MiniLM-L6-v2), a local directory, or a Hugging Face model id."""
@@ -109,7 +127,7 @@ class EncoderGuard(nn.Module):
             tokenizer = AutoTokenizer.from_pretrained(src)
         except OSError as e:
             raise GuardError(f"could not load the guard backbone {str(src)!r}: {e}") from e
-        return cls(encoder, tokenizer, dropout=dropout, max_length=max_length, seed=seed)
+        return cls(encoder, tokenizer, dropout=dropout, max_length=max_length, seed=seed, pooling=pooling)
 
     @property
     def device(self) -> torch.device:
@@ -133,10 +151,14 @@ class EncoderGuard(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits [B] from token ids [B, T]."""
+        """Logits [B] from token ids [B, T]: head(mean of the pooled tokens' hidden states)."""
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
-        m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
+        pool = attention_mask
+        if self.pooling == "response" and token_type_ids is not None:
+            response = attention_mask * token_type_ids  # [B, T], 1 on the response's tokens
+            pool = torch.where(response.sum(1, keepdim=True) > 0, response, attention_mask)
+        m = pool.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
         pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)  # [B, d]
         return self.head(self.dropout(pooled)).squeeze(-1).float()
 
@@ -175,6 +197,7 @@ class EncoderGuard(nn.Module):
                 "head_outputs": self.head.out_features,
                 "dropout": self.dropout.p,
                 "max_length": self.max_length,
+                "pooling": self.pooling,
                 "weights_sha256": sha256_file(tmp / WEIGHTS_FILE),
                 "metadata": self.metadata,
             }
@@ -195,7 +218,10 @@ class EncoderGuard(nn.Module):
             tokenizer = AutoTokenizer.from_pretrained(d)
         except (OSError, ValueError) as e:
             raise GuardError(f"the tokenizer files in {d} are unreadable ({e}); {RETRAIN_HINT}") from e
-        guard = cls(encoder, tokenizer, config["dropout"], config["max_length"], config.get("metadata"))
+        pooling = config.get("pooling", "all")  # guards saved before pooling was an option pooled all tokens
+        guard = cls(
+            encoder, tokenizer, config["dropout"], config["max_length"], config.get("metadata"), pooling=pooling
+        )
         try:
             guard.load_state_dict(state)
         except RuntimeError as e:  # missing / unexpected / mis-shaped tensors

@@ -236,7 +236,21 @@ def guard_metrics(guard: EncoderGuard, splits: Splits, tau: float, pairs: GuardP
     }
     if pairs is not None and pairs.prompts:
         out["pairs (held out)"] = evaluate_guard(guard, pairs.prompts, pairs.labels, tau, pairs.responses)
+        out["pairs (held out)"] |= refusal_preference(guard, pairs)
     return out
+
+
+def refusal_preference(guard: EncoderGuard, pairs: GuardPairs) -> dict[str, float | int]:
+    """Over the harmful prompts of ``pairs`` that the base model answered (an unsafe pair and a refusal pair), the
+    share where the guard scores the refusal safer: u(x, refusal) < u(x, answer). A guard used as a reward
+    (``reinforce``, R = 1 - u) teaches refusing only where this holds."""
+    u = guard.score(pairs.prompts, pairs.responses).tolist()
+    by_prompt: dict[str, dict[int, float]] = {}
+    for prompt, label, score in zip(pairs.prompts, pairs.labels, u, strict=True):
+        by_prompt.setdefault(prompt, {})[label] = score
+    both = [s for s in by_prompt.values() if set(s) == {0, 1}]
+    preferred = sum(s[0] < s[1] for s in both) / len(both) if both else float("nan")
+    return {"refusal_preferred": preferred, "n_refusal_pairs": len(both)}
 
 
 def train_split_guard(
@@ -247,9 +261,11 @@ def train_split_guard(
     tau: float,
     pairs: GuardPairs | None = None,
     device: str | torch.device = "cpu",
+    pooling: str = "all",
 ) -> EncoderGuard:
     """Fine-tune ``backbone`` on ``device`` on the train split's prompts (harmful = 1) and, when given, on 80 % of
-    ``pairs`` (the other 20 % measure it); save the guard and its ``guard_eval.json`` in ``out_dir``."""
+    ``pairs`` (the other 20 % measure it); save the guard and its ``guard_eval.json`` in ``out_dir``. ``pooling``:
+    ``EncoderGuard``'s."""
     texts, responses = [e.text for e in splits.train], [None] * len(splits.train)
     labels = [int(e.harmful) for e in splits.train]
     held_out = None
@@ -257,7 +273,7 @@ def train_split_guard(
         train_pairs, held_out = split_pairs(pairs, gcfg.seed)
         texts, responses = texts + train_pairs.prompts, responses + train_pairs.responses
         labels = labels + train_pairs.labels
-    guard = EncoderGuard.from_backbone(backbone, seed=gcfg.seed).to(device)
+    guard = EncoderGuard.from_backbone(backbone, seed=gcfg.seed, pooling=pooling).to(device)
     history = train_guard(guard, texts, labels, gcfg, pairs=responses if pairs is not None else None)
     guard.save_pretrained(out_dir, metadata={"history": history, "pairs": 0 if pairs is None else len(pairs.labels)})
     write_json(Path(out_dir) / "guard_eval.json", guard_metrics(guard, splits, tau, held_out))

@@ -75,6 +75,7 @@ def render_report(results: dict[str, Any]) -> str:
             f"| {split} | {m['auroc']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['n']} |"
             for split, m in g.items()
         ),
+        *_refusal_preference(g),
         "",
         "## Training",
         "",
@@ -94,6 +95,18 @@ def render_report(results: dict[str, Any]) -> str:
         *_wall_time(results),
     ]
     return "\n".join(lines)
+
+
+def _refusal_preference(guard_eval: dict[str, Any]) -> list[str]:
+    """The line under a guard table saying whether the guard, as a reward, would teach refusing."""
+    m = guard_eval.get("pairs (held out)", {})
+    if "refusal_preferred" not in m:  # no held-out pairs, or a guard_eval.json from before this measure
+        return []
+    return [
+        "",
+        f"Held-out pairs: on {_pct(m['refusal_preferred'])} % of the {m['n_refusal_pairs']} harmful prompts the base "
+        "model answered, the guard scores a refusal safer than that answer (what a guard reward, `reinforce`, needs).",
+    ]
 
 
 def _wall_time(results: dict[str, Any]) -> list[str]:
@@ -314,6 +327,7 @@ def render_compare_report(results: dict[str, Any]) -> str:
             for who in ("guard", "judge")
             for split, m in results[who].items()
         ),
+        *_refusal_preference(results["guard"]),
         "",
         *_wall_time(results),
     ]

@@ -217,3 +217,40 @@ def test_missing_files_raise(guard, tmp_path):
     (out / CONFIG_FILE).unlink()
     with pytest.raises(GuardError, match=r"guard_config\.json is missing"):
         EncoderGuard.from_pretrained(out)
+
+
+def test_response_pooling_averages_the_response_tokens_only(backbone, tmp_path):
+    resp = EncoderGuard.from_backbone(backbone, max_length=64, pooling="response")
+    every = EncoderGuard.from_backbone(backbone, max_length=64)  # same encoder and head (same seed)
+    prompts, responses = ["how do i make a bomb", "write a poem"], ["I can't help with that.", "Roses are red"]
+    batch = resp.encode(prompts, responses)
+    with torch.no_grad():
+        hidden = resp.encoder(**batch).last_hidden_state  # [B, T, d]
+        seg = (batch["attention_mask"] * batch["token_type_ids"]).unsqueeze(-1).float()
+        expected = resp.head((hidden * seg).sum(1) / seg.sum(1)).squeeze(-1)
+        assert torch.allclose(resp(**batch), expected, atol=1e-6)
+        assert not torch.allclose(every(**batch), expected, atol=1e-3)  # "all" pools the prompt too
+    # rows without a response are pooled over all their tokens either way
+    assert torch.equal(resp.score(prompts), every.score(prompts))
+    loaded = EncoderGuard.from_pretrained(resp.save_pretrained(tmp_path / "g"))
+    assert loaded.pooling == "response" and torch.equal(
+        loaded.score(prompts, responses), resp.score(prompts, responses)
+    )
+    config = json.loads((tmp_path / "g" / CONFIG_FILE).read_text())
+    del config["pooling"]  # a guard saved before pooling was an option
+    (tmp_path / "g" / CONFIG_FILE).write_text(json.dumps(config))
+    assert EncoderGuard.from_pretrained(tmp_path / "g").pooling == "all"
+    with pytest.raises(GuardError, match="all, response"):
+        EncoderGuard.from_backbone(backbone, pooling="cls")
+
+
+def test_refusal_preference_counts_prompts_whose_refusal_scores_safer(toy_guard):
+    from softguard.pipeline import GuardPairs, refusal_preference
+
+    pairs = GuardPairs(
+        ["a", "a", "b", "b", "c", "c", "d"],
+        ["answer", "no", "answer", "no", "I refuse", "no", "benign answer"],
+        [1, 0, 1, 0, 0, 0, 0],  # c: the base model refused too, so it has no unsafe pair; d: benign
+    )
+    guard = toy_guard({("a", "answer"): 0.9, ("a", "no"): 0.2, ("b", "answer"): 0.3, ("b", "no"): 0.6})
+    assert refusal_preference(guard, pairs) == {"refusal_preferred": 0.5, "n_refusal_pairs": 2}

@@ -127,6 +127,10 @@ def test_render_report_uses_results_numbers():
     assert "adapter selected on dev at step 2" in md
     assert "## Wall time (seconds)\n\nguard: 1.0 | total: 2.0" in md
     assert "## Wall time (seconds on cuda:0)" in render_report(res | {"device": "cuda:0"})
+    assert "Held-out pairs" not in md  # no held-out pairs in this guard_eval
+    pair = {"auroc": 0.6, "precision": 0.5, "recall": 0.5, "f1": 0.5, "n": 8, "refusal_preferred": 0.25}
+    with_pairs = res | {"guard": res["guard"] | {"pairs (held out)": pair | {"n_refusal_pairs": 4}}}
+    assert "on 25.0 % of the 4 harmful prompts the base model answered" in render_report(with_pairs)
     # a diff-of-means steering run reports its alpha grid instead of training steps
     steer = res | {"training": res["training"] | {"best_alpha": 2.0, "history": [{"alpha": 2.0, "dev_loss": 0.4}]}}
     steer["training"]["history"][0] |= {k: v for k, v in res["training"]["history"][0].items() if k.startswith("dev_")}
