@@ -64,7 +64,7 @@ def cmd_guard_train(args: argparse.Namespace) -> None:
     run_cfg = replace(
         base,
         model=args.model,
-        guard_epochs=args.epochs or base.guard_epochs,
+        guard_epochs=base.guard_epochs if args.epochs is None else args.epochs,
         guard_pairs=base.guard_pairs if args.pairs is None else args.pairs,
         seed=args.seed,
         tau=args.tau,

@@ -34,7 +34,7 @@ from .adapters import Adapter, LoRA, SoftPrompt, SteeringVector, diff_of_means, 
 from .data import Example, Splits, make_splits
 from .evaluation import score_set
 from .generation import generate
-from .guards import EncoderGuard, GuardError, GuardTrainConfig, evaluate_guard, train_guard
+from .guards import EncoderGuard, GuardError, GuardTrainConfig, binary_metrics, evaluate_guard, train_guard
 from .io import atomic_write_text, read_json, write_json
 from .models import PACKAGED_MODELS, check_model_name, load_model, resolve_device
 from .refusal import is_refusal
@@ -235,18 +235,17 @@ def guard_metrics(guard: EncoderGuard, splits: Splits, tau: float, pairs: GuardP
         for split, exs in (("dev", splits.dev), ("test", test))
     }
     if pairs is not None and pairs.prompts:
-        out["pairs (held out)"] = evaluate_guard(guard, pairs.prompts, pairs.labels, tau, pairs.responses)
-        out["pairs (held out)"] |= refusal_preference(guard, pairs)
+        u = guard.score(pairs.prompts, pairs.responses)
+        out["pairs (held out)"] = binary_metrics(u, torch.tensor(pairs.labels), tau) | refusal_preference(pairs, u)
     return out
 
 
-def refusal_preference(guard: EncoderGuard, pairs: GuardPairs) -> dict[str, float | int]:
-    """Over the harmful prompts of ``pairs`` that the base model answered (an unsafe pair and a refusal pair), the
-    share where the guard scores the refusal safer: u(x, refusal) < u(x, answer). A guard used as a reward
-    (``reinforce``, R = 1 - u) teaches refusing only where this holds."""
-    u = guard.score(pairs.prompts, pairs.responses).tolist()
+def refusal_preference(pairs: GuardPairs, u: torch.Tensor) -> dict[str, float | int]:
+    """Given the guard's scores ``u`` [N] of ``pairs``: over the harmful prompts the base model answered (an unsafe
+    pair and a refusal pair), the share where the refusal scores safer, u(x, refusal) < u(x, answer). A guard used
+    as a reward (``reinforce``, R = 1 - u) teaches refusing only where this holds."""
     by_prompt: dict[str, dict[int, float]] = {}
-    for prompt, label, score in zip(pairs.prompts, pairs.labels, u, strict=True):
+    for prompt, label, score in zip(pairs.prompts, pairs.labels, u.tolist(), strict=True):
         by_prompt.setdefault(prompt, {})[label] = score
     both = [s for s in by_prompt.values() if set(s) == {0, 1}]
     preferred = sum(s[0] < s[1] for s in both) / len(both) if both else float("nan")
@@ -500,10 +499,10 @@ def run(
     splits = make_splits(cfg.seed)
     model, tokenizer = load_model(cfg.model, device=device)
     system = SafeSystem(model, tokenizer, None, cfg.refusal, cfg.tau, cfg.guard_mode)
+    gdir = guard_dir(cfg, out)
     try:
-        system.guard = timed("guard", guard_stage, cfg, splits, guard_dir(cfg, out), system)
+        system.guard = timed("guard", guard_stage, cfg, splits, gdir, system)
     except GuardError as e:
-        gdir = guard_dir(cfg, out)
         raise GuardError(f"{e}\n(the guard {gdir} is unreadable; delete it to retrain, or pass another)") from e
     items, examples = timed("teacher", teacher_examples, cfg, system, splits)
     dev = timed("dev", dev_stage, cfg, system, splits)
@@ -523,7 +522,7 @@ def run(
         config=asdict(cfg),
         timings=timings,
         device=str(model.device),
-        guard=read_json(guard_dir(cfg, out) / "guard_eval.json"),
+        guard=read_json(gdir / "guard_eval.json"),
         training=summary,
         student={
             "method": student.method,

@@ -141,14 +141,13 @@ def selected_record(training: dict[str, Any]) -> dict[str, Any]:
 
 
 def best_runs(runs: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Per method, the run whose kept adapter scores highest on dev (``dev_score``, the training's own criterion)."""
-    best: dict[str, str] = {}
+    """Per method, the run whose kept adapter scores highest on dev (``dev_score``, the training's own criterion);
+    ties go to the first run given."""
+    by_method: dict[str, list[str]] = {}
     for name, r in runs.items():
-        method = r["student"]["method"]
-        score = dev_score(selected_record(r["training"]))
-        if method not in best or score > dev_score(selected_record(runs[best[method]]["training"])):
-            best[method] = name
-    return best
+        by_method.setdefault(r["student"]["method"], []).append(name)
+    score = lambda name: dev_score(selected_record(runs[name]["training"]))  # noqa: E731
+    return {method: max(names, key=score) for method, names in by_method.items()}
 
 
 def render_runs_summary(runs: dict[str, dict[str, Any]]) -> str:

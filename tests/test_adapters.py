@@ -147,11 +147,12 @@ def _batch(tok, texts: list[str]):
     return tokenize_prompts(tok, [chat_prompt(tok, t) for t in texts])
 
 
-def test_padding_does_not_change_hidden_states(tiny_lm):
+@pytest.mark.parametrize("placement", ["start", "user"])
+def test_padding_does_not_change_hidden_states(tiny_lm, placement):
     """With the soft prompt after the padding and positions counted from it, a left-padded row gives the same
-    hidden states as the same prompt alone."""
+    hidden states as the same prompt alone, wherever the soft prompt is placed."""
     model, tok = tiny_lm
-    sp = SoftPrompt.for_model(model, tok, num_tokens=3, init="normal", sigma=0.5)
+    sp = SoftPrompt.for_model(model, tok, num_tokens=3, init="normal", sigma=0.5, placement=placement)
     texts = ["Hi", "Tell me a long story about a brave little toaster and its friends"]
     ids, mask = _batch(tok, texts)
     assert int(mask[0].sum()) < mask.shape[1]  # row 0 is padded
@@ -330,19 +331,6 @@ def test_user_placement_inserts_after_pads_and_head(tiny_lm):
         expected_mask = torch.cat([mask[i, :s], torch.ones(k, dtype=mask.dtype), mask[i, s:]])
         assert torch.equal(new_mask[i], expected_mask)
     assert new_mask[0, : pads[0]].tolist() == [0] * pads[0] and int(new_mask[0].sum()) == int(mask[0].sum()) + k
-
-
-def test_user_placement_padding_does_not_change_hidden_states(tiny_lm):
-    model, tok = tiny_lm
-    sp = SoftPrompt.for_model(model, tok, num_tokens=3, init="normal", sigma=0.5, placement="user")
-    texts = ["Hi", "Tell me a long story about a brave little toaster and its friends"]
-    ids, mask = _batch(tok, texts)
-    with torch.no_grad():
-        batched = decoder_hidden(model, sp, ids, mask)
-        for i, t in enumerate(texts):
-            sid, smask = _batch(tok, [t])
-            alone = decoder_hidden(model, sp, sid, smask)[0]
-            assert torch.allclose(batched[i, -alone.shape[0] :], alone, atol=1e-5)
 
 
 def test_user_placement_refuses_a_prompt_without_the_head(tiny_lm):

@@ -253,4 +253,5 @@ def test_refusal_preference_counts_prompts_whose_refusal_scores_safer(toy_guard)
         [1, 0, 1, 0, 0, 0, 0],  # c: the base model refused too, so it has no unsafe pair; d: benign
     )
     guard = toy_guard({("a", "answer"): 0.9, ("a", "no"): 0.2, ("b", "answer"): 0.3, ("b", "no"): 0.6})
-    assert refusal_preference(guard, pairs) == {"refusal_preferred": 0.5, "n_refusal_pairs": 2}
+    u = guard.score(pairs.prompts, pairs.responses)
+    assert refusal_preference(pairs, u) == {"refusal_preferred": 0.5, "n_refusal_pairs": 2}
