@@ -37,7 +37,7 @@ from . import assets
 from .adapters import Adapter, load_adapter
 from .cost import measure_row_isolated
 from .data import Example, Splits, load_jailbreaks, load_mmlu_test, make_splits, wrap_jailbreaks
-from .evaluation import bootstrap_ci, fidelity, fidelity_examples, mmlu_accuracy, score_by_category
+from .evaluation import agreement_by_set, fidelity, fidelity_examples, mmlu_accuracy, rate, score_by_category
 from .generation import generate
 from .guards import EncoderGuard, Guard
 from .io import atomic_write_text, read_json, write_json
@@ -148,12 +148,6 @@ def halves(splits: Splits, seed: int) -> tuple[Splits, Splits]:
     return Splits(parts[0], splits.dev, splits.test), Splits(parts[1], splits.dev, splits.test)
 
 
-def rate(good: list[bool], n_boot: int, seed: int) -> dict[str, Any]:
-    """The share of ``good`` outcomes with its bootstrap 95 % interval."""
-    lo, hi = bootstrap_ci(good, n_boot=n_boot, seed=seed)
-    return {"score": sum(good) / len(good) if good else float("nan"), "ci": [lo, hi], "n": len(good)}
-
-
 class Evaluation:
     """What every row is measured on, computed once: prompts, the base model's generations, the system's
     responses, MMLU questions and the fidelity references (base responses; the system's decisions)."""
@@ -227,6 +221,10 @@ class Evaluation:
             judge_u[name] = judge.score(self.prompts, texts).tolist()
             safe = [judge_u[name][i] < cfg.run.tau for i in harmful_idx]
             out["judges"][name] = rate(safe, cfg.n_boot, cfg.run.seed)
+        system_refused = [is_refusal(t, cfg.run.refusal) for t in self.texts["system"]]
+        out["agreement"] = agreement_by_set(
+            [s for s, _ in self.examples], refused, system_refused, self.guard_u, cfg.run.tau, cfg.n_boot, cfg.run.seed
+        )
         out["mmlu"] = rate(mmlu, cfg.n_boot, cfg.run.seed)
         out["harmful_refusal"] = statistics.fmean(out["sets"][s]["score"] for s, h in COMPARE_SETS.items() if h)
         out["benign_compliance"] = statistics.fmean(out["sets"][s]["score"] for s, h in COMPARE_SETS.items() if not h)
@@ -243,6 +241,7 @@ def aggregate(rows: dict[str, dict[str, Any]], grid_rows: list[Row]) -> dict[str
             "harmful_refusal": r["harmful_refusal"],
             "benign_compliance": r["benign_compliance"],
             "mmlu": r["mmlu"]["score"],
+            "agreement": r["agreement"]["all"]["score"],
         }
         for k, v in scores.items():
             values.setdefault(row.cell, {}).setdefault(k, []).append(v)

@@ -32,7 +32,7 @@ from rich.console import Console
 from . import assets
 from .adapters import Adapter, LoRA, SoftPrompt, SteeringVector, diff_of_means, load_adapter
 from .data import Example, Splits, make_splits
-from .evaluation import score_set
+from .evaluation import agreement_by_set, fidelity, fidelity_examples, score_set
 from .generation import generate
 from .guards import EncoderGuard, GuardError, GuardTrainConfig, binary_metrics, evaluate_guard, train_guard
 from .io import atomic_write_text, read_json, write_json
@@ -326,7 +326,9 @@ def dev_stage(cfg: RunConfig, system: SafeSystem, splits: Splits) -> DevSet:
 
 
 def evaluate_stage(cfg: RunConfig, system: SafeSystem, student: Adapter, splits: Splits) -> dict[str, Any]:
-    """Greedy generations of the three rows on every eval set; refusal rates; per-prompt records."""
+    """Greedy generations of the three rows on every eval set; refusal rates; decision agreement of the base and
+    student rows with the system (per set and per guard-confidence bin) and their mean per-token TV / KL to it;
+    per-prompt records."""
     sets = {name: seeded_sample(splits.test[name], cfg.n_eval, cfg.seed) for name in EVAL_SETS}
     prompts = [e.text for name in EVAL_SETS for e in sets[name]]
     templated = system.template(prompts)
@@ -354,6 +356,17 @@ def evaluate_stage(cfg: RunConfig, system: SafeSystem, student: Adapter, splits:
             start += res.n
     results["generation_seconds"] = {"base": t_base, "student": t_student}
     named = [(name, e) for name in EVAL_SETS for e in sets[name]]
+    u = [r.u for r in sys_out]
+    results["agreement"] = {  # the system agrees with itself: no row for it
+        row: agreement_by_set([name for name, _ in named], flags[row], flags["system"], u, cfg.tau, seed=cfg.seed)
+        for row in ("base", "student")
+    }
+    ids = [system.tokenizer(t, add_special_tokens=False)["input_ids"] for t in templated]
+    ref = fidelity_examples(ids, [g.token_ids for g in base], [r.flagged for r in sys_out], system.refusal_ids())
+    results["fidelity"] = {  # mean per-token TV / KL to the system along its responses (r* where it flags)
+        row: fidelity(system.model, system.tokenizer, adapter, ref, cfg.gen_batch_size)
+        for row, adapter in (("base", None), ("student", student))
+    }
     records = [
         {"set": name, "harmful": e.harmful, "category": e.category, "prompt": e.text, "guard_u": sys_out[i].u}
         | {row: {"response": texts[i], "refused": flags[row][i]} for row, texts in rows.items()}

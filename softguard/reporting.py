@@ -37,15 +37,49 @@ def results_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def targets(results: dict[str, Any]) -> list[str]:
-    """Issue targets: student HarmBench refusal >= 0.8 x system's; XSTest-safe compliance within 10 points."""
-    sys_, stu = results["rows"]["system"], results["rows"]["student"]
-    ratio = stu["harmbench"]["score"] / max(sys_["harmbench"]["score"], 1e-9)
-    gap = abs(stu["xstest-safe"]["score"] - sys_["xstest-safe"]["score"])
-    return [
-        f"- HarmBench refusal, student / system = {ratio:.2f} (target >= 0.80): {'met' if ratio >= 0.8 else 'NOT met'}",
-        f"- XSTest-safe compliance gap = {100 * gap:.1f} points (target <= 10): {'met' if gap <= 0.1 else 'NOT met'}",
+def agreement_tables(results: dict[str, Any]) -> list[str]:
+    """Decision agreement with the system per set (with intervals) and TV to it, then per guard-confidence bin.
+    Empty for a results.json from before agreement was measured."""
+    agree, fid = results.get("agreement"), results.get("fidelity", {})
+    if not agree:
+        return []
+    sets = list(results["n"])
+    cols = [*sets, "all"]
+    lines = [
+        "| row | "
+        + " | ".join(f"{SET_TITLES.get(s, s).split(' ')[0]} (n={agree['base'][s]['n']})" for s in cols)
+        + " | TV to system | KL to system |",
+        "|---" * (len(cols) + 3) + "|",
     ]
+    for row, by_set in agree.items():
+        f = fid.get(row, {})
+        lines.append(
+            f"| {_row_title(row, results)} | "
+            + " | ".join(_pct_ci(by_set[s]) for s in cols)
+            + f" | {f.get('tv', float('nan')):.3f} | {f.get('kl', float('nan')):.3f} |"
+        )
+    bins = list(agree["base"]["all"]["by_confidence"])
+    lines += [
+        "",
+        "By the guard's confidence |u - tau| (all sets): where u is near tau the system's decision is close to a coin "
+        "toss no student can copy (DESIGN §9).",
+        "",
+        "| row | " + " | ".join(f"{b} (n={agree['base']['all']['by_confidence'][b]['n']})" for b in bins) + " |",
+        "|---" * (len(bins) + 1) + "|",
+        *(
+            f"| {_row_title(row, results)} | "
+            + " | ".join(_pct_ci(by_set["all"]["by_confidence"][b]) for b in bins)
+            + " |"
+            for row, by_set in agree.items()
+        ),
+    ]
+    return lines
+
+
+def _pct_ci(cell: dict[str, Any]) -> str:
+    """``score [lo, hi]`` in percent."""
+    lo, hi = cell["ci"]
+    return f"{_pct(cell['score'])} [{_pct(lo)}, {_pct(hi)}]"
 
 
 def render_report(results: dict[str, Any]) -> str:
@@ -58,14 +92,13 @@ def render_report(results: dict[str, Any]) -> str:
         f"tau = {cfg['tau']}), method `{stu['method']}`, objective `{stu['objective']}` "
         f"({stu['parameters']:,} added parameters, {stu['bytes']:,} bytes), seed {cfg['seed']}.",
         "",
+        *_agreement_section(results),
         "## Safety and usefulness (percent, higher is better)",
         "",
         "Greedy decoding, at most "
         f"{cfg['eval_max_new_tokens']} new tokens; refusal = r* or a refusal phrase at the start of the response.",
         "",
         results_table(results),
-        "",
-        *targets(results),
         "",
         "## Guard (teacher)",
         "",
@@ -95,6 +128,22 @@ def render_report(results: dict[str, Any]) -> str:
         *_wall_time(results),
     ]
     return "\n".join(lines)
+
+
+def _agreement_section(results: dict[str, Any]) -> list[str]:
+    tables = agreement_tables(results)
+    if not tables:
+        return []
+    return [
+        "## Fidelity: decision agreement with the deployed system (percent, bootstrap 95 % interval)",
+        "",
+        "The share of prompts on which the row refuses exactly when the two-model system does (the system refuses "
+        "when its guard flags or its base answer is a refusal). TV / KL to system: mean per-token divergence along "
+        "the system's responses (r* where its guard flags).",
+        "",
+        *tables,
+        "",
+    ]
 
 
 def _refusal_preference(guard_eval: dict[str, Any]) -> list[str]:
@@ -163,29 +212,35 @@ def render_runs_summary(runs: dict[str, dict[str, Any]]) -> str:
     shared = all(r["rows"][k] == first["rows"][k] for r in runs.values() for k in ("base", "system"))
     best = best_runs(runs)
     head = (
-        "| run | method | objective | kept at | dev agreement | dev TV | "
+        "| run | method | objective | kept at | dev agreement | dev TV | test agreement | "
         + " | ".join(f"{SET_TITLES.get(s, s)} (n={first['n'][s]})" for s in sets)
         + " | train s | total s | device |"
     )
-    lines = [head, "|---" * (len(sets) + 9) + "|"]
+    lines = [head, "|---" * (len(sets) + 10) + "|"]
 
     def scores(row: dict[str, Any]) -> str:
         return " | ".join(_pct(row[s]["score"]) for s in sets)
 
-    def reference(title: str, row: dict[str, Any]) -> str:
-        return f"| {title} | - | - | - | - | - | {scores(row)} | - | - | - |"
+    def agreement(results: dict[str, Any], row: str) -> str:
+        """Test agreement with the system over all sets ("-": a run from before agreement was measured)."""
+        return _pct(results["agreement"][row]["all"]["score"]) if "agreement" in results else "-"
+
+    def reference(title: str, results: dict[str, Any], row: str) -> str:
+        agree = agreement(results, row) if row == "base" else "-"
+        return f"| {title} | - | - | - | - | - | {agree} | {scores(results['rows'][row])} | - | - | - |"
 
     if shared:
-        lines += [reference(ROW_TITLES[k], first["rows"][k]) for k in ("base", "system")]
+        lines += [reference(ROW_TITLES[k], first, k) for k in ("base", "system")]
     for name, r in runs.items():
         if not shared:
-            lines += [reference(f"{name}: {ROW_TITLES[k]}", r["rows"][k]) for k in ("base", "system")]
+            lines += [reference(f"{name}: {ROW_TITLES[k]}", r, k) for k in ("base", "system")]
         tr, rec = r["training"], selected_record(r["training"])
         kept = f"alpha {tr['best_alpha']}" if tr.get("best_alpha") is not None else f"step {tr['best_step']}"
         mark = " **(best on dev)**" if best[r["student"]["method"]] == name else ""
         lines.append(
             f"| {name}{mark} | {r['student']['method']} | {r['student']['objective']} | {kept} | "
-            f"{rec['dev_agreement']:.3f} | {rec['dev_tv']:.3f} | {scores(r['rows']['student'])} | "
+            f"{rec['dev_agreement']:.3f} | {rec['dev_tv']:.3f} | {agreement(r, 'student')} | "
+            f"{scores(r['rows']['student'])} | "
             f"{r['timings'].get('train', '-')} | {r['timings'].get('total', '-')} | {r.get('device', '-')} |"
         )
     lines += ["", "Chosen on dev (agreement with the system's decisions, ties to the lower dev TV), per method:", ""]
@@ -222,6 +277,40 @@ def _num(x: float, fmt: str = ".3f") -> str:
     return "n/a" if x != x else format(x, fmt)  # NaN: not defined for this row
 
 
+def _compare_agreement(results: dict[str, Any]) -> list[str]:
+    """Decision agreement of every row with the system, per set and per guard-confidence bin, and TV to it."""
+    rows = results["rows"]
+    first = next(iter(rows.values()))
+    if "agreement" not in first:  # a results.json from before agreement was measured
+        return []
+    sets = [*results["n"], "all"]
+    bins = list(first["agreement"]["all"]["by_confidence"])
+    short = lambda s: "all" if s == "all" else COMPARE_SET_TITLES.get(s, s)  # noqa: E731
+    return [
+        "## Fidelity: decision agreement with the system (%)",
+        "",
+        "The share of prompts on which the row refuses exactly when the two-model system does; then the same over all "
+        "prompts per bin of the guard's confidence |u - tau| (near tau the system's decision is close to a coin toss), "
+        "and the mean per-token TV to the system.",
+        "",
+        "| row | "
+        + " | ".join(f"{short(s)} (n={first['agreement'][s]['n']})" for s in sets)
+        + " | "
+        + " | ".join(f"|u - tau| {b} (n={first['agreement']['all']['by_confidence'][b]['n']})" for b in bins)
+        + " | TV vs system |",
+        "|---" * (2 + len(sets) + len(bins)) + "|",
+        *(
+            f"| {row_title(name, r)} | "
+            + " | ".join(_ci(r["agreement"][s]) for s in sets)
+            + " | "
+            + " | ".join(_ci(r["agreement"]["all"]["by_confidence"][b]) for b in bins)
+            + f" | {_num(r['fidelity']['system']['tv'])} |"
+            for name, r in rows.items()
+        ),
+        "",
+    ]
+
+
 def render_compare_report(results: dict[str, Any]) -> str:
     """The Markdown report of ``softguard compare``, every number read from ``results`` (results.json)."""
     cfg, run, rows = results["config"], results["config"]["run"], results["rows"]
@@ -239,6 +328,7 @@ def render_compare_report(results: dict[str, Any]) -> str:
         f"most {run['eval_max_new_tokens']} new tokens; refusal = r* or a refusal phrase at the start. Brackets: "
         f"bootstrap 95 % intervals ({cfg['n_boot']} resamples).",
         "",
+        *_compare_agreement(results),
         "## Safety: harmful refusal (%)",
         "",
         "| row | " + " | ".join(map(title, harmful)) + " | " + " | ".join(f"{j}: judged safe" for j in judges) + " |",
@@ -302,13 +392,13 @@ def render_compare_report(results: dict[str, Any]) -> str:
         lines += [
             "## Seeds: mean +- standard deviation over training seeds (%)",
             "",
-            "| cell | seeds | harmful refusal | benign compliance | MMLU |",
-            "|---|---|---|---|---|",
+            "| cell | seeds | agreement with system | harmful refusal | benign compliance | MMLU |",
+            "|---|---|---|---|---|---|",
             *(
                 f"| {cell} | {m['harmful_refusal']['seeds']} | "
                 + " | ".join(
-                    f"{_pct(m[k]['mean'])} +- {_pct(m[k]['std'])}"
-                    for k in ("harmful_refusal", "benign_compliance", "mmlu")
+                    f"{_pct(m[k]['mean'])} +- {_pct(m[k]['std'])}" if k in m else "-"
+                    for k in ("agreement", "harmful_refusal", "benign_compliance", "mmlu")
                 )
                 + " |"
                 for cell, m in results["cells"].items()

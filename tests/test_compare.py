@@ -56,11 +56,13 @@ def test_rate_and_interval():
     assert rate([True] * 3 + [False] * 7, n_boot=500, seed=0) == r
 
 
-def _row(harm: float, benign: float, nbytes: int, **extra) -> dict:
+def _row(harm: float, benign: float, nbytes: int, agree: float = 1.0, **extra) -> dict:
     cell = lambda s: {"score": s, "ci": [max(0.0, s - 0.1), min(1.0, s + 0.1)], "n": 10}  # noqa: E731
     sets = {name: cell(harm if h else benign) for name, h in COMPARE_SETS.items()}
+    by_conf = {">= 0.4": cell(agree), "< 0.2": cell(0.5)}
     return {
         "sets": sets,
+        "agreement": {name: cell(agree) for name in COMPARE_SETS} | {"all": cell(agree) | {"by_confidence": by_conf}},
         "judges": {"judge": cell(0.5)},
         "xstest_types": {"homonyms": {"score": benign, "n": 5}, "figurative language": {"score": 0.25, "n": 4}},
         "mmlu": cell(0.4),
@@ -83,8 +85,8 @@ def _results() -> dict:
     rows = {
         "base": _row(0.0, 1.0, 0),
         "system": _row(0.75, 0.5, 90_000_000),
-        "soft-prompt-tv-s0": _row(0.5, 0.75, 230_400, method="soft-prompt", objective="tv", seed=0),
-        "soft-prompt-tv-s1": _row(0.625, 0.75, 230_400, method="soft-prompt", objective="tv", seed=1),
+        "soft-prompt-tv-s0": _row(0.5, 0.75, 230_400, 0.625, method="soft-prompt", objective="tv", seed=0),
+        "soft-prompt-tv-s1": _row(0.625, 0.75, 230_400, 0.875, method="soft-prompt", objective="tv", seed=1),
     }
     grid_rows = [Row("soft-prompt", "tv", 0), Row("soft-prompt", "tv", 1)]
     cfg = preset("quick", seeds=[0, 1])
@@ -115,7 +117,10 @@ def test_report_numbers_equal_results_json():
     assert "| two-model system (LLM + guard) |" in md
     assert "| 0.125 | 0.500 | 0.250 | n/a |" in md  # fidelity, NaN shown as n/a
     assert "| soft-prompt / tv (seed 0) | 57,600 | 230,400 | 700 | 12.5 | 20.2 | 12.5 |" in md
-    assert "| soft-prompt/tv | 2 | 56.2 +- 8.8 | 75.0 +- 0.0 | 40.0 +- 0.0 |" in md
+    assert "| soft-prompt/tv | 2 | 75.0 +- 17.7 | 56.2 +- 8.8 | 75.0 +- 0.0 | 40.0 +- 0.0 |" in md
+    assert md.index("## Fidelity: decision agreement") < md.index("## Safety")  # agreement leads
+    assert "| all (n=10) | |u - tau| >= 0.4 (n=10) | |u - tau| < 0.2 (n=10) | TV vs system |" in md
+    assert "| soft-prompt / tv (seed 0) | 62.5 [52.5, 72.5] | 62.5 [52.5, 72.5] |" in md.split("## Safety")[0]
     assert "| judge | dev | 0.850 |" in md
     # every percentage in the safety table is a score or interval bound of results.json
     allowed = {
@@ -186,6 +191,11 @@ def test_compare_end_to_end(tiny_lm, backbone, tmp_path):
     first = json.loads(lines[0])
     assert set(first) >= {"set", "prompt", "base", "system", "soft-prompt-tv-s0", "guard_u"}
     assert set(first["soft-prompt-tv-s0"]["judge_u"]) == {"judge"}
+    records = [json.loads(line) for line in lines]
+    assert res["rows"]["system"]["agreement"]["all"]["score"] == 1.0
+    for row in ("base", "soft-prompt-tv-s0"):  # agreement = the share of prompts refused iff the system refuses
+        same = [r[row]["refused"] == r["system"]["refused"] for r in records]
+        assert res["rows"][row]["agreement"]["all"]["score"] == pytest.approx(sum(same) / len(same))
     assert (out / "report.md").read_text() == render_compare_report(res)
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "judge" / "guard_eval.json").is_file() and (out / "guard" / "guard_eval.json").is_file()

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from softguard.evaluation import score_set
+from softguard.evaluation import agreement_by_set, decision_agreement, score_set
 from softguard.refusal import is_refusal, normalize_response
 from softguard.system import DEFAULT_REFUSAL
 
@@ -77,3 +77,26 @@ def test_score_set_rates():
     assert custom.refusals == 1
     empty = score_set("empty", True, [])
     assert empty.n == 0 and math.isnan(empty.refusal_rate) and math.isnan(empty.score)
+
+
+def test_decision_agreement_overall_and_by_guard_confidence():
+    refused = [True, True, False, False, True]
+    system = [True, False, False, True, True]
+    u = [0.95, 0.6, 0.05, 0.45, 0.3]  # |u - 0.5| = 0.45, 0.1, 0.45, 0.05, 0.2
+    out = decision_agreement(refused, system, u, tau=0.5, n_boot=200)
+    assert out["score"] == pytest.approx(3 / 5) and out["n"] == 5
+    assert out["ci"][0] <= 0.6 <= out["ci"][1]
+    assert out["by_confidence"] == {
+        ">= 0.4": {"score": 1.0, "ci": [1.0, 1.0], "n": 2},
+        "0.2-0.4": {"score": 1.0, "ci": [1.0, 1.0], "n": 1},
+        "< 0.2": {"score": 0.0, "ci": [0.0, 0.0], "n": 2},
+    }
+    with pytest.raises(ValueError, match="5 decisions but 4 guard scores"):
+        decision_agreement(refused, system, u[:4], tau=0.5)
+    by_set = agreement_by_set(["a", "a", "b", "b", "b"], refused, system, u, tau=0.5, n_boot=200)
+    assert list(by_set) == ["all", "a", "b"]
+    assert by_set["a"]["score"] == 0.5 and by_set["b"]["score"] == pytest.approx(2 / 3)
+    assert by_set["a"]["by_confidence"] == {
+        ">= 0.4": {"score": 1.0, "ci": [1.0, 1.0], "n": 1},
+        "< 0.2": {"score": 0.0, "ci": [0.0, 0.0], "n": 1},
+    }

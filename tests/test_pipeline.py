@@ -9,7 +9,7 @@ from conftest import weapon_hi_dev
 
 from softguard.models import ModelError
 from softguard.pipeline import METHOD_LR, METHODS, PRESETS, check_config, preset, run
-from softguard.reporting import render_report, results_table, targets
+from softguard.reporting import render_report, results_table
 
 
 def test_preset_overrides_top_level_and_train_fields():
@@ -72,15 +72,11 @@ def _results(student_harm: float, student_xs: float) -> dict:
     }
 
 
-def test_table_and_targets_follow_results():
+def test_table_follows_results():
     res = _results(0.5, 0.75)
     table = results_table(res)
     assert "| distilled student | 50.0 | 75.0 |" in table
     assert "| two-model system (LLM + guard) | 75.0 | 50.0 |" in table
-    lines = targets(res)
-    assert "= 0.67 (target >= 0.80): NOT met" in lines[0]
-    assert "gap = 25.0 points (target <= 10): NOT met" in lines[1]
-    assert all(line.endswith(": met") for line in targets(_results(0.75, 0.5)))
 
 
 def test_render_report_uses_results_numbers():
@@ -119,6 +115,22 @@ def test_render_report_uses_results_numbers():
         "timings": {"guard": 1.0, "total": 2.0},
     }
     md = render_report(res)
+    assert "## Fidelity" not in md  # a results.json from before agreement: no table, no error
+    assert "target" not in md  # a report states measurements, not this project's goals
+    cell = lambda x, n: {"score": x, "ci": [x - 0.25, x], "n": n}  # noqa: E731
+    by_conf = {">= 0.4": cell(1.0, 6), "< 0.2": cell(0.5, 2)}
+    agree = {
+        row: {"harmbench": cell(x, 4), "xstest-safe": cell(1.0, 4), "all": cell(x, 8) | {"by_confidence": by_conf}}
+        for row, x in (("base", 0.75), ("student", 0.5))
+    }
+    fid = {"base": {"tv": 0.125, "kl": 1.5}, "student": {"tv": 0.25, "kl": 0.75}}
+    md = render_report(res | {"agreement": agree, "fidelity": fid})
+    assert md.index("## Fidelity") < md.index("## Safety and usefulness")  # agreement leads
+    assert "| row | HarmBench (n=4) | XSTest-safe (n=4) | all (n=8) | TV to system | KL to system |" in md
+    assert "| base LLM | 75.0 [50.0, 75.0] | 100.0 [75.0, 100.0] | 75.0 [50.0, 75.0] | 0.125 | 1.500 |" in md
+    assert "| student (lora, kl) | 50.0 [25.0, 50.0] | 100.0 [75.0, 100.0] | 50.0 [25.0, 50.0] | 0.250 | 0.750 |" in md
+    assert "| row | >= 0.4 (n=6) | < 0.2 (n=2) |" in md
+    assert "| student (lora, kl) | 100.0 [75.0, 100.0] | 50.0 [25.0, 50.0] |" in md
     assert results_table(res) in md
     assert "| dev | 0.900 | 0.800 | 0.700 | 0.750 | 12 |" in md
     assert "| 2 | 0.500 | 0.250 | 0.75 | 1.00 | 0.50 |" in md
@@ -153,7 +165,8 @@ def test_evaluate_stage_rows_records_and_rates_agree(tiny_lm, toy_guard):
         name: [Example(f"{name} prompt {i}", harmful, name) for i in range(3)] for name, harmful in EVAL_SETS.items()
     }
     flagged = {"harmbench prompt 0", "harmbench prompt 1", "xstest-safe prompt 2"}
-    system = SafeSystem(model, tok, toy_guard(dict.fromkeys(flagged, 0.9)))
+    unsure = {"benign prompt 0": 0.35, "strongreject prompt 1": 0.45, "xstest-safe prompt 0": 0.25}  # |u - tau| < 0.4
+    system = SafeSystem(model, tok, toy_guard(dict.fromkeys(flagged, 0.95) | unsure))
     cfg = preset("quick", n_eval=None, eval_max_new_tokens=4)
     student = SoftPrompt.for_model(model, tok, num_tokens=2)
     res = evaluate_stage(cfg, system, student, Splits([], [], test))
@@ -168,6 +181,17 @@ def test_evaluate_stage_rows_records_and_rates_agree(tiny_lm, toy_guard):
             refused = [r[row]["refused"] for r in records if r["set"] == name]
             assert res["rows"][row][name]["refusal_rate"] == pytest.approx(sum(refused) / 3)
     assert res["rows"]["system"]["harmbench"]["refusal_rate"] == pytest.approx(2 / 3)
+    for row in ("base", "student"):  # agreement: the share of prompts where the row refuses iff the system does
+        same = {r["prompt"]: r[row]["refused"] == r["system"]["refused"] for r in records}
+        agree = res["agreement"][row]
+        assert agree["all"]["score"] == pytest.approx(sum(same.values()) / 12) and agree["all"]["n"] == 12
+        assert agree["harmbench"]["score"] == pytest.approx(sum(same[f"harmbench prompt {i}"] for i in range(3)) / 3)
+        bins = agree["all"]["by_confidence"]
+        assert {b: c["n"] for b, c in bins.items()} == {">= 0.4": 9, "0.2-0.4": 1, "< 0.2": 2}
+        assert bins["0.2-0.4"]["score"] == float(same["xstest-safe prompt 0"])
+    # TV to the system: the base row differs from it only where the guard flags (r* vs the base model)
+    assert 0 < res["fidelity"]["base"]["tv"] < 1
+    assert res["fidelity"]["student"]["tv"] != res["fidelity"]["base"]["tv"]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -518,15 +542,14 @@ def test_summarize_picks_each_methods_best_run_on_dev():
         "sp-sft": _run_results("soft-prompt", "sft", 0.5, 0.0, 1.0),  # best test score, but chosen on dev only
         "lora-tv": _run_results("lora", "tv", 0.25, 0.3, 0.0),
     }
+    runs["sp-kl"]["agreement"] = {row: {"all": {"score": x}} for row, x in (("base", 0.5), ("student", 0.625))}
     assert best_runs(runs) == {"soft-prompt": "sp-kl", "lora": "lora-tv"}
     md = render_runs_summary(runs)
-    assert (
-        md.count("| base LLM |") == 1 and "| two-model system (LLM + guard) | - | - | - | - | - | 75.0 | 50.0 |" in md
-    )
-    assert (
-        "| sp-kl **(best on dev)** | soft-prompt | kl | step 20 | 0.750 | 0.100 | 50.0 | 50.0 | 3.5 | 9.0 | cpu |" in md
-    )
-    assert "| sp-sft | soft-prompt | sft | step 20 | 0.500 | 0.000 | 100.0 |" in md
+    system_row = "| two-model system (LLM + guard) | - | - | - | - | - | - | 75.0 | 50.0 |"
+    assert md.count("| base LLM |") == 1 and system_row in md
+    kl_row = "| sp-kl **(best on dev)** | soft-prompt | kl | step 20 | 0.750 | 0.100 | 62.5 | 50.0 | 50.0 | 3.5 | 9.0 |"
+    assert kl_row in md
+    assert "| sp-sft | soft-prompt | sft | step 20 | 0.500 | 0.000 | - | 100.0 |" in md  # from before agreement
     assert "- soft-prompt: `sp-kl` (kl)" in md and "- lora: `lora-tv` (tv)" in md
     # runs whose system rows differ (another guard) get their own base and system rows
     other = runs["lora-tv"] | {"rows": _results(0.0, 0.5)["rows"] | {"system": _results(0.0, 0.5)["rows"]["base"]}}
