@@ -189,9 +189,31 @@ def cmd_summarize(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from .export import export
+    from .adapters import load_adapter, resolve_adapter_dir
+    from .export import export, run_model, verify_peft_export
+    from .models import ModelError, load_model
 
-    console.print(f"wrote {args.format} export to {export(args.src, args.out, args.format)}")
+    verify = args.format == "peft" and not args.no_verify
+    base = args.model or run_model(resolve_adapter_dir(args.src))
+    if verify and base is None:
+        raise ValueError(
+            f"{args.src} is not in a run directory, so its base model is unknown: pass --model (the model it was "
+            "trained on) to check the PEFT export, or --no-verify"
+        )
+    out = export(args.src, args.out, args.format, force=args.force)
+    console.print(f"wrote {args.format} export to {out}")
+    if not verify:
+        return
+    try:
+        model, tok = load_model(base)
+    except ModelError as e:
+        raise ModelError(
+            f"{e}\nthe export is written to {out}; to check it pass --model, or skip with --no-verify"
+        ) from e
+    result = verify_peft_export(out, model, tok, load_adapter(resolve_adapter_dir(args.src), model))
+    console.print(result.report(), style=None if result.ok else "bold yellow", markup=False, highlight=False)
+    if not result.ok:
+        sys.exit(1)
 
 
 def cmd_chat(args: argparse.Namespace) -> None:
@@ -317,6 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("src", help="a run directory (uses student/best) or an adapter directory")
     e.add_argument("out")
     e.add_argument("--format", choices=["peft", "safetensors"], default="peft")
+    e.add_argument("--force", action="store_true", help="replace OUT when it holds a previous export (nothing else)")
+    e.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="peft: skip the check that PEFT's greedy tokens equal softguard's (it loads the base model)",
+    )
+    e.add_argument("--model", help="the base model for the check (default: the run's model)")
     e.set_defaults(fn=cmd_export)
     c = sub.add_parser("chat", help="chat with a trained soft prompt, or with a run's two-model system")
     who = c.add_mutually_exclusive_group()

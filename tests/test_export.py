@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from peft import PeftModel
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from softguard.adapters import SoftPrompt
-from softguard.export import export
+from softguard.export import VERIFY_PROMPT, VERIFY_TOKENS, export, verify_peft_export
 from softguard.generation import generate, tokenize_prompts
 from softguard.models import chat_prompt
 
@@ -35,17 +36,37 @@ def test_peft_export_generates_what_softguard_generates(tiny_lm, saved, tmp_path
     assert (cfg["peft_type"], cfg["num_virtual_tokens"], cfg["token_dim"]) == ("PROMPT_TUNING", 4, 32)
     assert cfg["base_model_name_or_path"] == "tiny"
     assert torch.equal(load_file(str(out / "adapter_model.safetensors"))["prompt_embeddings"], sp.prompt.detach())
-    prompts = [chat_prompt(tok, u) for u in USER]
-    ours = generate(model, tok, prompts, sp, max_new_tokens=6, batch_size=len(prompts), progress=False)
-    peft_model = PeftModel.from_pretrained(copy.deepcopy(model), str(out))  # keep the shared fixture untouched
-    # PEFT ignores position ids, so with left padding its positions count the pads; compare one prompt at a time.
-    theirs = []
-    for prompt, g in zip(prompts, ours, strict=True):
-        ids, mask = tokenize_prompts(tok, [prompt])
-        with torch.no_grad():
-            row = peft_model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False)[0]
-        theirs.append(row[ids.shape[1] :].tolist()[: len(g.token_ids)])
-    assert theirs == [g.token_ids for g in ours]
+    for user in [*USER, VERIFY_PROMPT]:  # a fresh copy each time: PEFT wraps the model it is given
+        v = verify_peft_export(out, copy.deepcopy(model), tok, sp, user=user, max_new_tokens=6)
+        plain = generate(model, tok, [chat_prompt(tok, user)], max_new_tokens=6, progress=False)[0].token_ids
+        assert v.ok and v.theirs == v.ours and len(v.ours) == 6 and v.first_difference is None
+        assert v.ours != plain  # the soft prompt changes the answer, so equal tokens say PEFT applied it
+        assert v.report() == "verified: PEFT's greedy tokens equal softguard's for 6 tokens"
+
+
+def test_verification_reports_a_mismatch(tiny_lm, saved, tmp_path):
+    """A PEFT export whose prompt differs from the adapter (here: perturbed on disk) is caught, with the first
+    differing position, both decodings and the installed versions in the report."""
+    import peft
+    import transformers
+
+    model, tok = tiny_lm
+    sp, run = saved
+    out = export(run, tmp_path / "peft", "peft")
+    perturbed = sp.prompt.detach().clone()
+    perturbed[0] = 0.0  # the first virtual token zeroed: the answers part after a common first token
+    save_file({"prompt_embeddings": perturbed.contiguous()}, str(out / "adapter_model.safetensors"))
+    v = verify_peft_export(out, copy.deepcopy(model), tok, sp)
+    assert not v.ok and len(v.ours) == VERIFY_TOKENS
+    i = v.first_difference
+    assert i >= 1 and v.ours[:i] == v.theirs[:i] and v.ours[i] != v.theirs[i]
+    assert v.ours_text == tok.decode(v.ours, skip_special_tokens=True) != v.theirs_text
+    report = v.report()
+    assert report.startswith(f"WARNING: PEFT's greedy tokens differ from softguard's at position {i} ")
+    assert f"softguard: {v.ours_text!r}" in report and f"PEFT:      {v.theirs_text!r}" in report
+    versions = f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}"
+    assert versions in report
+    assert (out / "adapter_config.json").is_file()  # verification only reads
 
 
 def test_safetensors_export_is_the_bare_tensor(saved, tmp_path):
@@ -86,6 +107,9 @@ def test_lora_exports_to_a_peft_adapter_with_the_same_outputs(tiny_lm, tmp_path)
     assert (ours - base).abs().max() > 1e-2  # the adapter does change the outputs
     torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(merged, ours, rtol=1e-4, atol=1e-4)
+    v = verify_peft_export(out, copy.deepcopy(model), tok, lora)
+    plain = generate(model, tok, [chat_prompt(tok, VERIFY_PROMPT)], max_new_tokens=VERIFY_TOKENS, progress=False)
+    assert v.ok and len(v.ours) == VERIFY_TOKENS and v.ours != plain[0].token_ids
     with pytest.raises(ValueError, match="--format peft"):
         export(tmp_path / "run", tmp_path / "bare-lora", "safetensors")
 
@@ -98,3 +122,138 @@ def test_steering_vectors_do_not_export(tiny_lm, tmp_path):
     with pytest.raises(ValueError, match="only soft prompts and LoRA export"):
         export(tmp_path / "steer", tmp_path / "x", "peft")
     assert not (tmp_path / "x").exists()
+
+
+def _files(root):
+    """Every file under ``root`` with its bytes: what a refused export must leave exactly as it was."""
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("target", ["run", "run/student", "run/student/best", "."])
+@pytest.mark.parametrize("force", [False, True])
+def test_export_never_replaces_the_source_or_a_directory_holding_it(saved, tmp_path, target, force):
+    """OUT = the run, its student/, the adapter itself, or a folder above them: refused even with force."""
+    run = saved[1]
+    (run / "student" / "history.json").write_text("[]\n")
+    (tmp_path / "notes.txt").write_text("mine")
+    before = _files(tmp_path)
+    with pytest.raises(ValueError, match="is or contains the adapter being exported"):
+        export(run, tmp_path / target, "peft", force=force)
+    assert _files(tmp_path) == before
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_export_refuses_a_folder_with_other_files(saved, tmp_path, force):
+    """A user's folder, another run, or a previous export plus a user's file: refused, every byte kept."""
+    folder, other_run = tmp_path / "mine", tmp_path / "other-run"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("my notes")
+    (folder / "adapter_config.json").write_text("{}")  # export-like names next to a user file do not count
+    (folder / "adapter_model.safetensors").write_bytes(b"x")
+    saved[0].save_pretrained(other_run / "student" / "best")
+    (other_run / "config.json").write_text("{}")
+    before = _files(tmp_path)
+    for out in (folder, other_run, other_run / "student" / "best"):
+        with pytest.raises(ValueError, match="is not empty and is not a previous export"):
+            export(saved[1], out, "peft", force=force)
+    (tmp_path / "a-file").write_text("data")
+    with pytest.raises(ValueError, match="exists and is not a directory"):
+        export(saved[1], tmp_path / "a-file", "peft", force=force)
+    assert _files(tmp_path) == {**before, Path("a-file"): b"data"}
+
+
+@pytest.mark.parametrize("fmt", ["peft", "safetensors"])
+def test_export_replaces_a_previous_export_only_with_force(saved, tmp_path, fmt):
+    run = saved[1]
+    out = tmp_path / "out"
+    out.mkdir()  # an empty folder is fine
+    export(run, out, fmt)
+    files = _files(out)
+    written = {
+        "peft": {"adapter_config.json", "adapter_model.safetensors"},
+        "safetensors": {"soft_prompt.json", "soft_prompt.safetensors"},
+    }
+    assert {p.name for p in files} == written[fmt]
+    for name in files:  # stale contents, to see them replaced
+        (out / name).write_bytes(b"old")
+    with pytest.raises(ValueError, match="holds a previous export; pass --force"):
+        export(run, out, fmt)
+    assert all(p.read_bytes() == b"old" for p in out.iterdir())
+    export(run, out, fmt, force=True)
+    assert _files(out) == files
+    assert not [p for p in tmp_path.iterdir() if p.name != "out" and p.name != "run"]  # no temp or old dirs left
+
+
+def test_export_to_an_unwritable_place_says_where(saved, tmp_path, monkeypatch):
+    def denied(*a, dir=None, **k):
+        raise PermissionError(13, "Permission denied", str(dir))
+
+    monkeypatch.setattr("softguard.io.tempfile.mkdtemp", denied)  # as root, chmod would not stop the write
+    with pytest.raises(ValueError, match=r"could not write the export to .*ro/out: Permission denied; choose"):
+        export(saved[1], tmp_path / "ro" / "out", "peft")
+
+
+@pytest.fixture
+def cli_run(tiny_lm, saved, tmp_path):
+    """``saved``'s run, its config naming the tiny model saved as a local directory (what the CLI loads)."""
+    model, tok = tiny_lm
+    model.save_pretrained(tmp_path / "tiny-model")
+    tok.save_pretrained(tmp_path / "tiny-model")
+    run = saved[1]
+    (run / "config.json").write_text(json.dumps({"model": str(tmp_path / "tiny-model")}))
+    return run
+
+
+def _cli(argv, capsys):
+    """(exit code, printed output with whitespace collapsed) of ``softguard`` ``argv``."""
+    from softguard.cli import main
+
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    return code, " ".join(capsys.readouterr().out.split())
+
+
+def test_cli_export_checks_itself(cli_run, tmp_path, capsys, monkeypatch):
+    """`softguard export` loads the run's model and reports the check; a divergent PEFT (as under transformers
+    5.24.0: tokens differ after the first) keeps the files, prints the warning and exits 1."""
+    from peft import PeftModelForCausalLM
+
+    code, out = _cli(["export", str(cli_run), str(tmp_path / "ok")], capsys)
+    assert code == 0 and f"verified: PEFT's greedy tokens equal softguard's for {VERIFY_TOKENS} tokens" in out
+    original = PeftModelForCausalLM.generate
+
+    def diverging(self, *args, **kwargs):
+        ids = original(self, *args, **kwargs)
+        ids[:, -1] = torch.where(ids[:, -1] == 0, 1, 0)  # another last token
+        return ids
+
+    monkeypatch.setattr(PeftModelForCausalLM, "generate", diverging)
+    code, out = _cli(["export", str(cli_run), str(tmp_path / "bad")], capsys)
+    assert code == 1
+    assert f"differ from softguard's at position {VERIFY_TOKENS - 1} " in out and "installed: torch" in out
+    assert {p.name for p in (tmp_path / "bad").iterdir()} == {"adapter_config.json", "adapter_model.safetensors"}
+
+
+def test_cli_export_refusals_and_no_verify(cli_run, tmp_path, capsys, monkeypatch):
+    before = _files(cli_run)
+    for argv in (["export", str(cli_run), str(cli_run / "student")], ["export", str(cli_run), str(cli_run), "--force"]):
+        code, out = _cli(argv, capsys)
+        assert code == 2 and "error:" in out and "is or contains the adapter being exported" in out
+    assert _files(cli_run) == before
+    (tmp_path / "elsewhere").mkdir()
+    adapter = tmp_path / "elsewhere" / "sp"
+    (cli_run / "student" / "best").rename(adapter)  # an adapter directory outside any run: base model unknown
+    code, out = _cli(["export", str(adapter), str(tmp_path / "x")], capsys)
+    assert code == 2 and "pass --model" in out and "or --no-verify" in out and not (tmp_path / "x").exists()
+
+    def no_model(*a, **k):
+        raise AssertionError("--no-verify must not load a model")
+
+    monkeypatch.setattr("softguard.models.load_model", no_model)
+    code, out = _cli(["export", str(adapter), str(tmp_path / "x"), "--no-verify"], capsys)
+    assert code == 0 and "wrote peft export" in out and "verified" not in out
+    code, out = _cli(["export", str(adapter), str(tmp_path / "x"), "--no-verify"], capsys)
+    assert code == 2 and "pass --force" in out
