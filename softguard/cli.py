@@ -188,6 +188,19 @@ def cmd_summarize(args: argparse.Namespace) -> None:
     print(text)
 
 
+def cmd_refusal_eval(args: argparse.Namespace) -> None:
+    from .io import atomic_write_text, write_json
+    from .refusal import default_labels_path, evaluate, load_labels, render_scores
+
+    labels = Path(args.labels) if args.labels else default_labels_path()
+    results = evaluate(load_labels(labels), n_boot=args.boot, seed=args.seed)
+    table = render_scores(results)
+    if args.out:
+        write_json(Path(args.out) / "results.json", {"labels": labels.name, "n_boot": args.boot, **results})
+        atomic_write_text(Path(args.out) / "report.md", table)
+    print(table)
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from .adapters import load_adapter, resolve_adapter_dir
     from .export import export, run_model, verify_peft_export
@@ -335,6 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("runs", nargs="+", help="finished run directories (e.g. runs/sweep-*)")
     sm.add_argument("--out", help="also write the Markdown table to this file")
     sm.set_defaults(fn=cmd_summarize)
+    rf = sub.add_parser("refusal", help="the refusal detector").add_subparsers(dest="refusal_cmd", required=True)
+    rfe = rf.add_parser("eval", help="precision / recall / F1 of the refusal detector and the previous one, dev+test")
+    rfe.add_argument("--labels", help="labelled JSONL (default: the packaged softguard/resources/refusal_labels.jsonl)")
+    rfe.add_argument("--out", help="also write results.json and report.md into this directory")
+    rfe.add_argument("--boot", type=int, default=1000, help="bootstrap resamples for the 95 %% intervals")
+    rfe.add_argument("--seed", type=int, default=0)
+    rfe.set_defaults(fn=cmd_refusal_eval)
     e = sub.add_parser("export", help="export a trained soft prompt or LoRA (run dir or adapter dir) for inference")
     e.add_argument("src", help="a run directory (uses student/best) or an adapter directory")
     e.add_argument("out")
