@@ -48,11 +48,13 @@ from .pipeline import (
     PRESETS,
     RunConfig,
     check_config,
+    check_inputs,
     console,
     dev_stage,
     fetch_stage,
     guard_dir,
     guard_stage,
+    input_fingerprints,
     open_run_dir,
     seeded_sample,
     teacher_examples,
@@ -280,6 +282,7 @@ def compare(
     half_a, half_b = halves(make_splits(run.seed), run.seed)
     model, tok = load_model(run.model, device=device)
     system = SafeSystem(model, tok, None, run.refusal, run.tau, run.guard_mode)
+    check_inputs(out, input_fingerprints(run, system))
     gdir = guard_dir(run, out)
     system.guard = timed("guards", guard_stage, run, half_a, gdir, system)
     judge = timed("guards", guard_stage, replace(run, guard=None), half_b, out / "judge", system)

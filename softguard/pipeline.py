@@ -7,14 +7,17 @@ reinforce; and, for steering only, diff-of-means: a vector computed without trai
 Layout of ``runs/<name>/``::
 
     config.json          the full RunConfig of this run
+    inputs.json          content fingerprints of the model, tokenizer, given guard and guard backbone
     guard/               the trained guard (EncoderGuard: prompts and (prompt, response) pairs) and guard_eval.json
     student/             training output: last/ (resumable checkpoint), best/ (dev-selected adapter), history.json
     generations.jsonl    every evaluated prompt with each row's response and refusal flag
     results.json         all numbers of the report
     report.md            the Markdown report
 
-Every stage whose output already exists is reused, so an interrupted run picks up where it stopped (training
-resumes from ``student/last``). Two presets: ``quick`` (sized for a 2-core CPU, ~15 minutes) and ``full``.
+Every stage whose output already exists is reused, so an interrupted run (even by kill -9) picks up where it
+stopped (training resumes from ``student/last``) and ends with the numbers of an uninterrupted run; a run whose
+config or input files (``inputs.json``) changed is refused instead. Two presets: ``quick`` (sized for a 2-core
+CPU, ~15 minutes) and ``full``.
 """
 
 from __future__ import annotations
@@ -29,13 +32,13 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from . import assets
+from . import assets, fingerprint
 from .adapters import Adapter, LoRA, SoftPrompt, SteeringVector, diff_of_means, load_adapter
 from .data import Example, Splits, make_splits
 from .evaluation import agreement_by_set, fidelity, fidelity_examples, score_set
 from .generation import generate
 from .guards import EncoderGuard, GuardError, GuardTrainConfig, binary_metrics, evaluate_guard, train_guard
-from .io import atomic_write_text, read_json, write_json
+from .io import atomic_dir, atomic_write_text, read_json, write_json
 from .models import PACKAGED_MODELS, check_model_name, load_model, resolve_device
 from .refusal import is_refusal
 from .reporting import render_report
@@ -274,8 +277,9 @@ def train_split_guard(
         labels = labels + train_pairs.labels
     guard = EncoderGuard.from_backbone(backbone, seed=gcfg.seed, pooling=pooling).to(device)
     history = train_guard(guard, texts, labels, gcfg, pairs=responses if pairs is not None else None)
-    guard.save_pretrained(out_dir, metadata={"history": history, "pairs": 0 if pairs is None else len(pairs.labels)})
-    write_json(Path(out_dir) / "guard_eval.json", guard_metrics(guard, splits, tau, held_out))
+    with atomic_dir(out_dir) as tmp:  # the guard and its guard_eval.json appear together (a kill leaves neither)
+        guard.save_pretrained(tmp, metadata={"history": history, "pairs": 0 if pairs is None else len(pairs.labels)})
+        write_json(tmp / "guard_eval.json", guard_metrics(guard, splits, tau, held_out))
     return guard
 
 
@@ -464,7 +468,7 @@ def train_stage(
     an unfinished training resumes from ``sdir/last``."""
     model, tokenizer, objective = system.model, system.tokenizer, cfg.train.objective
     if objective == "diff-of-means":
-        if not (sdir / "best").is_dir():
+        if not (sdir / "history.json").is_file():  # written once the whole alpha grid is scored
             adapter = make_adapter(cfg, system, items)
             select_alpha(model, tokenizer, adapter, dev, cfg.train, cfg.steering_alphas, sdir)
     elif not (sdir / "best").is_dir() or not _training_done(sdir, cfg.train.steps):
@@ -482,6 +486,35 @@ def open_run_dir(out: Path, config: dict[str, Any], resume: bool) -> Path:
         raise ValueError(f"{out} holds a run with a different config; use another --name or --no-resume")
     write_json(saved, config)
     return out
+
+
+def input_fingerprints(cfg: RunConfig, system: SafeSystem) -> dict[str, str]:
+    """Content fingerprints of what a run reads besides its config: the LLM's weights and its tokenizer, the given
+    guard directory (``cfg.guard``) and the guard backbone (a local directory's files, else its name)."""
+    out = {
+        "model": fingerprint.model_sha256(system.model),
+        "tokenizer": fingerprint.tokenizer_sha256(system.tokenizer),
+    }
+    if cfg.guard:
+        out["guard"] = fingerprint.dir_sha256(cfg.guard, skip=("guard_eval.json",))
+    backbone = assets.path("minilm") if cfg.guard_backbone == "minilm" else Path(cfg.guard_backbone)
+    out["guard_backbone"] = fingerprint.dir_sha256(backbone) if backbone.is_dir() else cfg.guard_backbone
+    return out
+
+
+def check_inputs(out: Path, inputs: dict[str, str]) -> None:
+    """Record ``inputs`` (``input_fingerprints``) in ``out/inputs.json``, or refuse to resume a run whose inputs
+    changed since it started (a model retrained into the same directory would mix with the stages already done)."""
+    saved = out / "inputs.json"
+    if saved.is_file():
+        before = read_json(saved)
+        changed = sorted(k for k in before.keys() | inputs.keys() if before.get(k) != inputs.get(k))
+        if changed:
+            raise ValueError(
+                f"{out} was started with other contents of: {', '.join(changed)} (same name or path, different "
+                f"files); use another --name, or delete {out} to start over"
+            )
+    write_json(saved, inputs)
 
 
 def run(
@@ -512,6 +545,7 @@ def run(
     splits = make_splits(cfg.seed)
     model, tokenizer = load_model(cfg.model, device=device)
     system = SafeSystem(model, tokenizer, None, cfg.refusal, cfg.tau, cfg.guard_mode)
+    check_inputs(out, input_fingerprints(cfg, system))
     gdir = guard_dir(cfg, out)
     try:
         system.guard = timed("guard", guard_stage, cfg, splits, gdir, system)

@@ -6,7 +6,7 @@ Notation (DESIGN §2): x a prompt, r a response, pi the frozen LLM, u the guard'
 - response-level guard: p_sys(r|x) = (1 - u(x, r)) pi(r|x) + rho(x) 1[r = r*],  rho(x) = E_{r'~pi} u(x, r')
 
 The deployed system replaces u by 1[u >= tau] (``respond``); training uses the soft u by default (``teacher``).
-Base samples r_k ~ pi(.|x) are generated once per (model, prompts, settings) and cached on disk.
+Base samples r_k ~ pi(.|x) are generated once per (model weights, tokenizer, prompts, settings) and cached on disk.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from . import assets
+from . import assets, fingerprint
 from .generation import Generation, generate
 from .guards import Guard
 from .io import read_json, write_json
@@ -154,16 +154,23 @@ class SafeSystem:
     ) -> dict[str, list[list[int]]]:
         """K samples r_k ~ pi(.|x) per prompt (token ids); sample k is drawn with seed + k.
 
-        Each pass over the prompts is cached on its own under ``<cache>/teacher/<key>.json`` (the key hashes the
-        model, the prompts, the settings and the seed), so an interrupted stage keeps its finished passes and a
-        run with K = 2 reuses the pass of a run with K = 1.
+        Each pass over the prompts is cached on its own under ``<cache>/teacher/<key>.json``, so an interrupted
+        stage keeps its finished passes and a run with K = 2 reuses the pass of a run with K = 1. The key hashes
+        what determines the samples, by content (``fingerprint``): the model's weights and dtype, the tokenizer
+        and chat template, the templated prompts, max_new_tokens, temperature, the pass's seed and the batch size
+        (the sampler's random stream runs across batches, so batches of another size draw other samples).
         """
+        content = {
+            "model": fingerprint.model_sha256(self.model, cache_dir),
+            "dtype": str(self.model.dtype),
+            "tokenizer": fingerprint.tokenizer_sha256(self.tokenizer),
+        }
         out: dict[str, list[list[int]]] = {p: [] for p in prompts}
         for k in range(num_samples):
             desc = f"base samples {k + 1}/{num_samples}"
             for p, ids in zip(
                 prompts,
-                self._sample_pass(prompts, max_new_tokens, temperature, seed + k, batch_size, cache_dir, desc),
+                self._sample_pass(prompts, content, max_new_tokens, temperature, seed + k, batch_size, cache_dir, desc),
                 strict=True,
             ):
                 out[p].append(ids)
@@ -172,6 +179,7 @@ class SafeSystem:
     def _sample_pass(
         self,
         prompts: list[str],
+        content: dict[str, str],
         max_new_tokens: int,
         temperature: float,
         seed: int,
@@ -179,14 +187,16 @@ class SafeSystem:
         cache_dir: str | Path | None,
         desc: str,
     ) -> list[list[int]]:
-        """One sampled response per prompt, read from or written to the teacher cache."""
+        """One sampled response per prompt, read from or written to the teacher cache; ``content``: the model's,
+        dtype's and tokenizer's fingerprints."""
+        templated = self.template(prompts)
         key = {
-            "model": self.model.name_or_path,
-            "params": sum(p.numel() for p in self.model.parameters()),
-            "prompts": prompts,
+            **content,
+            "prompts": hashlib.sha256(json.dumps(templated).encode()).hexdigest(),
             "max_new_tokens": max_new_tokens,
             "temperature": temperature,
             "seed": seed,
+            "batch_size": batch_size,
         }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
         cache = assets.cache_root(cache_dir) / "teacher" / f"{digest}.json"
@@ -195,7 +205,7 @@ class SafeSystem:
         gens = generate(
             self.model,
             self.tokenizer,
-            self.template(prompts),
+            templated,
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
             temperature=temperature,
@@ -203,7 +213,7 @@ class SafeSystem:
             desc=desc,
         )
         samples = [g.token_ids for g in gens]
-        write_json(cache, {"key": {**key, "prompts": len(prompts)}, "samples": samples})
+        write_json(cache, {"key": {**key, "n_prompts": len(prompts)}, "samples": samples})
         return samples
 
 

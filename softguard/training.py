@@ -20,8 +20,9 @@ targets)``; examples with weight below ``min_weight`` are dropped. A step:
 
 Every ``eval_every`` steps: held-out loss and TV on dev examples, and greedy dev generation whose refusals are
 compared with the system's decisions (agreement). The best-agreeing adapter is kept in ``best/``; ``last/`` holds
-adapter + optimizer state for ``resume``. The batch at step s depends only on (seed, s), so a resumed run
-continues exactly where it stopped. Runs unchanged under ``accelerate launch`` (each process takes a slice of
+adapter + optimizer state for ``resume``. The batch at step s depends only on (seed, s), and the global RNG
+(LoRA's dropout) is reseeded from (seed, s, rank) at every step, so a resumed run continues exactly where it
+stopped. Runs unchanged under ``accelerate launch`` (each process takes a slice of
 every batch; gradients are averaged by DDP).
 """
 
@@ -493,6 +494,7 @@ def train(
         while state.step < cfg.steps:
             t0 = time.perf_counter()
             idx = batch_at(state.step, len(examples), cfg.batch_size * world, cfg.seed)[rank::world]
+            torch.manual_seed((cfg.seed * 1_000_003 + state.step) * world + rank)  # LoRA dropout, as resumable
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * lr_factor(state.step, cfg)
             with accelerator.autocast():
