@@ -120,6 +120,7 @@ def run_config(args: argparse.Namespace):
         "hard_labels": None if args.labels is None else args.labels == "hard",
         "train_objective": args.objective,
         "train_steps": args.steps,
+        "train_batch_size": args.batch_size,
         "train_lr": args.lr,
         "train_jsd_beta": args.jsd_beta,
         "train_rl_samples": args.rl_samples,
@@ -402,6 +403,11 @@ def _run_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--guard", help="reuse a trained guard directory instead of training one")
     r.add_argument("--guard-mode", choices=["prompt", "response"], help="the system's guard reads (default prompt)")
     r.add_argument("--steps", type=int)
+    r.add_argument(
+        "--batch-size",
+        type=int,
+        help="examples (reinforce: prompts) per step, over all processes of `accelerate launch` (default 8)",
+    )
     r.add_argument("--lr", type=float, help="default per method: soft-prompt 1e-2, lora 1e-3, steering 1e-1")
     r.add_argument("--jsd-beta", type=float, help="beta of --objective jsd (default 0.5)")
     r.add_argument("--rl-samples", type=int, help="reinforce: samples per prompt K >= 2 (default 2)")

@@ -89,11 +89,12 @@ def decode_steps(
     prefix: PrefixCache | None = None,
     max_new_tokens: int = 64,
     temperature: float = 0.0,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
     stop_at_eos: bool = True,
 ) -> Iterator[torch.Tensor]:
     """Yield the next token of every row, [B], one step at a time (pad once a row has ended) until all end.
 
+    Sampling draws from ``generator``, or from ``generator[i]`` for row i when it is a list (one per row).
     ``stop_at_eos=False`` always runs ``max_new_tokens`` steps (fixed-length timing in ``bench/``)."""
     with attached(model, adapter):  # model-side adapters stay hooked in for the whole decoding loop
         device = model.device
@@ -105,8 +106,12 @@ def decode_steps(
         for _ in range(max_new_tokens):
             logits = out.logits[:, -1, :].float()
             if temperature > 0:
-                probs = torch.softmax(logits / temperature, dim=-1)
-                nxt = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(device)
+                probs = torch.softmax(logits / temperature, dim=-1).cpu()
+                if isinstance(generator, list):
+                    draws = [torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generator, strict=True)]
+                    nxt = torch.cat(draws).to(device)
+                else:
+                    nxt = torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(device)
             else:
                 nxt = logits.argmax(-1)
             nxt = torch.where(done, torch.full_like(nxt, tokenizer.pad_token_id), nxt)
@@ -134,7 +139,7 @@ def _generate_batch(
     prefix: PrefixCache | None,
     max_new_tokens: int,
     temperature: float,
-    generator: torch.Generator | None,
+    generator: torch.Generator | list[torch.Generator] | None,
 ) -> list[list[int]]:
     """Token ids per prompt, cut after the first EOS."""
     steps = list(decode_steps(model, tokenizer, prompts, adapter, prefix, max_new_tokens, temperature, generator))
@@ -174,26 +179,32 @@ def generate(
     max_new_tokens: int = 64,
     batch_size: int = 16,
     temperature: float = 0.0,
-    seed: int = 0,
+    seed: int | list[int] = 0,
     desc: str = "generate",
     progress: bool = True,
 ) -> list[Generation]:
     """Generate one response per templated prompt; ``temperature=0`` is greedy, otherwise seeded sampling.
+
+    ``seed`` seeds one generator for the whole call, or, as a list, one generator per prompt: a prompt's sample
+    then does not depend on the other prompts of the call (up to float rounding of the batch's padding).
 
     Pass either ``adapter`` (applied to every batch) or ``prefix`` (its cached keys and values reused).
     Returns ``Generation`` objects in the order of ``prompts``.
     """
     if adapter is not None and prefix is not None:
         raise ValueError("pass the adapter or its PrefixCache, not both")
-    generator = torch.Generator().manual_seed(seed)
+    if isinstance(seed, list) and len(seed) != len(prompts):
+        raise ValueError(f"{len(seed)} seeds for {len(prompts)} prompts; give one seed per prompt, or one int")
+    shared = None if isinstance(seed, list) else torch.Generator().manual_seed(seed)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[Generation | None] = [None] * len(prompts)
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(desc, total=len(prompts))
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
+            gen = shared if shared is not None else [torch.Generator().manual_seed(seed[i]) for i in idx]
             rows = _generate_batch(
-                model, tokenizer, [prompts[i] for i in idx], adapter, prefix, max_new_tokens, temperature, generator
+                model, tokenizer, [prompts[i] for i in idx], adapter, prefix, max_new_tokens, temperature, gen
             )
             for i, row in zip(idx, rows, strict=True):
                 results[i] = Generation(tokenizer.decode(row, skip_special_tokens=True).strip(), row)

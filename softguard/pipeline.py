@@ -18,6 +18,10 @@ Every stage whose output already exists is reused, so an interrupted run (even b
 stopped (training resumes from ``student/last``) and ends with the numbers of an uninterrupted run; a run whose
 config or input files (``inputs.json``) changed is refused instead. Two presets: ``quick`` (sized for a 2-core
 CPU, ~15 minutes) and ``full``.
+
+Under ``accelerate launch`` the main process prepares alone (run dir, guard, teacher samples: all written to disk)
+while the others wait; they then read what it wrote, so every process trains on the same data (``training.train``
+shards the batches); the main process alone evaluates and writes the report.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ import json
 import random
 import time
 from dataclasses import asdict, dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from rich.console import Console
 
 from . import assets, fingerprint
@@ -59,6 +65,9 @@ from .training import (
 
 console = Console(stderr=True)
 
+#: How long processes wait at a barrier for the main one (under ``accelerate launch``), which trains the guard, samples
+#: the teacher and evaluates alone: longer than torch's default (10 minutes with NCCL).
+WAIT_TIMEOUT = timedelta(hours=12)
 #: Held-out sets of the first report: harmful (refusal is good) and benign (compliance is good).
 EVAL_SETS: dict[str, bool] = {"harmbench": True, "strongreject": True, "xstest-safe": False, "benign": False}
 
@@ -528,7 +537,14 @@ def run(
     directory. The device is not part of the config: a run started on one device resumes on another."""
     check_config(cfg)
     device = resolve_device(device)  # a bad --device fails before the run directory exists
-    out = open_run_dir(Path(runs_dir) / cfg.name, asdict(cfg), resume)
+    procs = PartialState(cpu=device.type == "cpu", timeout=WAIT_TIMEOUT)  # one process, unless launched with more
+    if procs.num_processes > 1 and cfg.train.objective == "diff-of-means":
+        raise ValueError("diff-of-means trains nothing that several processes could share; run it in one process")
+    out = Path(runs_dir) / cfg.name
+    if procs.is_main_process:
+        open_run_dir(out, asdict(cfg), resume)
+    else:
+        procs.wait_for_everyone()  # the main process prepares first (below); the others then read what it wrote
     torch.manual_seed(cfg.seed)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
@@ -553,12 +569,18 @@ def run(
         raise GuardError(f"{e}\n(the guard {gdir} is unreadable; delete it to retrain, or pass another)") from e
     items, examples = timed("teacher", teacher_examples, cfg, system, splits)
     dev = timed("dev", dev_stage, cfg, system, splits)
+    if procs.is_main_process:
+        procs.wait_for_everyone()  # prepared: the others may read the guard and the teacher samples
     sdir = out / "student"
     timed("train", train_stage, cfg, system, items, examples, dev, sdir, resume)
+    if not procs.is_main_process:
+        procs.wait_for_everyone()  # until the main process has evaluated: ``out`` is complete when run returns
+        return out
     summary = _training_summary(sdir, len(train_set(cfg, splits)), examples)
     if not evaluate:
         write_json(out / "training.json", {"config": asdict(cfg), "timings": timings, "training": summary})
         console.print(f"[bold green]trained:[/] {sdir / 'best'}")
+        procs.wait_for_everyone()
         return out
     student = load_adapter(sdir / "best", model)
     results = timed("evaluate", evaluate_stage, cfg, system, student, splits)
@@ -581,6 +603,7 @@ def run(
     write_json(out / "results.json", results)
     atomic_write_text(out / "report.md", render_report(results))
     console.print(f"[bold green]report:[/] {out / 'report.md'}")
+    procs.wait_for_everyone()
     return out
 
 

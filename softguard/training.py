@@ -22,8 +22,12 @@ Every ``eval_every`` steps: held-out loss and TV on dev examples, and greedy dev
 compared with the system's decisions (agreement). The best-agreeing adapter is kept in ``best/``; ``last/`` holds
 adapter + optimizer state for ``resume``. The batch at step s depends only on (seed, s), and the global RNG
 (LoRA's dropout) is reseeded from (seed, s, rank) at every step, so a resumed run continues exactly where it
-stopped. Runs unchanged under ``accelerate launch`` (each process takes a slice of
-every batch; gradients are averaged by DDP).
+stopped.
+
+Under ``accelerate launch`` (DDP) the same config trains the same adapter as one process: ``batch_size`` is the
+global batch, each of the W processes takes rows ``rank::W`` of it, and each process's mean loss is weighted by its
+share of the batch so that the gradients DDP averages are those of the global mean (``shard``); the logged loss is
+summed over the processes. Dev evaluation and checkpoints run on the main process.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -38,6 +43,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -59,7 +65,7 @@ class TrainConfig:
     objective: str = "tv"  # tv | kl | rkl | jsd | sft | reinforce
     jsd_beta: float = 0.5
     steps: int = 60
-    batch_size: int = 8
+    batch_size: int = 8  # examples (reinforce: prompts) per optimizer step, over all processes together
     lr: float = 1e-2
     weight_decay: float = 0.0
     warmup_steps: int = 5
@@ -87,6 +93,8 @@ def check_objective(cfg: TrainConfig) -> None:
     """Raise ``ValueError`` with the choices when ``cfg.objective`` (or its parameters) cannot train."""
     if cfg.objective not in TRAIN_OBJECTIVES:
         raise ValueError(f"unknown objective {cfg.objective!r}; choose one of: {', '.join(TRAIN_OBJECTIVES)}")
+    if cfg.batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {cfg.batch_size}")
     if cfg.objective == "reinforce" and cfg.rl_samples < 2:
         raise ValueError(f"reinforce needs rl_samples >= 2 for its leave-one-out baseline, got {cfg.rl_samples}")
     if cfg.objective == "jsd" and not 0 < cfg.jsd_beta < 1:
@@ -266,16 +274,21 @@ def reinforce_terms(
     guard: Guard,
     cfg: TrainConfig,
     step: int,
+    positions: Sequence[int] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """One REINFORCE-with-leave-one-out batch (DESIGN §4): K samples r_ik ~ q(.|x_i) (seeded by seed and step),
-    rewards R_ik = 1 - u(x_i, r_ik), advantages A = rloo(R), and
+    """One REINFORCE-with-leave-one-out batch (DESIGN §4): K samples r_ik ~ q(.|x_i), rewards
+    R_ik = 1 - u(x_i, r_ik), advantages A = rloo(R), and
 
         loss = -mean_ik A_ik * mean_t log q(r_ik,t | x_i, r_ik,<t) + kl_coef * mean_ik mean_t KL(q || pi)_t
 
-    ``adapter`` samples (eval mode, no gradient); ``student`` (the same adapter, maybe DDP-wrapped) carries the
-    gradient. Returns the loss, the mean reward and the mean KL."""
+    Sample k of the prompt at ``positions[i]`` in the step's global batch (default: i) has its own seed, from
+    (seed, step, position, k): a prompt's samples do not depend on the other prompts of the call, nor on which
+    process draws them. ``adapter`` samples (eval mode, no gradient); ``student`` (the same adapter, maybe
+    DDP-wrapped) carries the gradient. Returns the loss, the mean reward and the mean KL."""
     k = cfg.rl_samples
     repeated = [p for p in prompts for _ in range(k)]  # prompt i's K samples are rows i*K .. i*K + K-1
+    positions = range(len(prompts)) if positions is None else positions
+    base_seed = (cfg.seed * 1_000_003 + step) * 1_000_003
     was_training = adapter.training
     adapter.eval()
     gens = generate(
@@ -285,7 +298,7 @@ def reinforce_terms(
         adapter,
         max_new_tokens=cfg.rl_max_new_tokens,
         temperature=cfg.rl_temperature,
-        seed=cfg.seed * 1_000_003 + step,
+        seed=[base_seed + j * k + s for j in positions for s in range(k)],
         progress=False,
     )
     adapter.train(was_training)
@@ -324,6 +337,21 @@ def batch_at(step: int, n: int, batch_size: int, seed: int) -> list[int]:
     perm = list(range(n))
     random.Random(seed * 1_000_003 + epoch).shuffle(perm)
     return perm[j * batch_size : (j + 1) * batch_size]
+
+
+def shard(n: int, rank: int, world: int) -> tuple[range, float]:
+    """Process ``rank``'s positions rank, rank + world, ... in a global batch of n rows, and its share n_r / n.
+
+    Weighted by their shares, the processes' mean losses sum to the mean over the global batch:
+    sum_r (n_r / n) mean_r = (1/n) sum_i loss_i, for any split (n need not be a multiple of ``world``)."""
+    positions = range(rank, n, world)
+    return positions, len(positions) / n
+
+
+def global_means(accelerator: Accelerator, means: dict[str, torch.Tensor], share: float) -> dict[str, float]:
+    """Per-process means (scalar tensors) -> the means over the global batch, sum_r share_r * mean_r, all-reduced."""
+    local = torch.stack([v.detach().float().to(accelerator.device) for v in means.values()]) * share
+    return dict(zip(means, accelerator.reduce(local, reduction="sum").tolist(), strict=True))
 
 
 @dataclass
@@ -467,14 +495,23 @@ def train(
     reward_guard: Guard | None = None,
 ) -> TrainState:
     """Train ``adapter`` on ``examples`` (``RLPrompt``s and a response-level ``reward_guard`` for ``reinforce``);
-    write ``out_dir/{last,best}`` and ``history.json``. Returns the state."""
+    write ``out_dir/{last,best}`` and ``history.json``. Returns the state (the same on every process)."""
     check_objective(cfg)
     if cfg.objective == "reinforce" and reward_guard is None:
         raise ValueError("reinforce needs a reward_guard that scores (prompt, response) pairs")
     if not adapter.trainable_parameters():
         raise ValueError(f"this {adapter.method!r} adapter has nothing to train (a fixed diff-of-means vector?)")
+    if not examples:
+        raise ValueError("no examples to train on")
     out = Path(out_dir)
     accelerator = Accelerator(cpu=model.device.type == "cpu")  # train where the model was loaded
+    rank, world = accelerator.process_index, accelerator.num_processes
+    per_step = min(cfg.batch_size, len(examples))  # batch_at's global batch
+    if per_step < world:
+        raise ValueError(
+            f"each of the {world} processes needs at least one example per step, but a step has {per_step} "
+            f"(batch_size {cfg.batch_size}, {len(examples)} examples); raise batch_size or launch fewer processes"
+        )
     model.to(accelerator.device)
     adapter.to(accelerator.device).train()
     optimizer = torch.optim.AdamW(adapter.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -484,7 +521,6 @@ def train(
         accelerator.print(f"resuming from {out / 'last'} at step {state.step}")
     student, optimizer = accelerator.prepare(adapter, optimizer)
     prefix = adapter.prefix_length
-    rank, world = accelerator.process_index, accelerator.num_processes
     columns = [TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}")]
     with (
         attached(model, adapter),
@@ -493,39 +529,44 @@ def train(
         task = bar.add_task("train", total=cfg.steps, completed=state.step, info="")
         while state.step < cfg.steps:
             t0 = time.perf_counter()
-            idx = batch_at(state.step, len(examples), cfg.batch_size * world, cfg.seed)[rank::world]
+            batch_idx = batch_at(state.step, len(examples), cfg.batch_size, cfg.seed)
+            positions, share = shard(len(batch_idx), rank, world)
+            rows = [examples[batch_idx[j]] for j in positions]
             torch.manual_seed((cfg.seed * 1_000_003 + state.step) * world + rank)  # LoRA dropout, as resumable
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * lr_factor(state.step, cfg)
-            with accelerator.autocast():
+            with accelerator.autocast():  # ``means``: the loss and what is logged, each a mean over this process's rows
                 if cfg.objective == "reinforce":
-                    prompts = [examples[i] for i in idx]
-                    rl = reinforce_terms(model, tokenizer, adapter, student, prompts, reward_guard, cfg, state.step)
-                    loss, extra = rl["loss"] * world, {"reward": float(rl["reward"]), "kl": float(rl["kl"])}
+                    means = reinforce_terms(
+                        model, tokenizer, adapter, student, rows, reward_guard, cfg, state.step, positions
+                    )
                 else:
-                    batch = collate([examples[i] for i in idx], tokenizer.pad_token_id, cfg, accelerator.device)
+                    batch = collate(rows, tokenizer.pad_token_id, cfg, accelerator.device)
                     terms = loss_terms(model, student, prefix, batch, train_objective(cfg))
-                    loss = (terms["d"] * batch["tok_w"]).sum() * world  # tok_w carries 1/(B * world) per example
-                    extra = {"tv": float((terms["tv"] * batch["tok_w"]).sum() * world)}
-            accelerator.backward(loss)
+                    means = {"loss": (terms["d"] * batch["tok_w"]).sum(), "tv": (terms["tv"] * batch["tok_w"]).sum()}
+            # DDP averages the processes' gradients (sums them / world), so the gradient is the global mean's
+            accelerator.backward(means["loss"] * share * world)
             grad_norm = accelerator.clip_grad_norm_(adapter.trainable_parameters(), cfg.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
             record = {
                 "step": state.step,
-                "loss": loss.item(),
-                **extra,
+                **global_means(accelerator, means, share),  # loss, and tv or reward and kl
                 "lr": optimizer.param_groups[0]["lr"],
                 "grad_norm": float(grad_norm),
                 "seconds": time.perf_counter() - t0,
             }
             if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
-                record.update(evaluate_dev(model, tokenizer, adapter, dev, cfg))
+                # the main process evaluates (the adapter is the same on every process) and sends the others its
+                # metrics, so that every process keeps the same history and best step
+                metrics = [evaluate_dev(model, tokenizer, adapter, dev, cfg) if accelerator.is_main_process else None]
+                record.update(broadcast_object_list(metrics)[0])
                 score = dev_score(record)
-                if score > state.best_score and accelerator.is_main_process:
+                if score > state.best_score:
                     state.best_score, state.best_step = score, state.step
-                    adapter.save_pretrained(out / "best", training=record)
+                    if accelerator.is_main_process:
+                        adapter.save_pretrained(out / "best", training=record)
                 state.history.append(record)
                 if accelerator.is_main_process:
                     _save_checkpoint(out, adapter, optimizer, state, cfg)
@@ -533,7 +574,7 @@ def train(
                 accelerator.wait_for_everyone()
             else:
                 state.history.append(record)
-            info = f"loss {record['loss']:.3f} " + " ".join(f"{k} {extra[k]:.3f}" for k in extra)
+            info = " ".join(f"{k} {record[k]:.3f}" for k in means)
             if "dev_agreement" in record:
                 info += f" | dev agree {record['dev_agreement']:.2f}"
             bar.update(task, advance=1, info=info)

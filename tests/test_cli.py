@@ -68,6 +68,7 @@ def test_guard_train_then_eval(backbone, tmp_path):
         (["train", "--quick", "--method", "lora", "--placement", "start"], "--placement is a soft-prompt option"),
         (["run", "--quick", "--objective", "reinforce", "--rl-samples", "1"], "rl_samples >= 2"),
         (["train", "--quick", "--objective", "jsd", "--jsd-beta", "1.5"], "0 < beta < 1"),
+        (["train", "--quick", "--batch-size", "0"], "batch_size must be at least 1"),
     ],
 )
 def test_bad_run_options_exit_2_before_any_work(argv, message, capsys, tmp_path, monkeypatch):
