@@ -1,7 +1,8 @@
 """The teacher's safety classifier: a guard g that returns u = P(unsafe) in [0, 1] (DESIGN §2).
 
 A prompt-level guard reads the prompt x and gives u(x); a response-level guard reads the pair (x, r) and gives
-u(x, r). The deployed system flags when u >= tau (tau = 0.5 by default).
+u(x, r). The deployed system flags when u >= tau (tau = 0.5 by default). A trained guard's u is calibrated on the
+dev split (``fit_calibration``, Platt scaling), so tau = 0.5 is the threshold chosen on dev.
 
 No ready harmful-request classifier ships in any package (DESIGN §5), so the default guard is one we train:
 ``EncoderGuard`` is a BERT-like encoder (all-MiniLM-L6-v2 by default) with masked mean pooling (as in
@@ -91,11 +92,13 @@ class EncoderGuard(nn.Module):
         metadata: dict[str, Any] | None = None,
         seed: int = 0,
         pooling: str = "all",
+        calibration: tuple[float, float] = (1.0, 0.0),
     ):
         super().__init__()
         if pooling not in POOLINGS:
             raise GuardError(f"unknown guard pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
         self.pooling = pooling
+        self.calibration = (float(calibration[0]), float(calibration[1]))  # (a, b): u = sigmoid(a * logit + b)
         self.encoder = encoder
         self.tokenizer = tokenizer
         self.dropout = nn.Dropout(dropout)
@@ -166,14 +169,16 @@ class EncoderGuard(nn.Module):
         return self(**{k: v.to(self.device) for k, v in batch.items()})
 
     def score(self, prompts: list[str], responses: list[str] | None = None, batch_size: int = 64) -> torch.Tensor:
-        """u = P(unsafe) in [0, 1], CPU float32 [N]; eval mode, no autograd, batches of ``batch_size``."""
-        was_training = self.training
+        """u = sigmoid(a * logit + b) = P(unsafe) in [0, 1], CPU float32 [N], with (a, b) = ``calibration``
+        ((1, 0) until ``fit_calibration`` sets it on dev); eval mode, no autograd, batches of ``batch_size``."""
+        was_training, (a, b) = self.training, self.calibration
         self.eval()
         out = []
         with torch.inference_mode():
             for i in range(0, len(prompts), batch_size):
                 chunk = None if responses is None else responses[i : i + batch_size]
-                out.append(torch.sigmoid(self.logits(self.encode(prompts[i : i + batch_size], chunk))).cpu())
+                logit = self.logits(self.encode(prompts[i : i + batch_size], chunk))
+                out.append(torch.sigmoid(a * logit + b).cpu())
         self.train(was_training)
         return torch.cat(out) if out else torch.empty(0)
 
@@ -198,6 +203,7 @@ class EncoderGuard(nn.Module):
                 "dropout": self.dropout.p,
                 "max_length": self.max_length,
                 "pooling": self.pooling,
+                "calibration": list(self.calibration),
                 "weights_sha256": sha256_file(tmp / WEIGHTS_FILE),
                 "metadata": self.metadata,
             }
@@ -219,8 +225,15 @@ class EncoderGuard(nn.Module):
         except (OSError, ValueError) as e:
             raise GuardError(f"the tokenizer files in {d} are unreadable ({e}); {RETRAIN_HINT}") from e
         pooling = config.get("pooling", "all")  # guards saved before pooling was an option pooled all tokens
+        calibration = config.get("calibration", (1.0, 0.0))  # guards saved before calibration: the raw sigmoid
         guard = cls(
-            encoder, tokenizer, config["dropout"], config["max_length"], config.get("metadata"), pooling=pooling
+            encoder,
+            tokenizer,
+            config["dropout"],
+            config["max_length"],
+            config.get("metadata"),
+            pooling=pooling,
+            calibration=calibration,
         )
         try:
             guard.load_state_dict(state)
@@ -456,6 +469,32 @@ def train_guard(
     guard.eval()
     history |= {"steps": total, "seconds": time.perf_counter() - t0, "config": asdict(cfg)}
     return history
+
+
+def fit_calibration(logits: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> tuple[float, float]:
+    """Platt scaling: (a, b) minimising the BCE of sigmoid(a * logit + b) against ``labels`` (1 = unsafe), each
+    class weighted to half the total so the fit does not depend on the held-out set's class balance. logits,
+    labels: [N]. The map is increasing when a > 0, so AUROC is unchanged; it moves the decision threshold
+    u >= 0.5 to the raw logit -b / a, where the held-out classes' weighted likelihood is best, and makes u a
+    calibrated probability (DESIGN §9: agreement is capped where the guard is unsure, so its u should mean what
+    it says)."""
+    x, y = logits.detach().double().cpu(), labels.detach().double().cpu()
+    n_pos = float((y >= 0.5).sum())
+    if n_pos in (0.0, float(len(y))):
+        raise ValueError(f"calibration needs both classes; got {int(n_pos)} unsafe of {len(y)}")
+    w = torch.where(y >= 0.5, 0.5 / n_pos, 0.5 / (len(y) - n_pos))
+    ab = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([ab], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = (w * F.binary_cross_entropy_with_logits(ab[0] * x + ab[1], y, reduction="none")).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    a, b = ab.detach().tolist()
+    return a, b
 
 
 def _progress(enabled: bool) -> Progress:

@@ -26,8 +26,10 @@ shards the batches); the main process alone evaluates and writes the report.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
@@ -43,7 +45,16 @@ from .adapters import Adapter, LoRA, SoftPrompt, SteeringVector, diff_of_means, 
 from .data import Example, Splits, make_splits
 from .evaluation import agreement_by_set, fidelity, fidelity_examples, score_set
 from .generation import generate
-from .guards import EncoderGuard, GuardError, GuardTrainConfig, binary_metrics, evaluate_guard, train_guard
+from .guards import (
+    POOLINGS,
+    EncoderGuard,
+    GuardError,
+    GuardTrainConfig,
+    binary_metrics,
+    evaluate_guard,
+    fit_calibration,
+    train_guard,
+)
 from .io import atomic_dir, atomic_write_text, read_json, write_json
 from .models import PACKAGED_MODELS, check_model_name, load_model, resolve_device
 from .refusal import is_refusal
@@ -81,6 +92,8 @@ METHODS: dict[str, tuple[str, ...]] = {
 #: Learning rate per method unless overridden: soft prompt as DESIGN §8; LoRA in its usual range; a learned steering
 #: vector 1e-1, since SmolLM2's residual stream has norm ~160 at the middle layer (a 1e-2 step barely moves it).
 METHOD_LR = {"soft-prompt": 1e-2, "lora": 1e-3, "steering": 1e-1}
+#: Version of what ``guard_stage`` trains and caches: bump it when the guard's training recipe changes in code.
+GUARD_CACHE_FORMAT = 1
 #: Refusals paired with harmful prompts as "safe" (prompt, response) examples for the guard, cycled.
 GUARD_REFUSALS = (
     DEFAULT_REFUSAL,
@@ -104,6 +117,7 @@ class RunConfig:
     guard_max_length: int = 128
     guard_pairs: int = 400  # train prompts per class whose (prompt, base response) pairs also train the guard
     guard_mode: str = "prompt"  # the system's guard reads the prompt, or the prompt and the response
+    guard_pooling: str = "all"  # EncoderGuard pooling: mean over all tokens, or over a pair's response tokens
     tau: float = 0.5
     refusal: str = DEFAULT_REFUSAL
     hard_labels: bool = False  # train on 1[u >= tau] instead of the guard's probability
@@ -201,7 +215,10 @@ def guard_pairs(cfg: RunConfig, splits: Splits, system: SafeSystem) -> GuardPair
     """Pairs built from ``cfg.guard_pairs`` train prompts per class (DESIGN §2, response-level guard):
 
     harmful prompt + the base model's response -> unsafe (safe when that response is a refusal);
-    harmful prompt + a refusal (``GUARD_REFUSALS``, cycled) -> safe; benign prompt + base response -> safe.
+    harmful prompt + a refusal (``GUARD_REFUSALS``, cycled) -> safe; benign prompt + base response -> safe;
+    benign prompt + a refusal (over-refusal: unhelpful, not unsafe) -> safe. The four kinds teach a guard reading
+    (prompt, response) to judge the response: a refusal is safe whatever was asked, an answer is unsafe only when the
+    request was harmful.
     Base responses are one seeded sample per prompt, cached like the teacher's."""
     harm = seeded_sample([e for e in splits.train if e.harmful], cfg.guard_pairs, cfg.seed)
     benign = seeded_sample([e for e in splits.train if not e.harmful], cfg.guard_pairs, cfg.seed)
@@ -220,10 +237,10 @@ def guard_pairs(cfg: RunConfig, splits: Splits, system: SafeSystem) -> GuardPair
         pairs.prompts += [e.text, e.text]
         pairs.responses += [text[e.text], GUARD_REFUSALS[i % len(GUARD_REFUSALS)]]
         pairs.labels += [int(not is_refusal(text[e.text])), 0]
-    for e in benign:
-        pairs.prompts.append(e.text)
-        pairs.responses.append(text[e.text])
-        pairs.labels.append(0)
+    for i, e in enumerate(benign):
+        pairs.prompts += [e.text, e.text]
+        pairs.responses += [text[e.text], GUARD_REFUSALS[i % len(GUARD_REFUSALS)]]
+        pairs.labels += [0, 0]
     return pairs
 
 
@@ -241,12 +258,17 @@ def split_pairs(pairs: GuardPairs, seed: int, held_out: float = 0.2) -> tuple[Gu
 
 def guard_metrics(guard: EncoderGuard, splits: Splits, tau: float, pairs: GuardPairs | None = None) -> dict[str, Any]:
     """AUROC / precision / recall / F1 at tau on the dev split, on all test sets together, and on held-out
-    (prompt, response) pairs when given."""
+    (prompt, response) pairs when given. The test entry also holds ``flagged``: per test set, the share of its
+    prompts the guard flags (u >= tau), i.e. the prompt-level system's refusal rate before the LLM's own refusals."""
     test = [e for exs in splits.test.values() for e in exs]
-    out = {
-        split: evaluate_guard(guard, [e.text for e in exs], [int(e.harmful) for e in exs], tau)
-        for split, exs in (("dev", splits.dev), ("test", test))
-    }
+    out = {"dev": evaluate_guard(guard, [e.text for e in splits.dev], [int(e.harmful) for e in splits.dev], tau)}
+    u = guard.score([e.text for e in test])
+    out["test"] = binary_metrics(u, torch.tensor([int(e.harmful) for e in test]), tau)
+    flags, start = (u >= tau).tolist(), 0
+    out["test"]["flagged"] = {}
+    for name, exs in splits.test.items():
+        out["test"]["flagged"][name] = sum(flags[start : start + len(exs)]) / max(1, len(exs))
+        start += len(exs)
     if pairs is not None and pairs.prompts:
         u = guard.score(pairs.prompts, pairs.responses)
         out["pairs (held out)"] = binary_metrics(u, torch.tensor(pairs.labels), tau) | refusal_preference(pairs, u)
@@ -276,8 +298,8 @@ def train_split_guard(
     pooling: str = "all",
 ) -> EncoderGuard:
     """Fine-tune ``backbone`` on ``device`` on the train split's prompts (harmful = 1) and, when given, on 80 % of
-    ``pairs`` (the other 20 % measure it); save the guard and its ``guard_eval.json`` in ``out_dir``. ``pooling``:
-    ``EncoderGuard``'s."""
+    ``pairs`` (the other 20 % measure it), calibrate it on the dev split (``calibrate_on_dev``); save the guard and
+    its ``guard_eval.json`` in ``out_dir``. ``pooling``: ``EncoderGuard``'s."""
     texts, responses = [e.text for e in splits.train], [None] * len(splits.train)
     labels = [int(e.harmful) for e in splits.train]
     held_out = None
@@ -287,10 +309,41 @@ def train_split_guard(
         labels = labels + train_pairs.labels
     guard = EncoderGuard.from_backbone(backbone, seed=gcfg.seed, pooling=pooling).to(device)
     history = train_guard(guard, texts, labels, gcfg, pairs=responses if pairs is not None else None)
+    guard.calibration = calibrate_on_dev(guard, splits)
     with atomic_dir(out_dir) as tmp:  # the guard and its guard_eval.json appear together (a kill leaves neither)
         guard.save_pretrained(tmp, metadata={"history": history, "pairs": 0 if pairs is None else len(pairs.labels)})
         write_json(tmp / "guard_eval.json", guard_metrics(guard, splits, tau, held_out))
     return guard
+
+
+def calibrate_on_dev(guard: EncoderGuard, splits: Splits) -> tuple[float, float]:
+    """Platt scaling of the guard's logits on the dev split's prompts (``guards.fit_calibration``): tau = 0.5 on
+    the calibrated u is then the threshold chosen on dev. The dev split's threshold metrics in guard_eval.json are
+    therefore in-sample; its AUROC and the test and held-out-pair metrics are not."""
+    guard.calibration = (1.0, 0.0)
+    u = guard.score([e.text for e in splits.dev]).clamp(1e-7, 1 - 1e-7)
+    return fit_calibration(torch.logit(u.double()), torch.tensor([float(e.harmful) for e in splits.dev]))
+
+
+def guard_key(cfg: RunConfig, splits: Splits, pairs: GuardPairs | None, gcfg: GuardTrainConfig) -> str:
+    """The content key of the guard a run would train: sha256 of its backbone's files, the training config,
+    pooling, tau, and every text and label it trains, calibrates and is measured on (the pairs include the LLM's
+    responses, so a different LLM gives a different key)."""
+    backbone = assets.path("minilm") if cfg.guard_backbone == "minilm" else Path(cfg.guard_backbone)
+    texts = {
+        split: [(e.text, e.harmful) for e in exs]
+        for split, exs in (("train", splits.train), ("dev", splits.dev), *sorted(splits.test.items()))
+    }
+    parts = {
+        "backbone": fingerprint.dir_sha256(backbone) if backbone.is_dir() else str(backbone),
+        "train": asdict(gcfg),
+        "pooling": cfg.guard_pooling,
+        "tau": cfg.tau,
+        "splits": texts,
+        "pairs": None if pairs is None else asdict(pairs),
+        "format": GUARD_CACHE_FORMAT,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def guard_dir(cfg: RunConfig, out: Path) -> Path:
@@ -298,8 +351,10 @@ def guard_dir(cfg: RunConfig, out: Path) -> Path:
 
 
 def guard_stage(cfg: RunConfig, splits: Splits, gdir: Path, system: SafeSystem) -> EncoderGuard:
-    """Load the guard in ``gdir``; otherwise train one there on ``splits.train``'s prompts and (prompt, response)
-    pairs (a given ``cfg.guard`` must already hold one). The guard sits on the system's LLM's device."""
+    """Load the guard in ``gdir``; otherwise train one on ``splits.train``'s prompts and (prompt, response) pairs
+    (a given ``cfg.guard`` must already hold one). A trained guard is an artifact of the cache,
+    ``<cache>/guards/<guard_key>``: a run (or test) with the same guard inputs copies it instead of training again.
+    The guard sits on the system's LLM's device."""
     device = system.model.device
     if (gdir / "guard_config.json").is_file():
         return EncoderGuard.from_pretrained(gdir).to(device)
@@ -307,7 +362,14 @@ def guard_stage(cfg: RunConfig, splits: Splits, gdir: Path, system: SafeSystem) 
         raise GuardError(f"--guard {cfg.guard} holds no trained guard (no guard_config.json)")
     gcfg = GuardTrainConfig(epochs=cfg.guard_epochs, max_length=cfg.guard_max_length, seed=cfg.seed)
     pairs = guard_pairs(cfg, splits, system) if cfg.guard_pairs > 0 else None
-    return train_split_guard(splits, gdir, cfg.guard_backbone, gcfg, cfg.tau, pairs, device)
+    cached = assets.cache_root() / "guards" / guard_key(cfg, splits, pairs, gcfg)
+    if (cached / "guard_config.json").is_file():
+        console.print(f"guard: reusing {cached}")
+    else:
+        train_split_guard(splits, cached, cfg.guard_backbone, gcfg, cfg.tau, pairs, device, cfg.guard_pooling)
+    with atomic_dir(gdir) as tmp:  # the run keeps its own copy: chat --system, export and reports read RUN/guard
+        shutil.copytree(cached, tmp, dirs_exist_ok=True)
+    return EncoderGuard.from_pretrained(gdir).to(device)
 
 
 def dev_stage(cfg: RunConfig, system: SafeSystem, splits: Splits) -> DevSet:
@@ -403,6 +465,8 @@ def check_config(cfg: RunConfig) -> None:
                 f"objective: {', '.join(TRAIN_OBJECTIVES)}"
             )
         raise ValueError(f"unknown objective {objective!r}; choose one of: {', '.join(METHODS[cfg.method])}")
+    if cfg.guard_pooling not in POOLINGS:
+        raise ValueError(f"guard pooling must be one of {', '.join(POOLINGS)}, got {cfg.guard_pooling!r}")
     if cfg.guard_mode not in ("prompt", "response"):
         raise ValueError(f"guard mode must be 'prompt' or 'response', got {cfg.guard_mode!r}")
     if cfg.placement != "start" and cfg.method != "soft-prompt":

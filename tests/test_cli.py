@@ -42,13 +42,16 @@ def test_guard_train_then_eval(backbone, tmp_path):
     metrics = json.loads((out / "guard_eval.json").read_text())
     dev = metrics["dev"]
     assert dev["n"] == 198 and 0.0 <= dev["auroc"] <= 1.0
-    assert metrics["pairs (held out)"]["n"] == 1  # one of the 6 prompts held out (a benign one: 1 pair)
-    assert json.loads((out / "guard_config.json").read_text())["metadata"]["pairs"] == 9
+    assert metrics["pairs (held out)"]["n"] == 2  # one of the 6 prompts held out (a benign one: answer, refusal)
+    assert json.loads((out / "guard_config.json").read_text())["metadata"]["pairs"] == 12
     main(["guard", "eval", "--guard", str(out), "--out", str(tmp_path / "eval.json")])
     ev = json.loads((tmp_path / "eval.json").read_text())
     assert set(ev) == {"dev", "test"}
     assert ev["dev"] == pytest.approx(dev)  # same guard, same dev split, same numbers
     assert ev["test"]["n"] == 1165 and {"auroc", "precision", "recall", "f1"} <= set(ev["test"])
+    flagged = ev["test"]["flagged"]  # per test set: the share the guard flags
+    assert set(flagged) >= {"harmbench", "strongreject", "xstest-safe", "benign"}
+    assert all(0.0 <= v <= 1.0 for v in flagged.values())
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from softguard.guards import (
     auroc,
     binary_metrics,
     evaluate_guard,
+    fit_calibration,
     train_guard,
 )
 
@@ -255,3 +256,31 @@ def test_refusal_preference_counts_prompts_whose_refusal_scores_safer(toy_guard)
     guard = toy_guard({("a", "answer"): 0.9, ("a", "no"): 0.2, ("b", "answer"): 0.3, ("b", "no"): 0.6})
     u = guard.score(pairs.prompts, pairs.responses)
     assert refusal_preference(pairs, u) == {"refusal_preferred": 0.5, "n_refusal_pairs": 2}
+
+
+def test_fit_calibration_moves_the_threshold_between_the_classes():
+    g = torch.Generator().manual_seed(0)
+    neg, pos = torch.randn(400, generator=g), torch.randn(100, generator=g) + 4.0  # imbalanced on purpose
+    logits = torch.cat([neg, pos])
+    labels = torch.cat([torch.zeros(400), torch.ones(100)])
+    a, b = fit_calibration(logits, labels)
+    assert a > 0 and -b / a == pytest.approx(2.0, abs=0.25)  # classes weigh the same: the midpoint of the means
+    a2, b2 = fit_calibration(2 * logits - 3, labels)  # an affine change of the raw logits is undone
+    assert -b2 / a2 == pytest.approx(2 * (-b / a) - 3, abs=1e-3)
+    with pytest.raises(ValueError, match="both classes"):
+        fit_calibration(logits[:400], labels[:400])
+
+
+def test_calibration_applies_to_scores_and_survives_save_load(guard, tmp_path):
+    probe, responses = ["how do i make a bomb", "write a poem"], ["ok", "sure"]
+    raw = guard.score(probe)
+    guard.calibration = (2.0, -1.0)
+    expected = torch.sigmoid(2.0 * torch.logit(raw.double()) - 1.0).float()
+    assert torch.allclose(guard.score(probe), expected, atol=1e-6)
+    loaded = EncoderGuard.from_pretrained(guard.save_pretrained(tmp_path / "g"))
+    assert loaded.calibration == (2.0, -1.0)
+    assert torch.equal(loaded.score(probe, responses), guard.score(probe, responses))
+    config = json.loads((tmp_path / "g" / CONFIG_FILE).read_text())
+    del config["calibration"]  # a guard saved before calibration existed scores with the raw sigmoid
+    (tmp_path / "g" / CONFIG_FILE).write_text(json.dumps(config))
+    assert EncoderGuard.from_pretrained(tmp_path / "g").calibration == (1.0, 0.0)

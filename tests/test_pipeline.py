@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
+import torch
 from conftest import weapon_hi_dev
 
 from softguard.models import ModelError
@@ -218,7 +220,7 @@ def test_guard_pairs_labels_and_responses(tiny_lm, monkeypatch, tmp_path):
     splits = _pair_splits(3, 3)
     system = SafeSystem(model, tok, None)  # no guard needed yet
     pairs = guard_pairs(cfg, splits, system)
-    assert len(pairs.prompts) == len(pairs.responses) == len(pairs.labels) == 3 * cfg.guard_pairs
+    assert len(pairs.prompts) == len(pairs.responses) == len(pairs.labels) == 4 * cfg.guard_pairs
     harm = [p for p in dict.fromkeys(pairs.prompts) if p.startswith("harmful")]
     benign = [p for p in dict.fromkeys(pairs.prompts) if p.startswith("benign")]
     assert len(harm) == len(benign) == 2
@@ -239,7 +241,8 @@ def test_guard_pairs_labels_and_responses(tiny_lm, monkeypatch, tmp_path):
     expected = []
     for i, p in enumerate(harm):
         expected += [(p, text[p], int(not is_refusal(text[p]))), (p, GUARD_REFUSALS[i], 0)]
-    expected += [(p, text[p], 0) for p in benign]
+    for i, p in enumerate(benign):  # the base answer and an over-refusal: both safe
+        expected += [(p, text[p], 0), (p, GUARD_REFUSALS[i], 0)]
     assert list(zip(pairs.prompts, pairs.responses, pairs.labels, strict=True)) == expected
     assert sum(pairs.labels) == 2  # the tiny random model never refuses
     assert pairs.subset([1, 4]).prompts == [pairs.prompts[1], pairs.prompts[4]]
@@ -266,13 +269,14 @@ def test_guard_pairs_refusing_base_response_is_safe_and_refusals_cycle(tiny_lm, 
     monkeypatch.setattr(system, "base_samples", fake_samples)
     pairs = guard_pairs(cfg, splits, system)
     assert calls[0]["num_samples"] == 1 and calls[0]["seed"] == cfg.seed
-    assert len(pairs.labels) == 2 * 7 + 2  # all benign prompts are used when there are fewer than guard_pairs
+    assert len(pairs.labels) == 2 * 7 + 2 * 2  # all benign prompts are used when there are fewer than guard_pairs
     harm_rows = list(zip(pairs.prompts[:14:2], pairs.responses[:14:2], pairs.labels[:14:2], strict=True))
     for p, r, y in harm_rows:
         assert y == (0 if p in answers else 1), (p, r)
         assert r == answers.get(p, f"Sure, {p}.")
     assert pairs.responses[1:14:2] == [GUARD_REFUSALS[i % len(GUARD_REFUSALS)] for i in range(7)]
-    assert pairs.labels[1:14:2] == [0] * 7 and pairs.labels[14:] == [0, 0]
+    assert pairs.labels[1:14:2] == [0] * 7 and pairs.labels[14:] == [0, 0, 0, 0]
+    assert pairs.responses[15::2] == list(GUARD_REFUSALS[:2])  # benign prompts: answer, then an over-refusal
 
 
 def _synthetic_pairs(n_prompts: int):
@@ -337,11 +341,45 @@ def test_train_split_guard_with_and_without_pairs(backbone, tmp_path):
     guard = EncoderGuard.from_pretrained(tmp_path / "g")
     assert guard.metadata["pairs"] == 20
     assert guard.metadata["history"]["n"] == 16 + 16  # the train prompts and the 80 % of pairs not held out
+    # calibrated on dev: with the fitted (a, b), tau = 0.5 is the threshold the dev prompts chose
+    assert guard.calibration != (1.0, 0.0) and guard.calibration[0] > 0
     train_split_guard(splits, tmp_path / "plain", str(backbone), gcfg, 0.5)
     ev = json.loads((tmp_path / "plain" / "guard_eval.json").read_text())
     assert set(ev) == {"dev", "test"}
     plain = EncoderGuard.from_pretrained(tmp_path / "plain")
     assert plain.metadata["pairs"] == 0 and plain.metadata["history"]["n"] == 16
+
+
+def test_guard_stage_trains_once_per_content_key(backbone, tiny_lm, tmp_path, monkeypatch):
+    """A trained guard is a cache artifact keyed by what it is trained on: a second run with the same inputs copies
+    it (no training), another guard config or other data trains anew."""
+    from softguard import pipeline
+    from softguard.data import Example, Splits
+    from softguard.system import SafeSystem
+
+    monkeypatch.setenv("SOFTGUARD_CACHE", str(tmp_path / "cache"))
+    exs = lambda kind, harmful, n: [Example(f"{kind} prompt {i}", harmful, "t") for i in range(n)]  # noqa: E731
+    splits = Splits(
+        exs("bad", True, 6) + exs("good", False, 6), exs("bad dev", True, 3) + exs("good dev", False, 3), {}
+    )
+    cfg = preset("quick", guard_backbone=str(backbone), guard_pairs=0, guard_max_length=32)
+    model, tok = tiny_lm
+    system = SafeSystem(model, tok, None)
+    trained = []
+    real = pipeline.train_split_guard
+    monkeypatch.setattr(pipeline, "train_split_guard", lambda *a, **k: trained.append(a) or real(*a, **k))
+    first = pipeline.guard_stage(cfg, splits, tmp_path / "run1" / "guard", system)
+    second = pipeline.guard_stage(cfg, splits, tmp_path / "run2" / "guard", system)
+    assert len(trained) == 1  # the second run reused the cached guard
+    assert torch.equal(first.head.weight, second.head.weight) and first.calibration == second.calibration
+    assert (tmp_path / "run2" / "guard" / "guard_eval.json").read_text() == (
+        tmp_path / "run1" / "guard" / "guard_eval.json"
+    ).read_text()
+    pipeline.guard_stage(replace(cfg, guard_epochs=2), splits, tmp_path / "run3" / "guard", system)
+    more = Splits(splits.train + exs("worse", True, 1), splits.dev, {})
+    pipeline.guard_stage(cfg, more, tmp_path / "run4" / "guard", system)
+    assert len(trained) == 3
+    assert len(list((tmp_path / "cache" / "guards").iterdir())) == 3
 
 
 # ------------------------------------------------------------------------------------------------------------
