@@ -199,3 +199,15 @@ def test_compare_end_to_end(tiny_lm, backbone, tmp_path):
     assert (out / "report.md").read_text() == render_compare_report(res)
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "judge" / "guard_eval.json").is_file() and (out / "guard" / "guard_eval.json").is_file()
+
+
+def test_judge_column_only_when_the_judge_reads_responses():
+    res = _results()
+    assert "judge: judged safe" not in render_compare_report(res)  # no held-out pairs: not measured, left out
+    pairs = {"auroc": 0.95, "precision": 0.9, "recall": 0.9, "f1": 0.9, "n": 40, "n_refusal_pairs": 10}
+    good = res | {"judge": res["judge"] | {"pairs (held out)": pairs | {"refusal_preferred": 1.0}}}
+    md = render_compare_report(good)
+    assert "| judge: judged safe |" in md and "AUROC 0.950 and scores a refusal safer" in md
+    weak = res | {"judge": res["judge"] | {"pairs (held out)": pairs | {"refusal_preferred": 0.5}}}
+    md = render_compare_report(weak)
+    assert "judge: judged safe" not in md and "50.0 % of 10 harmful prompts: below AUROC 0.9 and 95.0 %" in md
