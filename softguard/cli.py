@@ -4,12 +4,15 @@ chat."""
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
@@ -55,7 +58,7 @@ def _print_metrics(metrics: dict) -> None:
 
 def cmd_guard_train(args: argparse.Namespace) -> None:
     from .data import make_splits
-    from .guards import GuardTrainConfig
+    from .guards import CONFIG_FILE, GuardTrainConfig
     from .io import read_json
     from .models import load_model, resolve_device
     from .pipeline import PRESETS, guard_pairs, train_split_guard
@@ -70,6 +73,9 @@ def cmd_guard_train(args: argparse.Namespace) -> None:
         tau=args.tau,
     )
     cfg = GuardTrainConfig(epochs=run_cfg.guard_epochs, lr=args.lr, max_length=run_cfg.guard_max_length, seed=args.seed)
+    out = Path(args.out)
+    if out.is_dir() and any(out.iterdir()) and not (out / CONFIG_FILE).is_file():  # saving replaces the directory
+        raise ValueError(f"--out {out} holds files but no saved guard; choose another --out (or delete it)")
     splits, pairs, device = make_splits(args.seed), None, resolve_device(args.device)
     if run_cfg.guard_pairs > 0:  # (prompt, base response) pairs from the LLM, as the run's guard stage builds them
         from .system import SafeSystem
@@ -83,10 +89,11 @@ def cmd_guard_train(args: argparse.Namespace) -> None:
 
 def cmd_guard_eval(args: argparse.Namespace) -> None:
     from .data import make_splits
-    from .guards import EncoderGuard
+    from .guards import EncoderGuard, check_tau
     from .io import write_json
     from .pipeline import guard_metrics
 
+    check_tau(args.tau)
     metrics = guard_metrics(EncoderGuard.from_pretrained(args.guard), make_splits(args.seed), args.tau)
     write_json(args.out, metrics)
     _print_metrics(metrics)
@@ -240,12 +247,15 @@ def cmd_chat(args: argparse.Namespace) -> None:
 
     run_dir = Path(args.system or args.adapter or ".")
     run_cfg = read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
+    if args.system and not run_cfg:
+        raise ValueError(f"--system {run_dir} is not a run directory (no config.json); pass a `softguard run` dir")
     model, tok = load_model(args.model or run_cfg.get("model", "smollm2-135m"))
     adapter = load_adapter(resolve_adapter_dir(args.adapter), model) if args.adapter else None
     system = None
-    if args.system:
-        guard = EncoderGuard.from_pretrained(run_dir / "guard")
-        system = SafeSystem(model, tok, guard, run_cfg.get("refusal", DEFAULT_REFUSAL), run_cfg.get("tau", 0.5))
+    if args.system:  # the run's own system: its guard (trained into the run, or the --guard it was given), mode, tau
+        guard = EncoderGuard.from_pretrained(run_cfg.get("guard") or run_dir / "guard")
+        refusal, tau = run_cfg.get("refusal", DEFAULT_REFUSAL), run_cfg.get("tau", 0.5)
+        system = SafeSystem(model, tok, guard, refusal, tau, run_cfg.get("guard_mode", "prompt"))
 
     def lines():
         while True:
@@ -258,6 +268,8 @@ def cmd_chat(args: argparse.Namespace) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
 
+    if hasattr(sys.stdin, "reconfigure"):  # bytes that are not UTF-8 become U+FFFD instead of ending the chat
+        sys.stdin.reconfigure(encoding="utf-8", errors="replace")
     source = lines() if sys.stdin.isatty() else sys.stdin
     chat(
         model,
@@ -431,13 +443,34 @@ def main(argv: list[str] | None = None) -> None:
     from .adapters import AdapterError
     from .assets import AssetError
     from .guards import GuardError
+    from .io import LockedError
     from .models import ModelError
 
     try:
         args.fn(args)
-    except (AssetError, AdapterError, GuardError, ModelError, ValueError) as e:
-        console.print(f"[bold red]error:[/] {e}")
-        sys.exit(2)
+    except (AssetError, AdapterError, GuardError, ModelError, LockedError, ValueError) as e:
+        _error(str(e))
+    except OSError as e:  # the disk or the permissions, not a bug: say which path and what to do
+        if e.errno not in USER_OS_ERRORS:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        _error(f"{where}{e.strerror or e}; {USER_OS_ERRORS[e.errno]}")
+
+
+#: Operating-system errors the user can fix, with what to do; any other OSError is a bug and keeps its traceback.
+USER_OS_ERRORS = {
+    errno.ENOSPC: "free some disk space and run the command again (finished stages are kept)",
+    errno.EDQUOT: "free some space within your disk quota and run the command again",
+    errno.EACCES: "check the permissions, or choose another directory",
+    errno.EPERM: "check the permissions, or choose another directory",
+    errno.EROFS: "the file system is read-only; choose another directory",
+}
+
+
+def _error(message: str) -> NoReturn:
+    """Print ``error: message`` (no markup read from it) and exit with status 2."""
+    console.print("[bold red]error:[/]", escape(message))
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ from .pipeline import (
     guard_stage,
     input_fingerprints,
     open_run_dir,
+    run_lock,
     seeded_sample,
     teacher_examples,
     train_stage,
@@ -264,7 +265,14 @@ def compare(
     for row in rows:
         check_config(row_config(cfg, row))
     device = resolve_device(device)  # a bad --device fails before the run directory exists
-    out = open_run_dir(Path(runs_dir) / cfg.name, asdict(cfg), resume)
+    out = Path(runs_dir) / cfg.name
+    with run_lock(out):
+        open_run_dir(out, asdict(cfg), resume)
+        return _compare_stages(cfg, rows, out, resume, device)
+
+
+def _compare_stages(cfg: CompareConfig, rows: list[Row], out: Path, resume: bool, device: torch.device) -> Path:
+    """``compare``'s stages, in its locked and opened run directory ``out``."""
     run = cfg.run
     torch.manual_seed(run.seed)
     timings: dict[str, float] = {}

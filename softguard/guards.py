@@ -15,8 +15,11 @@ the tokenizer's text pair ``[CLS] prompt [SEP] response [SEP]``, truncated longe
 tokens.
 
 A trained guard is saved as a directory: ``model.safetensors`` (encoder + head), ``guard_config.json`` (the
-backbone config, head size, max_length, training metadata and the weights' sha256) and the tokenizer files.
-Loading checks every file and raises ``GuardError`` rather than guessing.
+backbone config, head size, max_length, training metadata and the sha256 of every other file) and the tokenizer
+files. Loading checks every recorded file and raises ``GuardError`` naming a missing or changed one rather than
+guessing (a guard without its tokenizer files would otherwise load with a stand-in tokenizer that reads every word
+as [UNK]). Guards saved before per-file hashes (only ``weights_sha256``) still load, with a warning, when their
+tokenizer's vocabulary matches the encoder's; re-save or retrain them to have every file checked.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -47,8 +51,8 @@ from transformers import (
 )
 
 from . import assets
-from .assets import sha256_file
-from .io import atomic_dir
+from .checks import require
+from .io import atomic_dir, changed_file, file_hashes
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "guard_config.json"
@@ -195,6 +199,7 @@ class EncoderGuard(nn.Module):
         with atomic_dir(out) as tmp:
             state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
+            self.tokenizer.save_pretrained(tmp)
             config = {
                 "format": FORMAT,
                 "backbone_config": self.encoder.config.to_dict(),
@@ -204,11 +209,10 @@ class EncoderGuard(nn.Module):
                 "max_length": self.max_length,
                 "pooling": self.pooling,
                 "calibration": list(self.calibration),
-                "weights_sha256": sha256_file(tmp / WEIGHTS_FILE),
+                "files": file_hashes(tmp),  # weights and tokenizer files, each checked at load
                 "metadata": self.metadata,
             }
             (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-            self.tokenizer.save_pretrained(tmp)
         return out
 
     @classmethod
@@ -218,12 +222,17 @@ class EncoderGuard(nn.Module):
         if not d.is_dir():
             raise GuardError(f"guard directory {d} does not exist; {RETRAIN_HINT}")
         config = _read_config(d / CONFIG_FILE)
-        state = _read_weights(d / WEIGHTS_FILE, config["weights_sha256"])
+        problem = changed_file(d, config.get("files") or {WEIGHTS_FILE: config["weights_sha256"]})
+        if problem:
+            raise GuardError(f"{problem}; restore the guard directory as saved, or {RETRAIN_HINT}")
+        state = _read_weights(d / WEIGHTS_FILE)
         encoder = _build_encoder(config["backbone_config"], d / CONFIG_FILE)
         try:
             tokenizer = AutoTokenizer.from_pretrained(d)
         except (OSError, ValueError) as e:
             raise GuardError(f"the tokenizer files in {d} are unreadable ({e}); {RETRAIN_HINT}") from e
+        if "files" not in config:
+            _check_legacy_tokenizer(d, tokenizer, encoder)
         pooling = config.get("pooling", "all")  # guards saved before pooling was an option pooled all tokens
         calibration = config.get("calibration", (1.0, 0.0))  # guards saved before calibration: the raw sigmoid
         guard = cls(
@@ -249,10 +258,30 @@ def _read_config(p: Path) -> dict[str, Any]:
         raise GuardError(f"{p} is missing, so this is not a saved guard; {RETRAIN_HINT}") from e
     except (OSError, ValueError) as e:
         raise GuardError(f"{p} is corrupt ({e}); {RETRAIN_HINT}") from e
-    keys = ("backbone_config", "dropout", "max_length", "weights_sha256")
-    if not isinstance(config, dict) or config.get("format") != FORMAT or any(k not in config for k in keys):
-        raise GuardError(f"{p} is not a {FORMAT} config (need keys {', '.join(keys)}); {RETRAIN_HINT}")
+    keys = ("backbone_config", "dropout", "max_length")
+    if (
+        not isinstance(config, dict)
+        or config.get("format") != FORMAT
+        or any(k not in config for k in keys)
+        or ("files" not in config and "weights_sha256" not in config)
+    ):
+        raise GuardError(f"{p} is not a {FORMAT} config (need keys {', '.join(keys)}, files); {RETRAIN_HINT}")
     return config
+
+
+def _check_legacy_tokenizer(d: Path, tokenizer: PreTrainedTokenizerBase, encoder: PreTrainedModel) -> None:
+    """A guard saved before per-file hashes: its tokenizer files are unchecked, so refuse a tokenizer whose
+    vocabulary differs from the encoder's (missing files load as a stand-in tokenizer) and warn."""
+    if tokenizer.vocab_size != encoder.config.vocab_size:
+        raise GuardError(
+            f"the tokenizer in {d} has {tokenizer.vocab_size} tokens but the guard's encoder "
+            f"{encoder.config.vocab_size} (are its tokenizer files missing?); {RETRAIN_HINT}"
+        )
+    warnings.warn(
+        f"{d} was saved before guards recorded a sha256 per file: only its weights are checked; retrain it "
+        "(`softguard guard train`) to have every file checked",
+        stacklevel=3,
+    )
 
 
 def _build_encoder(backbone: dict[str, Any], where: Path) -> PreTrainedModel:
@@ -264,11 +293,7 @@ def _build_encoder(backbone: dict[str, Any], where: Path) -> PreTrainedModel:
     return AutoModel.from_config(cfg)
 
 
-def _read_weights(p: Path, sha256: str) -> dict[str, torch.Tensor]:
-    if not p.is_file():
-        raise GuardError(f"{p} is missing; {RETRAIN_HINT}")
-    if sha256_file(p) != sha256:
-        raise GuardError(f"{p} is corrupt (its sha256 differs from the one in {CONFIG_FILE}); {RETRAIN_HINT}")
+def _read_weights(p: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(p))
     except (SafetensorError, OSError) as e:
@@ -397,6 +422,27 @@ class GuardTrainConfig:
     max_length: int = 128
     seed: int = 0
     max_grad_norm: float = 1.0
+
+    def __post_init__(self) -> None:
+        """Refuse a value that cannot train (epochs 0 saves the backbone with an untrained head)."""
+        require(
+            self,
+            {
+                "epochs": ">= 0",
+                "lr": "> 0",
+                "batch_size": ">= 1",
+                "weight_decay": ">= 0",
+                "warmup_frac": "[0, 1]",
+                "max_length": ">= 5",
+                "max_grad_norm": "> 0",
+            },
+        )
+
+
+def check_tau(tau: float) -> None:
+    """Raise ``ValueError`` unless 0 < tau < 1 (the guard flags when u >= tau; u is a probability)."""
+    if not 0 < tau < 1:
+        raise ValueError(f"tau must be in (0, 1), got {tau} (the guard flags a prompt when P(unsafe) >= tau)")
 
 
 def _optimizer(guard: nn.Module, cfg: GuardTrainConfig) -> torch.optim.AdamW:
@@ -531,6 +577,7 @@ def binary_metrics(
     scores: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, tau: float = 0.5
 ) -> dict[str, float]:
     """AUROC and, flagging score >= tau, precision, recall, F1 and accuracy (0.0 where a ratio is 0 / 0)."""
+    check_tau(tau)
     s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels) >= 0.5
     if s.shape != y.shape:
         raise ValueError(f"scores {s.shape} and labels {y.shape} differ in shape")

@@ -1,28 +1,55 @@
-"""Atomic writes: every artifact and cache entry appears complete or not at all (temp + rename)."""
+"""Files on disk: atomic writes (every artifact and cache entry appears complete or not at all: temp + rename),
+per-file sha256 records of saved directories, and exclusive locks between processes."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from safetensors import SafetensorError
+
+
+class LockedError(RuntimeError):
+    """Another process holds the lock on a directory or cache entry."""
+
+
+def _with_path(e: OSError, path: Path) -> OSError:
+    """``e`` again with ``path`` as its filename (a failed write names no file), so the user sees which path
+    could not be written; the errno, and so the subclass (PermissionError, ...), is kept."""
+    return OSError(e.errno, e.strerror or str(e), str(path))
 
 
 @contextlib.contextmanager
 def atomic_dir(final: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary directory beside ``final``; on success it replaces ``final`` in one rename.
 
-    On an exception the temporary directory is removed and ``final`` is left as it was.
+    On an exception the temporary directory is removed and ``final`` is left as it was; a failed write (an OSError
+    naming no file, or safetensors' own error for one) is raised as an OSError naming ``final``.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as e:
+            if e.filename:
+                raise
+            raise _with_path(e, final) from e
+        except SafetensorError as e:  # safetensors reports a failed write as "... (os error 28)"
+            code = re.search(r"os error (\d+)", str(e))
+            if code is None:
+                raise
+            raise OSError(int(code[1]), os.strerror(int(code[1])), str(final)) from e
         if final.exists():
             old = final.with_name(f".{final.name}.old-{os.getpid()}")
             os.replace(final, old)
@@ -47,8 +74,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not e.filename:
+            raise _with_path(e, path) from e
         raise
 
 
@@ -59,3 +88,58 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def sha256_file(p: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_hashes(d: str | Path, exclude: tuple[str, ...] = ()) -> dict[str, str]:
+    """{relative path: sha256} of every file under ``d`` except the names in ``exclude``, sorted by path."""
+    d = Path(d)
+    files = sorted(p for p in d.rglob("*") if p.is_file() and p.name not in exclude)
+    return {p.relative_to(d).as_posix(): sha256_file(p) for p in files}
+
+
+def changed_file(d: str | Path, hashes: dict[str, str]) -> str | None:
+    """The first problem with the files ``hashes`` records under ``d`` ("PATH is missing" or "PATH was changed
+    (its sha256 differs from the one recorded at save time)"), or None when every file is there unchanged."""
+    for name, sha in hashes.items():
+        p = Path(d) / name
+        if not p.is_file():
+            return f"{p} is missing"
+        if sha256_file(p) != sha:
+            return f"{p} was changed or is corrupt (its sha256 differs from the one recorded at save time)"
+    return None
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path, busy: str, on_busy: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created, with its parents) for the block; the file then holds this
+    process's id. When another process holds it, ``busy`` with ``{pid}`` replaced by the holder's id is raised as
+    ``LockedError``, or, given ``on_busy``, passed to it before waiting for the lock. The kernel releases the lock
+    when its holder dies, so a killed process never leaves a stale lock (the file stays: only a flock locks)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            message = busy.format(pid=f.read().strip() or "?")
+            if on_busy is None:
+                raise LockedError(message) from None
+            on_busy(message)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -4,14 +4,23 @@
 returns a frozen causal LM in eval mode plus its tokenizer (left padding, pad token set). The packaged model ships
 as a 4-bit GGUF; transformers dequantizes it to fp32 on load (~35 s), so the first load saves the result as an HF
 directory under ``<cache>/models/<name>`` (atomically) and later loads read that (about a second).
+
+A Hugging Face id already in the local Hugging Face cache loads from its snapshot directory, without the network
+(transformers would otherwise ask the hub first, and on a machine without it retry for minutes). An id that is not
+cached is refused at once under ``HF_HUB_OFFLINE=1``; otherwise the hub is asked once, and an unreachable hub or an
+unknown id is an error naming it, before any download.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from . import assets
@@ -46,23 +55,61 @@ def _convert_gguf(name: str, cache_dir: str | Path | None) -> Path:
     return out
 
 
+#: A Hugging Face model id: ``owner/name`` (a path such as ``./x``, ``a/b/c`` or ``/x`` is a local directory).
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def _hub_snapshot(repo_id: str) -> Path | None:
+    """The local Hugging Face cache's snapshot directory of ``repo_id`` (its config.json's), or None."""
+    cached = try_to_load_from_cache(repo_id, "config.json")
+    return Path(cached).parent if isinstance(cached, str) else None
+
+
 def check_model_name(name_or_path: str) -> None:
-    """Raise ``ModelError`` unless ``name_or_path`` is a packaged model, a local directory or an HF id."""
-    if name_or_path in PACKAGED_MODELS or Path(name_or_path).expanduser().is_dir() or "/" in name_or_path:
+    """Raise ``ModelError`` unless ``name_or_path`` is a packaged model, a local directory, or a Hugging Face id that
+    is in the local HF cache or that the hub knows (asked once, never when ``HF_HUB_OFFLINE`` is set)."""
+    if name_or_path in PACKAGED_MODELS or Path(name_or_path).expanduser().is_dir():
         return
-    raise ModelError(
-        f"unknown model {name_or_path!r}: not a packaged model ({', '.join(PACKAGED_MODELS)}), "
-        "a local directory, or a Hugging Face id (owner/name)"
+    if not HUB_ID.fullmatch(name_or_path):
+        where = "no such directory" if "/" in name_or_path or name_or_path.startswith((".", "~")) else "unknown model"
+        raise ModelError(
+            f"{where} {name_or_path!r}: not a packaged model ({', '.join(PACKAGED_MODELS)}), "
+            "a local directory, or a Hugging Face id (owner/name)"
+        )
+    if _hub_snapshot(name_or_path) is not None:
+        return
+    missing = (
+        f"{name_or_path!r} is not a local directory and not in the Hugging Face cache ({hub_constants.HF_HUB_CACHE})"
     )
+    if hub_constants.is_offline_mode():
+        raise ModelError(
+            f"{missing}, and HF_HUB_OFFLINE is set: download it where the hub is reachable, or pass a local directory"
+        )
+    try:  # one request, no retries: transformers would retry an unreachable hub for minutes
+        get_hf_file_metadata(hf_hub_url(name_or_path, "config.json"))
+    except RepositoryNotFoundError as e:
+        raise ModelError(
+            f"{missing}, and the hub has no such model (or it is private or gated: log in with `hf auth login`)"
+        ) from e
+    except RemoteEntryNotFoundError as e:
+        raise ModelError(f"{name_or_path!r} on the hub has no config.json: not a transformers model") from e
+    except Exception as e:  # network errors differ between huggingface_hub versions (requests, httpx, httpx2)
+        raise ModelError(
+            f"{missing}, and the hub is unreachable ({e}): pass a local directory, or set HF_HUB_OFFLINE=1 to "
+            "fail at once without trying the network"
+        ) from e
 
 
 def resolve_model(name_or_path: str, cache_dir: str | Path | None = None) -> str:
-    """A packaged name becomes its cached HF directory; a local dir or hub id is returned unchanged."""
+    """A packaged name becomes its cached HF directory, a hub id in the HF cache its snapshot directory; a local dir
+    or an uncached hub id (to download) is returned unchanged."""
     check_model_name(name_or_path)
     if name_or_path in PACKAGED_MODELS:
         return str(_convert_gguf(name_or_path, cache_dir))
     path = Path(name_or_path).expanduser()
-    return str(path) if path.is_dir() else name_or_path  # a hub id: the user's HF cache / hub
+    if path.is_dir():
+        return str(path)
+    return str(_hub_snapshot(name_or_path) or name_or_path)
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
@@ -95,6 +142,11 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype)
     except (OSError, ValueError) as e:
         raise ModelError(f"could not load model {name_or_path!r} from {src}: {e}") from e
+    if not tokenizer.chat_template:
+        raise ModelError(
+            f"the tokenizer of {name_or_path!r} has no chat template: softguard trains and talks to chat models "
+            "through their template; use an instruct/chat model, or add a chat_template to its tokenizer_config.json"
+        )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"

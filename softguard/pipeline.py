@@ -8,6 +8,7 @@ Layout of ``runs/<name>/``::
 
     config.json          the full RunConfig of this run
     inputs.json          content fingerprints of the model, tokenizer, given guard and guard backbone
+    .lock                held (flock) by the process running it; a second process is refused
     guard/               the trained guard (EncoderGuard: prompts and (prompt, response) pairs) and guard_eval.json
     student/             training output: last/ (resumable checkpoint), best/ (dev-selected adapter), history.json
     generations.jsonl    every evaluated prompt with each row's response and refusal flag
@@ -28,9 +29,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import shutil
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -42,6 +45,8 @@ from rich.console import Console
 
 from . import assets, fingerprint
 from .adapters import Adapter, LoRA, SoftPrompt, SteeringVector, diff_of_means, load_adapter
+from .adapters.soft_prompt import INITS, PLACEMENTS
+from .checks import require
 from .data import Example, Splits, make_splits
 from .evaluation import agreement_by_set, fidelity, fidelity_examples, score_set
 from .generation import generate
@@ -55,7 +60,7 @@ from .guards import (
     fit_calibration,
     train_guard,
 )
-from .io import atomic_dir, atomic_write_text, read_json, write_json
+from .io import atomic_dir, atomic_write_text, exclusive_lock, read_json, write_json
 from .models import PACKAGED_MODELS, check_model_name, load_model, resolve_device
 from .refusal import is_refusal
 from .reporting import render_report
@@ -141,6 +146,44 @@ class RunConfig:
     gen_batch_size: int = 16
     seed: int = 0
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=400, eval_every=50))
+
+    def __post_init__(self) -> None:
+        """Refuse a value that cannot run, before any work (method x objective x guard: ``check_config``)."""
+        if not self.name or self.name in (".", "..") or "/" in self.name or self.name.startswith("."):
+            raise ValueError(
+                f"the run name must be a plain directory name (no '/', not starting with '.'), got {self.name!r}"
+            )
+        require(
+            self,
+            {
+                "guard_epochs": ">= 0",
+                "guard_max_length": ">= 5",  # [CLS] prompt [SEP] response [SEP]: a token of each
+                "guard_pairs": ">= 0",
+                "tau": "(0, 1)",
+                "n_train_harmful": ">= 1 or None",
+                "n_train_benign": ">= 1 or None",
+                "num_samples": ">= 1",
+                "sample_max_new_tokens": ">= 1",
+                "sample_temperature": ">= 0",
+                "num_tokens": ">= 1",
+                "init": INITS,
+                "placement": PLACEMENTS,
+                "lora_rank": ">= 1",
+                "lora_alpha": "> 0",
+                "lora_dropout": "[0, 1)",
+                "steering_layer": ">= 0 or None",
+                "n_dev": ">= 1 or None",
+                "n_eval": ">= 1 or None",
+                "eval_max_new_tokens": ">= 1",
+                "gen_batch_size": ">= 1",
+            },
+        )
+        if not self.refusal.strip():
+            raise ValueError("refusal must be a non-empty text (the answer r* of a flagged prompt)")
+        if not self.lora_targets or not all(self.lora_targets):
+            raise ValueError(f"lora_targets must name at least one module and no empty names, got {self.lora_targets}")
+        if not self.steering_alphas or not all(a > 0 for a in self.steering_alphas):
+            raise ValueError(f"steering_alphas must be a non-empty list of positive scales, got {self.steering_alphas}")
 
 
 PRESETS: dict[str, RunConfig] = {
@@ -551,13 +594,40 @@ def train_stage(
         train(model, tokenizer, adapter, examples, dev, cfg.train, sdir, resume, reward_guard=reward)
 
 
+#: Files of a run directory that are not stage outputs: with nothing else there, there is nothing to resume.
+RUN_BOOKKEEPING = ("config.json", ".lock", "inputs.json")
+
+
+def _config_diff(saved: Any, now: Any, prefix: str = "") -> list[str]:
+    """``field: saved -> now`` for every differing field of two JSON configs (nested ones as ``train.lr``)."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        keys = [*saved, *(k for k in now if k not in saved)]
+        return [d for k in keys for d in _config_diff(saved.get(k), now.get(k), f"{prefix}{k}.")]
+    return [] if saved == now else [f"{prefix.rstrip('.')}: {json.dumps(saved)} -> {json.dumps(now)}"]
+
+
 def open_run_dir(out: Path, config: dict[str, Any], resume: bool) -> Path:
-    """Create ``out`` with its ``config.json``, or reopen it to resume when it holds the same config."""
+    """Write ``out/config.json``, or reopen ``out`` to resume when it holds a run with the same config.
+
+    A directory holding no stage output yet (a run stopped before its first stage finished) is simply started
+    again with ``config``; one with outputs of another config, or ``resume=False``, is refused with what to do."""
     saved = out / "config.json"
-    if not resume and out.exists():
-        raise ValueError(f"{out} already exists and --no-resume was given; choose another --name or delete it")
-    if saved.is_file() and read_json(saved) != json.loads(json.dumps(config)):
-        raise ValueError(f"{out} holds a run with a different config; use another --name or --no-resume")
+    outputs = [p.name for p in out.iterdir() if p.name not in RUN_BOOKKEEPING] if out.is_dir() else []
+    start_over = f"delete it (rm -r {out}) to start over, or choose another --name"
+    if outputs and not saved.is_file():
+        raise ValueError(f"{out} is not a softguard run directory (no config.json); choose another --name")
+    if outputs and not resume:
+        raise ValueError(f"{out} already holds a run and --no-resume was given; {start_over}")
+    if outputs:
+        try:
+            diff = _config_diff(read_json(saved), json.loads(json.dumps(config)))
+        except ValueError as e:
+            raise ValueError(f"{saved} is unreadable ({e}); {start_over}") from e
+        if diff:
+            raise ValueError(
+                f"{out} holds a run with a different config ({'; '.join(diff)}): rerun with its options to "
+                f"resume it, or {start_over}"
+            )
     write_json(saved, config)
     return out
 
@@ -591,6 +661,17 @@ def check_inputs(out: Path, inputs: dict[str, str]) -> None:
     write_json(saved, inputs)
 
 
+def run_lock(out: Path) -> AbstractContextManager:
+    """An exclusive lock on ``out/.lock`` for the whole run, so a second process on the same run directory is
+    refused (``LockedError``) instead of mixing its stages in; released when the run ends or its process dies.
+    Under ``torchrun`` / ``accelerate launch`` only rank 0 takes it (the ranks of one launch share the run)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return nullcontext()
+    return exclusive_lock(
+        out / ".lock", f"{out} is in use by process {{pid}}; wait for it to finish or use another --name"
+    )
+
+
 def run(
     cfg: RunConfig,
     runs_dir: str | Path = "runs",
@@ -606,10 +687,18 @@ def run(
     if procs.num_processes > 1 and cfg.train.objective == "diff-of-means":
         raise ValueError("diff-of-means trains nothing that several processes could share; run it in one process")
     out = Path(runs_dir) / cfg.name
-    if procs.is_main_process:
-        open_run_dir(out, asdict(cfg), resume)
-    else:
-        procs.wait_for_everyone()  # the main process prepares first (below); the others then read what it wrote
+    with run_lock(out):
+        if procs.is_main_process:
+            open_run_dir(out, asdict(cfg), resume)
+        else:
+            procs.wait_for_everyone()  # the main process prepares first (below); the others then read what it wrote
+        return _run_stages(cfg, out, resume, evaluate, device, procs)
+
+
+def _run_stages(
+    cfg: RunConfig, out: Path, resume: bool, evaluate: bool, device: torch.device, procs: PartialState
+) -> Path:
+    """``run``'s stages, in its locked and opened run directory ``out``; ``procs``: the launched processes."""
     torch.manual_seed(cfg.seed)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()

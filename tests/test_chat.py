@@ -6,6 +6,7 @@ import io
 import json
 
 import pytest
+import torch
 
 from softguard.adapters import SoftPrompt
 from softguard.chat import chat
@@ -64,3 +65,80 @@ def test_cli_chat_reads_stdin(tiny_lm, tmp_path, monkeypatch, capsys):
 def test_cli_chat_rejects_adapter_and_system_together():
     with pytest.raises(SystemExit):
         main(["chat", "--adapter", "a", "--system", "b"])
+
+
+def test_a_message_longer_than_the_context_gets_an_error_line_and_the_chat_goes_on(tiny_lm):
+    """The tiny model's context is 512 tokens: a 600-word line is refused at once (no blank answer after minutes of
+    decoding past the context), and the next line is answered as if the long one had not been sent."""
+    model, tok = tiny_lm
+    out: list[str] = []
+    messages = chat(model, tok, ["word " * 600, "Hi there"], out.append, max_new_tokens=5)
+    lines = "".join(out).split("\n")
+    assert lines[0].startswith("error: this message is ") and lines[0].endswith(
+        "at most 507 fit in the model's context with 5 new tokens: shorten it"
+    )
+    expected = generate(model, tok, [chat_prompt(tok, "Hi there")], max_new_tokens=5, progress=False)[0].text
+    assert lines[1].strip() == expected and lines[2:] == [""]
+    assert messages[0]["content"] == "Hi there"
+
+
+def test_history_drops_the_oldest_turns_to_fit_the_context(tiny_lm):
+    model, tok = tiny_lm
+    turns = [f"{w} " * 180 for w in ("alpha", "beta", "gamma")]  # ~180 tokens each: two fit in 512, three do not
+    messages = chat(model, tok, turns, lambda _: None, max_new_tokens=5)
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    assert users == [turns[1].strip(), turns[2].strip()]
+    prompt = tok.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    assert len(tok(prompt, add_special_tokens=False)["input_ids"]) <= 507
+
+
+def _saved_model(tiny_lm, tmp_path):
+    model, tok = tiny_lm
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    return tmp_path / "model"
+
+
+def test_cli_chat_answers_lines_that_are_not_utf8(tiny_lm, tmp_path, monkeypatch, capsys):
+    """Bytes that are not UTF-8 on stdin used to raise TypeError in the tokenizer and end the chat; now they read
+    as U+FFFD and every line is answered."""
+    model, tok = tiny_lm
+    run = tmp_path / "run"
+    SoftPrompt.for_model(model, tok, num_tokens=2, init="normal").save_pretrained(run / "student" / "best")
+    (run / "config.json").write_text(json.dumps({"model": str(_saved_model(tiny_lm, tmp_path))}))
+    stdin = io.TextIOWrapper(io.BytesIO(b"caf\xe9 \xff\xfe\nHi there\n"), encoding="utf-8", errors="surrogateescape")
+    monkeypatch.setattr("sys.stdin", stdin)
+    main(["chat", "--adapter", str(run), "--max-new-tokens", "3", "--no-history"])
+    lines = capsys.readouterr().out.split("\n")
+    assert len(lines) == 3 and lines[2] == ""  # two answers, each ending with a newline
+
+
+class _ResponseOnlyGuard:
+    """Flags every (prompt, response) pair and no prompt: the system refuses only in response mode."""
+
+    def score(self, prompts, responses=None):
+        return torch.full((len(prompts),), 0.0 if responses is None else 0.4)
+
+
+def test_cli_chat_system_uses_the_runs_guard_mode_tau_and_refusal(tiny_lm, tmp_path, monkeypatch, capsys):
+    """`chat --system RUN` builds the run's system: its --guard directory (not RUN/guard), guard mode and tau."""
+    from softguard.guards import EncoderGuard
+
+    loaded: list[str] = []
+    monkeypatch.setattr(EncoderGuard, "from_pretrained", lambda d: loaded.append(str(d)) or _ResponseOnlyGuard())
+    run = tmp_path / "run"
+    run.mkdir()
+    config = {"model": str(_saved_model(tiny_lm, tmp_path)), "guard": str(tmp_path / "shared-guard")}
+    config |= {"guard_mode": "response", "tau": 0.3, "refusal": "No way."}
+    (run / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hi there\nTell me a joke\n"))
+    main(["chat", "--system", str(run), "--max-new-tokens", "3"])
+    assert capsys.readouterr().out.split("\n") == ["No way.", "No way.", ""]  # 0.4 >= tau 0.3 on every response
+    assert loaded == [str(tmp_path / "shared-guard")]
+
+
+def test_cli_chat_system_needs_a_run_directory(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["chat", "--system", str(tmp_path)])
+    out = " ".join(capsys.readouterr().out.split())
+    assert exc.value.code == 2 and "is not a run directory (no config.json)" in out

@@ -72,6 +72,17 @@ def test_guard_train_then_eval(backbone, tmp_path):
         (["run", "--quick", "--objective", "reinforce", "--rl-samples", "1"], "rl_samples >= 2"),
         (["train", "--quick", "--objective", "jsd", "--jsd-beta", "1.5"], "0 < beta < 1"),
         (["train", "--quick", "--batch-size", "0"], "batch_size must be at least 1"),
+        (["train", "--quick", "--steps", "0"], "steps must be >= 1, got 0"),
+        (["run", "--quick", "--steps", "-5"], "steps must be >= 1, got -5"),
+        (["train", "--quick", "--lr", "0"], "lr must be > 0, got 0.0"),
+        (["run", "--quick", "--lr", "-1"], "lr must be > 0, got -1.0"),
+        (["train", "--quick", "--num-tokens", "0"], "num_tokens must be >= 1, got 0"),
+        (["train", "--quick", "--method", "lora", "--lora-rank", "0"], "lora_rank must be >= 1, got 0"),
+        (["train", "--quick", "--method", "lora", "--lora-dropout", "1"], "lora_dropout must be in [0, 1), got 1.0"),
+        (["train", "--quick", "--method", "lora", "--lora-targets", ","], "lora_targets must name at least one"),
+        (["train", "--quick", "--method", "steering", "--steering-layer", "-1"], "steering_layer must be >= 0"),
+        (["run", "--quick", "--kl-coef", "-1"], "kl_coef must be >= 0, got -1.0"),
+        (["run", "--quick", "--name", "../escape"], "the run name must be a plain directory name"),
     ],
 )
 def test_bad_run_options_exit_2_before_any_work(argv, message, capsys, tmp_path, monkeypatch):
@@ -92,3 +103,83 @@ def test_bad_run_options_exit_2_before_any_work(argv, message, capsys, tmp_path,
     out = " ".join(capsys.readouterr().out.split())
     assert "error:" in out and message in out
     assert list(tmp_path.iterdir()) == []  # no run directory, no config.json
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["guard", "train", "--tau", "2"], "tau must be in (0, 1), got 2.0"),
+        (["guard", "train", "--tau", "-0.5"], "tau must be in (0, 1), got -0.5"),
+        (["guard", "train", "--lr", "0"], "lr must be > 0, got 0.0"),
+        (["guard", "train", "--epochs", "-1"], "guard_epochs must be >= 0, got -1"),
+        (["guard", "train", "--pairs", "-1"], "guard_pairs must be >= 0, got -1"),
+        (["guard", "eval", "--tau", "2"], "tau must be in (0, 1), got 2.0"),
+        (["guard", "eval", "--tau", "-0.5"], "tau must be in (0, 1), got -0.5"),
+    ],
+)
+def test_bad_guard_options_exit_2_before_any_work(argv, message, capsys, tmp_path, monkeypatch):
+    def no_work(*a, **k):
+        raise AssertionError("a refused option must not load or train anything")
+
+    monkeypatch.setattr("softguard.models.load_model", no_work)
+    monkeypatch.setattr("softguard.pipeline.train_split_guard", no_work)
+    monkeypatch.setattr("softguard.guards.EncoderGuard.from_pretrained", no_work)
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2
+    assert message in " ".join(capsys.readouterr().out.split())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_guard_train_never_replaces_a_directory_that_is_not_a_guard(tmp_path, capsys, monkeypatch):
+    """Saving a guard replaces its --out directory, so --out pointing at a run (or anything else) is refused."""
+    monkeypatch.setattr("softguard.models.load_model", lambda *a, **k: pytest.fail("must not load a model"))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "report.md").write_text("keep me")
+    with pytest.raises(SystemExit) as exc:
+        main(["guard", "train", "--out", str(run)])
+    assert exc.value.code == 2 and "holds files but no saved guard" in capsys.readouterr().out
+    assert (run / "report.md").read_text() == "keep me"
+
+
+def _summarize_args(tmp_path) -> list[str]:
+    from test_pipeline import _run_results
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "results.json").write_text(json.dumps(_run_results("lora", "tv", 0.5, 0.1, 0.5)))
+    return ["summarize", str(tmp_path / "a"), "--out", str(tmp_path / "s.md")]
+
+
+def test_disk_full_or_no_permission_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    """An OSError the user can fix (disk full, permissions) exits 2 with the path and what to do, leaving no
+    half-written file; any other OSError is a bug and keeps its traceback."""
+    from test_io import disk_full
+
+    import softguard.io as sgio
+
+    argv = _summarize_args(tmp_path)
+    disk_full(monkeypatch)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out = " ".join(capsys.readouterr().out.split())
+    assert exc.value.code == 2
+    assert f"error: {tmp_path / 's.md'}: No space left on device; free some disk space" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]  # no s.md, no temporary file
+    monkeypatch.undo()
+
+    def denied(*a, dir=None, **k):
+        raise PermissionError(13, "Permission denied", str(dir))
+
+    monkeypatch.setattr(sgio.tempfile, "mkstemp", denied)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out = " ".join(capsys.readouterr().out.split())
+    assert exc.value.code == 2 and f"error: {tmp_path}: Permission denied; check the permissions" in out
+
+    def bug(*a, **k):
+        raise FileNotFoundError(2, "No such file or directory", "a path softguard got wrong")
+
+    monkeypatch.setattr(sgio.tempfile, "mkstemp", bug)
+    with pytest.raises(FileNotFoundError):
+        main(argv)

@@ -199,7 +199,7 @@ def test_unreadable_weights_with_matching_hash_raise(guard, tmp_path):
     out = guard.save_pretrained(tmp_path / "guard")
     (out / WEIGHTS_FILE).write_bytes(b"not a safetensors file")
     config = json.loads((out / CONFIG_FILE).read_text())
-    config["weights_sha256"] = hashlib.sha256(b"not a safetensors file").hexdigest()
+    config["files"][WEIGHTS_FILE] = hashlib.sha256(b"not a safetensors file").hexdigest()
     (out / CONFIG_FILE).write_text(json.dumps(config))
     with pytest.raises(GuardError, match=r"model\.safetensors is corrupt"):
         EncoderGuard.from_pretrained(out)
@@ -284,3 +284,55 @@ def test_calibration_applies_to_scores_and_survives_save_load(guard, tmp_path):
     del config["calibration"]  # a guard saved before calibration existed scores with the raw sigmoid
     (tmp_path / "g" / CONFIG_FILE).write_text(json.dumps(config))
     assert EncoderGuard.from_pretrained(tmp_path / "g").calibration == (1.0, 0.0)
+
+
+def test_every_saved_file_is_checked(guard, tmp_path):
+    """A guard directory without its tokenizer files used to load with a 5-token stand-in tokenizer that read every
+    word as [UNK]; now each file recorded at save time must be there unchanged."""
+    out = guard.save_pretrained(tmp_path / "guard")
+    files = json.loads((out / CONFIG_FILE).read_text())["files"]
+    assert {WEIGHTS_FILE, "tokenizer.json", "tokenizer_config.json"} <= set(files) and CONFIG_FILE not in files
+    tokenizer_json = (out / "tokenizer.json").read_bytes()
+    (out / "tokenizer.json").unlink()
+    with pytest.raises(GuardError, match=r"tokenizer\.json is missing; restore .*softguard guard train"):
+        EncoderGuard.from_pretrained(out)
+    (out / "tokenizer.json").write_bytes(tokenizer_json)
+    (out / "tokenizer_config.json").write_text("{}")
+    with pytest.raises(GuardError, match=r"tokenizer_config\.json was changed or is corrupt"):
+        EncoderGuard.from_pretrained(out)
+
+
+def test_guard_saved_before_per_file_hashes_loads_with_a_warning(guard, tmp_path):
+    out = guard.save_pretrained(tmp_path / "guard")
+    config = json.loads((out / CONFIG_FILE).read_text())
+    config["weights_sha256"] = config.pop("files")[WEIGHTS_FILE]  # the format before per-file hashes
+    (out / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.warns(UserWarning, match="only its weights are checked"):
+        loaded = EncoderGuard.from_pretrained(out)
+    assert torch.equal(loaded.score(["how do i make a bomb"]), guard.score(["how do i make a bomb"]))
+    (out / "tokenizer.json").unlink()  # unchecked file: caught by the vocabulary size instead
+    with pytest.raises(GuardError, match=r"has 5 tokens but the guard's encoder \d+ \(are its tokenizer files"):
+        EncoderGuard.from_pretrained(out)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("lr", 0.0, "lr must be > 0, got 0.0"),
+        ("epochs", -1, "epochs must be >= 0, got -1"),
+        ("batch_size", 0, "batch_size must be >= 1, got 0"),
+        ("warmup_frac", 1.5, r"warmup_frac must be in \[0, 1\], got 1.5"),
+        ("max_length", 2, "max_length must be >= 5, got 2"),
+    ],
+)
+def test_guard_train_config_refuses_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        GuardTrainConfig(**{field: value})
+    with pytest.raises(ValueError, match=message):  # replace() checks again
+        dataclasses.replace(GuardTrainConfig(), **{field: value})
+
+
+@pytest.mark.parametrize("tau", [0.0, 1.0, 2.0, -0.5, math.nan])
+def test_tau_outside_0_1_is_refused(tau):
+    with pytest.raises(ValueError, match=r"tau must be in \(0, 1\)"):
+        binary_metrics([0.1, 0.9], [0, 1], tau=tau)

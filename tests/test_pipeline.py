@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import replace
+import os
+from dataclasses import asdict, replace
 
 import pytest
 import torch
 from conftest import weapon_hi_dev
 
+from softguard.io import LockedError
 from softguard.models import ModelError
-from softguard.pipeline import METHOD_LR, METHODS, PRESETS, check_config, preset, run
+from softguard.pipeline import METHOD_LR, METHODS, PRESETS, check_config, open_run_dir, preset, run, run_lock
 from softguard.reporting import render_report, results_table
 
 
@@ -53,12 +56,97 @@ def test_device_names(monkeypatch, tmp_path):
 
 
 def test_other_config_under_same_name_is_refused(tmp_path):
-    (tmp_path / "r").mkdir()
-    (tmp_path / "r" / "config.json").write_text(json.dumps({"name": "r", "seed": 99}))
-    with pytest.raises(ValueError, match="different config"):
+    (tmp_path / "r" / "guard").mkdir(parents=True)  # a stage output: there is something to resume
+    saved = json.loads(json.dumps(asdict(preset("quick", name="r", seed=99, train_steps=7))))
+    (tmp_path / "r" / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="different config") as err:
         run(preset("quick", name="r"), tmp_path)
-    with pytest.raises(ValueError, match="already exists"):
+    assert (
+        f"(seed: 99 -> 0; train.steps: 7 -> 60): rerun with its options to resume it, or delete it "
+        f"(rm -r {tmp_path / 'r'}) to start over, or choose another --name" in str(err.value)
+    )
+    with pytest.raises(ValueError, match=r"already holds a run and --no-resume was given; delete it \(rm -r"):
         run(preset("quick", name="r"), tmp_path, resume=False)
+    assert json.loads((tmp_path / "r" / "config.json").read_text()) == saved  # untouched
+
+
+def test_run_dir_without_stage_output_starts_again_with_the_new_config(tmp_path):
+    """A run stopped before its first stage finished (only config.json) does not trap its name: a rerun with
+    corrected options, or with --no-resume, simply starts it again."""
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"name": "r", "seed": 99}))
+    config = asdict(preset("quick", name="r"))
+    open_run_dir(out, config, resume=True)
+    assert json.loads((out / "config.json").read_text()) == json.loads(json.dumps(config))
+    open_run_dir(out, config | {"seed": 5}, resume=False)
+    assert json.loads((out / "config.json").read_text())["seed"] == 5
+
+
+def test_run_dir_that_is_not_a_run_or_is_unreadable_is_refused(tmp_path):
+    (tmp_path / "g" / "model.safetensors").parent.mkdir()
+    (tmp_path / "g" / "model.safetensors").write_bytes(b"x")  # e.g. a guard directory given as --name
+    with pytest.raises(ValueError, match=r"not a softguard run directory \(no config.json\); choose another --name"):
+        open_run_dir(tmp_path / "g", {}, resume=True)
+    (tmp_path / "g" / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"config.json is unreadable .*delete it \(rm -r"):
+        open_run_dir(tmp_path / "g", {}, resume=True)
+
+
+def test_second_process_on_a_run_dir_is_refused(tmp_path):
+    """While a process holds runs/<name>/.lock, another `run` of that name fails at once, naming the holder."""
+    out = tmp_path / "r"
+    with run_lock(out), pytest.raises(LockedError, match=rf"{out} is in use by process {os.getpid()}; wait for"):
+        run(preset("quick", name="r"), tmp_path)
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # the refused run wrote nothing
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"train_steps": 0}, "steps must be >= 1, got 0"),
+        ({"train_steps": -5}, "steps must be >= 1, got -5"),
+        ({"train_lr": 0.0}, "lr must be > 0, got 0.0"),
+        ({"train_lr": -1.0}, "lr must be > 0, got -1.0"),
+        ({"train_batch_size": 0}, "batch_size must be >= 1, got 0"),
+        ({"train_eval_every": 0}, "eval_every must be >= 1, got 0"),
+        ({"train_min_lr_ratio": 2.0}, r"min_lr_ratio must be in \[0, 1\], got 2.0"),
+        ({"num_tokens": 0}, "num_tokens must be >= 1, got 0"),
+        ({"tau": 2.0}, r"tau must be in \(0, 1\), got 2.0"),
+        ({"tau": -0.5}, r"tau must be in \(0, 1\), got -0.5"),
+        ({"tau": 1.0}, r"tau must be in \(0, 1\), got 1.0"),
+        ({"lora_rank": 0}, "lora_rank must be >= 1, got 0"),
+        ({"lora_dropout": 1.0}, r"lora_dropout must be in \[0, 1\), got 1.0"),
+        ({"lora_alpha": 0.0}, "lora_alpha must be > 0, got 0.0"),
+        ({"lora_targets": []}, "lora_targets must name at least one module"),
+        ({"n_train_harmful": 0}, "n_train_harmful must be >= 1 or None, got 0"),
+        ({"n_eval": 0}, "n_eval must be >= 1 or None, got 0"),
+        ({"num_samples": 0}, "num_samples must be >= 1, got 0"),
+        ({"guard_pairs": -1}, "guard_pairs must be >= 0, got -1"),
+        ({"steering_layer": -1}, "steering_layer must be >= 0 or None, got -1"),
+        ({"steering_alphas": [1.0, -2.0]}, "steering_alphas must be a non-empty list of positive scales"),
+        ({"placement": "middle"}, "placement must be one of start, user, got 'middle'"),
+        ({"init": "zeros"}, "init must be one of text, vocab, normal, got 'zeros'"),
+        ({"refusal": " "}, "refusal must be a non-empty text"),
+        ({"name": "a/b"}, "the run name must be a plain directory name"),
+        ({"name": ".."}, "the run name must be a plain directory name"),
+    ],
+)
+def test_run_config_refuses_bad_values_when_made(overrides, message, tmp_path):
+    """Every value is checked where the config is made (``preset``, ``replace``), so nothing runs and no run
+    directory is written."""
+    with pytest.raises(ValueError, match=message):
+        preset("quick", **overrides)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_default_and_preset_configs_are_valid():
+    from softguard.pipeline import RunConfig
+    from softguard.training import TrainConfig
+
+    for cfg in (RunConfig(), TrainConfig(), *PRESETS.values()):
+        assert dataclasses.replace(cfg) == cfg  # __post_init__ accepts the defaults
+    assert preset("quick", n_eval=None, steering_layer=None).n_eval is None  # None: the whole set / middle layer
 
 
 def _results(student_harm: float, student_xs: float) -> dict:

@@ -22,8 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..assets import sha256_file
-from ..io import atomic_dir, read_json
+from ..io import atomic_dir, changed_file, file_hashes, read_json
 
 WEIGHTS_NAME = "adapter.safetensors"
 CONFIG_NAME = "adapter_config.json"
@@ -111,14 +110,15 @@ class Adapter(nn.Module, abc.ABC):
         return sum(p.numel() * p.element_size() for p in self.parameters())
 
     def save_pretrained(self, out_dir: str | Path, **metadata: Any) -> None:
-        """Write ``adapter.safetensors`` and ``adapter_config.json`` (method, config, metadata) atomically."""
+        """Write ``adapter.safetensors`` and ``adapter_config.json`` (method, config, the sha256 of every other file,
+        metadata) atomically."""
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         with atomic_dir(out_dir) as tmp:
             save_file(state, str(tmp / WEIGHTS_NAME))
             cfg = {
                 "method": self.method,
                 "config": self.config(),
-                "weights_sha256": sha256_file(tmp / WEIGHTS_NAME),
+                "files": file_hashes(tmp),
                 **metadata,
             }
             (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n")
@@ -157,16 +157,15 @@ def read_adapter_config(in_dir: str | Path) -> dict[str, Any]:
 
 
 def read_adapter_files(in_dir: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Read an adapter directory's config and tensors, checking the tensors against the config's sha256."""
+    """Read an adapter directory's config and tensors, checking every file against the sha256 its config records
+    (adapters saved before per-file hashes record ``weights_sha256``, their only other file's)."""
     in_dir = Path(in_dir)
     cfg = read_adapter_config(in_dir)
     if not (in_dir / WEIGHTS_NAME).is_file():
         raise AdapterError(f"{in_dir / WEIGHTS_NAME} is missing; is {in_dir} an adapter saved by softguard?")
-    if cfg.get("weights_sha256") != sha256_file(in_dir / WEIGHTS_NAME):
-        raise AdapterError(
-            f"{in_dir / WEIGHTS_NAME} is corrupt (its sha256 differs from {CONFIG_NAME}); "
-            "retrain or restore the adapter"
-        )
+    problem = changed_file(in_dir, cfg.get("files") or {WEIGHTS_NAME: cfg.get("weights_sha256")})
+    if problem:
+        raise AdapterError(f"{problem}; retrain or restore the adapter")
     try:
         state = load_file(str(in_dir / WEIGHTS_NAME))
     except (SafetensorError, OSError) as e:

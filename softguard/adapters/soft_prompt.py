@@ -24,6 +24,7 @@ from ..models import chat_prompt
 from .base import Adapter, AdapterError
 
 PLACEMENTS = ("start", "user")
+INITS = ("text", "vocab", "normal")
 
 #: Default initialisation text, cycled to length k.
 DEFAULT_INIT_TEXT = (
@@ -105,7 +106,7 @@ class SoftPrompt(Adapter):
             elif init == "vocab":
                 ids = torch.randint(0, model.get_input_embeddings().num_embeddings, (num_tokens,), generator=g)
             else:
-                raise AdapterError(f"unknown init {init!r}; choose text, vocab or normal")
+                raise AdapterError(f"unknown init {init!r}; choose one of: {', '.join(INITS)}")
             emb = model.get_input_embeddings()
             with torch.no_grad():
                 values = emb(ids.to(emb.weight.device)).float().cpu()
