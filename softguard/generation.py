@@ -182,17 +182,23 @@ def generate(
     seed: int | list[int] = 0,
     desc: str = "generate",
     progress: bool = True,
+    cache_prefix: bool = True,
 ) -> list[Generation]:
     """Generate one response per templated prompt; ``temperature=0`` is greedy, otherwise seeded sampling.
 
     ``seed`` seeds one generator for the whole call, or, as a list, one generator per prompt: a prompt's sample
     then does not depend on the other prompts of the call (up to float rounding of the batch's padding).
 
-    Pass either ``adapter`` (applied to every batch) or ``prefix`` (its cached keys and values reused).
+    Pass either ``adapter`` (applied to every batch) or ``prefix`` (its cached keys and values reused). An adapter
+    whose prefix is the same for every request (a soft prompt before everything) is turned into a ``PrefixCache``
+    once per call, so no batch recomputes its k positions (the outputs are those of the uncached path, which
+    ``cache_prefix=False`` takes).
     Returns ``Generation`` objects in the order of ``prompts``.
     """
     if adapter is not None and prefix is not None:
         raise ValueError("pass the adapter or its PrefixCache, not both")
+    if cache_prefix and adapter is not None and adapter.prefix_cacheable and prompts:
+        prefix, adapter = PrefixCache(model, adapter), None
     if isinstance(seed, list) and len(seed) != len(prompts):
         raise ValueError(f"{len(seed)} seeds for {len(prompts)} prompts; give one seed per prompt, or one int")
     shared = None if isinstance(seed, list) else torch.Generator().manual_seed(seed)

@@ -179,7 +179,10 @@ def test_prefix_cache_matches_uncached_generation(tiny_lm, prompts):
     lengths, and the shared cache is not modified by decoding (a second call gives the same result)."""
     model, tok = tiny_lm
     sp = SoftPrompt.for_model(model, tok, num_tokens=5, init="normal", sigma=0.5)
-    uncached = generate(model, tok, prompts, sp, max_new_tokens=8, batch_size=2, progress=False)
+    uncached = generate(model, tok, prompts, sp, max_new_tokens=8, batch_size=2, progress=False, cache_prefix=False)
+    assert [g.token_ids for g in generate(model, tok, prompts, sp, max_new_tokens=8, batch_size=2, progress=False)] == [
+        g.token_ids for g in uncached
+    ]  # generate caches a cacheable adapter's prefix itself
     prefix = PrefixCache(model, sp)
     assert prefix.length == 5 and prefix.cache.get_seq_length() == 5
     for _ in range(2):
