@@ -118,8 +118,6 @@ def check_objective(cfg: TrainConfig) -> None:
     """Raise ``ValueError`` with the choices when ``cfg.objective`` (or its parameters) cannot train."""
     if cfg.objective not in TRAIN_OBJECTIVES:
         raise ValueError(f"unknown objective {cfg.objective!r}; choose one of: {', '.join(TRAIN_OBJECTIVES)}")
-    if cfg.batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {cfg.batch_size}")
     if cfg.objective == "reinforce" and cfg.rl_samples < 2:
         raise ValueError(f"reinforce needs rl_samples >= 2 for its leave-one-out baseline, got {cfg.rl_samples}")
     if cfg.objective == "jsd" and not 0 < cfg.jsd_beta < 1:

@@ -71,7 +71,7 @@ def test_guard_train_then_eval(backbone, tmp_path):
         (["train", "--quick", "--method", "lora", "--placement", "start"], "--placement is a soft-prompt option"),
         (["run", "--quick", "--objective", "reinforce", "--rl-samples", "1"], "rl_samples >= 2"),
         (["train", "--quick", "--objective", "jsd", "--jsd-beta", "1.5"], "0 < beta < 1"),
-        (["train", "--quick", "--batch-size", "0"], "batch_size must be at least 1"),
+        (["train", "--quick", "--batch-size", "0"], "batch_size must be >= 1, got 0"),
         (["train", "--quick", "--steps", "0"], "steps must be >= 1, got 0"),
         (["run", "--quick", "--steps", "-5"], "steps must be >= 1, got -5"),
         (["train", "--quick", "--lr", "0"], "lr must be > 0, got 0.0"),
@@ -88,17 +88,14 @@ def test_guard_train_then_eval(backbone, tmp_path):
 def test_bad_run_options_exit_2_before_any_work(argv, message, capsys, tmp_path, monkeypatch):
     """`run` and `train` share their options: an option of another method, --labels with a direct objective, or a
     method x objective that cannot run is refused with its reason, before any asset, model or run directory."""
-    import time
 
     def no_work(*a, **k):
         raise AssertionError("a refused config must not fetch or load anything")
 
     monkeypatch.setattr("softguard.pipeline.fetch_stage", no_work)
     monkeypatch.setattr("softguard.pipeline.load_model", no_work)
-    t0 = time.perf_counter()
     with pytest.raises(SystemExit) as exc:
         main([*argv, "--runs-dir", str(tmp_path)])
-    assert time.perf_counter() - t0 < 1.0
     assert exc.value.code == 2
     out = " ".join(capsys.readouterr().out.split())
     assert "error:" in out and message in out

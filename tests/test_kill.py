@@ -96,10 +96,16 @@ def _stages(lines: list[str]) -> list[str]:
     return [s.strip(" ─\n") for s in list(lines) if s.startswith("─") and s.rstrip().endswith("─")]
 
 
-def _guard_saved(out: Path, files: set[str]) -> bool:
-    """Whether ``out/guard`` or its temporary directory ``out/.guard.tmp-*`` holds all of ``files``."""
-    dirs = [d for d in out.iterdir() if d.name == "guard" or d.name.startswith(".guard.tmp-")]
-    return any(files <= {p.name for p in d.iterdir()} for d in dirs)
+def _guard_saved(cache: Path, files: set[str]) -> bool:
+    """Whether a guard directory of the cache (``<cache>/guards/<key>``, where the guard stage trains, or its
+    temporary directory ``.<key>.tmp-*``) holds all of ``files``."""
+    root = cache / "guards"
+    return root.is_dir() and any(files <= {p.name for p in d.iterdir()} for d in root.iterdir() if d.is_dir())
+
+
+def _cached_guards(cache: Path) -> list[str]:
+    """The complete (renamed into place) guards of the cache."""
+    return [d.name for d in (cache / "guards").iterdir() if not d.name.startswith(".")]
 
 
 def _step(out: Path) -> int:
@@ -129,11 +135,11 @@ def test_kill_9_in_every_stage_then_rerun_matches_an_uninterrupted_run(tiny_mode
 
     (tmp_path / "killed").mkdir()
     run = Run(tmp_path / "killed", tiny_model_dir, backbone)
-    # guard: trained and saved (in guard/ or its temporary directory), its guard_eval.json still being computed;
-    # a guard without its evaluation must not count as done
+    # guard: trained and saved into the cache's temporary directory, its guard_eval.json still being computed; a
+    # guard without its evaluation must not count as done, in the cache or in the run
     files = {p.name for p in (ref.out / "guard").iterdir()} - {"guard_eval.json"}
-    run.kill_in("guard", lambda: _guard_saved(run.out, files))
-    assert not (run.out / "guard").exists() and len(run.teacher_files()) == 1
+    run.kill_in("guard", lambda: _guard_saved(run.cache, files))
+    assert not (run.out / "guard").exists() and not _cached_guards(run.cache) and len(run.teacher_files()) == 1
     # teacher: the first of its two sampling passes is cached, the second is being drawn
     run.kill_in("teacher", lambda: len(run.teacher_files()) == 2)
     assert (run.out / "guard" / "guard_eval.json").is_file() and len(run.teacher_files()) == 2
