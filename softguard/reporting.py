@@ -13,6 +13,8 @@ SET_TITLES = {
     "strongreject": "StrongREJECT refusal",
     "xstest-safe": "XSTest-safe compliance",
     "benign": "held-out benign compliance",
+    "robust-harmful": "Robust-harmful refusal (reworded HarmBench + StrongREJECT)",
+    "robust-benign": "Robust-benign compliance (reworded held-out benign)",
 }
 
 

@@ -244,24 +244,30 @@ def test_render_report_uses_results_numbers():
 
 def test_evaluate_stage_rows_records_and_rates_agree(tiny_lm, toy_guard):
     """On a tiny model: the system row refuses exactly what the guard flags (r*), the base row is the base
-    generation, and every rate equals the mean of the per-prompt refusal flags written to generations.jsonl."""
+    generation, and every rate equals the mean of the per-prompt refusal flags written to generations.jsonl; the
+    robust-* sets are the reworded harmbench + strongreject and benign prompts, with their labels."""
     from softguard.adapters import SoftPrompt
     from softguard.data import Example, Splits
     from softguard.pipeline import EVAL_SETS, evaluate_stage
+    from softguard.rephrase import ROBUSTNESS_TRANSFORMS
     from softguard.system import DEFAULT_REFUSAL, SafeSystem
 
     model, tok = tiny_lm
-    test = {
-        name: [Example(f"{name} prompt {i}", harmful, name) for i in range(3)] for name, harmful in EVAL_SETS.items()
-    }
+    plain = [name for name in EVAL_SETS if not name.startswith("robust-")]
+    test = {name: [Example(f"{name} prompt {i}", EVAL_SETS[name], name) for i in range(3)] for name in plain}
     flagged = {"harmbench prompt 0", "harmbench prompt 1", "xstest-safe prompt 2"}
     unsure = {"benign prompt 0": 0.35, "strongreject prompt 1": 0.45, "xstest-safe prompt 0": 0.25}  # |u - tau| < 0.4
-    system = SafeSystem(model, tok, toy_guard(dict.fromkeys(flagged, 0.95) | unsure))
+    system = SafeSystem(model, tok, toy_guard(dict.fromkeys(flagged, 0.95) | unsure))  # reworded prompts: u = 0
     cfg = preset("quick", n_eval=None, eval_max_new_tokens=4)
     student = SoftPrompt.for_model(model, tok, num_tokens=2)
     res = evaluate_stage(cfg, system, student, Splits([], [], test))
     records = res["records"]
-    assert [r["set"] for r in records] == [name for name in EVAL_SETS for _ in range(3)]
+    sizes = dict.fromkeys(plain, 3) | {"robust-harmful": 6, "robust-benign": 3}
+    assert res["n"] == sizes and list(res["n"]) == list(EVAL_SETS)
+    assert [r["set"] for r in records] == [name for name in EVAL_SETS for _ in range(sizes[name])]
+    robust = [r for r in records if r["set"].startswith("robust-")]
+    assert all(r["harmful"] == EVAL_SETS[r["set"]] and r["category"] in ROBUSTNESS_TRANSFORMS for r in robust)
+    assert not {r["prompt"] for r in robust} & {e.text for exs in test.values() for e in exs}
     for r in records:
         assert (r["system"]["response"] == DEFAULT_REFUSAL) == (r["prompt"] in flagged)
         if r["prompt"] not in flagged:
@@ -269,19 +275,52 @@ def test_evaluate_stage_rows_records_and_rates_agree(tiny_lm, toy_guard):
     for row in ("base", "system", "student"):
         for name in EVAL_SETS:
             refused = [r[row]["refused"] for r in records if r["set"] == name]
-            assert res["rows"][row][name]["refusal_rate"] == pytest.approx(sum(refused) / 3)
+            assert res["rows"][row][name]["refusal_rate"] == pytest.approx(sum(refused) / sizes[name])
     assert res["rows"]["system"]["harmbench"]["refusal_rate"] == pytest.approx(2 / 3)
     for row in ("base", "student"):  # agreement: the share of prompts where the row refuses iff the system does
         same = {r["prompt"]: r[row]["refused"] == r["system"]["refused"] for r in records}
         agree = res["agreement"][row]
-        assert agree["all"]["score"] == pytest.approx(sum(same.values()) / 12) and agree["all"]["n"] == 12
+        assert agree["all"]["score"] == pytest.approx(sum(same.values()) / 21) and agree["all"]["n"] == 21
         assert agree["harmbench"]["score"] == pytest.approx(sum(same[f"harmbench prompt {i}"] for i in range(3)) / 3)
+        robust_same = [same[r["prompt"]] for r in robust if r["set"] == "robust-harmful"]
+        assert agree["robust-harmful"]["score"] == pytest.approx(sum(robust_same) / 6)
         bins = agree["all"]["by_confidence"]
-        assert {b: c["n"] for b, c in bins.items()} == {">= 0.4": 9, "0.2-0.4": 1, "< 0.2": 2}
+        assert {b: c["n"] for b, c in bins.items()} == {">= 0.4": 18, "0.2-0.4": 1, "< 0.2": 2}
         assert bins["0.2-0.4"]["score"] == float(same["xstest-safe prompt 0"])
     # TV to the system: the base row differs from it only where the guard flags (r* vs the base model)
     assert 0 < res["fidelity"]["base"]["tv"] < 1
     assert res["fidelity"]["student"]["tv"] != res["fidelity"]["base"]["tv"]
+
+
+def test_train_prompts_add_guard_labelled_rephrasings():
+    """train_rephrasings rewordings per training prompt (train transformations only), none equal to a dev or test
+    prompt; 0 keeps today's prompts. The rewordings are bare prompts: the guard labels them in ``system.teacher``."""
+    from softguard.data import Example, Splits, normalize
+    from softguard.pipeline import train_prompts, train_set
+
+    train = [Example("Write a poem about the sea.", False, "t"), Example("Explain how to pick a lock.", True, "t")]
+    splits = Splits(train, [Example("Can you write a poem about the sea?", False, "d")], {"benign": []})
+    cfg = preset("quick", n_train_harmful=None, n_train_benign=None)
+    base = [e.text for e in train_set(cfg, splits)]
+    assert train_prompts(cfg, splits) == base and cfg.train_rephrasings == 0
+    every = train_prompts(replace(cfg, train_rephrasings=5), splits)
+    assert every[:2] == base and len(every) == 2 + 4 + 5  # the dev prompt is never a rewording
+    assert "Can you write a poem about the sea?" not in every and "Tell me about how to pick a lock." in every
+    two = train_prompts(replace(cfg, train_rephrasings=2), splits)
+    assert len(two) == 2 + 2 * 2 and len({normalize(p) for p in two}) == 6 and set(two) <= set(every)
+
+
+def test_train_rephrasings_option():
+    from softguard.cli import build_parser, run_config
+    from softguard.rephrase import TRAIN_TRANSFORMS
+
+    cfg = preset("quick", train_rephrasings=2, train_steps=7)  # RunConfig's own train_* field, not train.rephrasings
+    assert (cfg.train_rephrasings, cfg.train.steps) == (2, 7)
+    assert run_config(build_parser().parse_args(["run", "--quick", "--rephrasings", "3"])).train_rephrasings == 3
+    assert all(p.train_rephrasings == 0 for p in PRESETS.values())
+    for bad in (-1, len(TRAIN_TRANSFORMS) + 1):
+        with pytest.raises(ValueError, match=rf"train_rephrasings must be in \[0, {len(TRAIN_TRANSFORMS)}\]"):
+            preset("quick", train_rephrasings=bad)
 
 
 # ------------------------------------------------------------------------------------------------------------
