@@ -126,6 +126,8 @@ def run_config(args: argparse.Namespace):
         "steering_layer": args.steering_layer,
         "hard_labels": None if args.labels is None else args.labels == "hard",
         "train_rephrasings": args.rephrasings,
+        "train_prompts": args.train_prompts,
+        "eval_prompts": args.eval_prompts,
         "train_objective": args.objective,
         "train_steps": args.steps,
         "train_batch_size": args.batch_size,
@@ -419,6 +421,17 @@ def _run_options(r: argparse.ArgumentParser) -> None:
         "--rephrasings",
         type=int,
         help="programmatic rewordings added per training prompt, each labelled by the guard (0-5; default 0)",
+    )
+    r.add_argument(
+        "--train-prompts",
+        metavar="FILE",
+        help="your own training prompts (.jsonl, .csv or .txt; labelled by the guard) instead of the packaged ones",
+    )
+    r.add_argument(
+        "--eval-prompts",
+        metavar="FILE",
+        help="your own labelled prompts (.jsonl or .csv), evaluated as the set user:<file stem> (train: only kept "
+        "out of the training prompts)",
     )
     r.add_argument("--steps", type=int)
     r.add_argument(

@@ -48,7 +48,7 @@ from .adapters import Adapter, LoRA, SoftPrompt, SteeringVector, diff_of_means, 
 from .adapters.soft_prompt import INITS, PLACEMENTS
 from .checks import require
 from .data import Example, Splits, make_splits, rephrase_prompts, robustness_set
-from .evaluation import agreement_by_set, fidelity, fidelity_examples, score_set
+from .evaluation import agreement_by_set, fidelity, fidelity_examples, mixed_set_scores, score_set
 from .generation import generate
 from .guards import (
     POOLINGS,
@@ -62,9 +62,10 @@ from .guards import (
 )
 from .io import atomic_dir, atomic_write_text, exclusive_lock, read_json, write_json
 from .models import PACKAGED_MODELS, check_model_name, load_model, resolve_device
+from .prompts import PromptFile, read_prompts
 from .refusal import is_refusal
 from .rephrase import TRAIN_TRANSFORMS
-from .reporting import render_report
+from .reporting import prompt_file_lines, render_report
 from .system import DEFAULT_REFUSAL, SafeSystem, TeacherItem, hard_labels
 from .training import (
     TRAIN_OBJECTIVES,
@@ -138,6 +139,10 @@ class RunConfig:
     n_train_harmful: int | None = None  # None: the whole train split
     n_train_benign: int | None = None
     train_rephrasings: int = 0  # programmatic rewordings added per training prompt, labelled by the guard (0: none)
+    train_prompts: str | None = None  # the user's training prompt file (``prompts``); None: the packaged train split
+    train_prompts_sha256: str | None = None  # its sha256, filled in from the file when not given
+    eval_prompts: str | None = None  # the user's labelled evaluation file, evaluated as set ``user:<stem>``
+    eval_prompts_sha256: str | None = None
     num_samples: int = 2  # K base samples per prompt
     sample_max_new_tokens: int = 64
     sample_temperature: float = 1.0
@@ -195,6 +200,21 @@ class RunConfig:
             raise ValueError(f"lora_targets must name at least one module and no empty names, got {self.lora_targets}")
         if not self.steering_alphas or not all(a > 0 for a in self.steering_alphas):
             raise ValueError(f"steering_alphas must be a non-empty list of positive scales, got {self.steering_alphas}")
+        for attr, labelled in (("train_prompts", False), ("eval_prompts", True)):
+            self._check_prompt_file(attr, labelled)
+
+    def _check_prompt_file(self, attr: str, labelled: bool) -> None:
+        """Read and check the prompt file ``attr`` (``prompts.read_prompts``), store its absolute path and fill in
+        its sha256 (or refuse a file whose sha256 differs from the one given): the hash in config.json makes a
+        changed file a changed config, which a run refuses to resume."""
+        path, sha = getattr(self, attr), getattr(self, f"{attr}_sha256")
+        if path is None:
+            if sha is not None:
+                raise ValueError(f"{attr}_sha256 is set without {attr}: give the file too, or neither")
+            return
+        path = str(Path(path).expanduser().resolve())
+        setattr(self, attr, path)
+        setattr(self, f"{attr}_sha256", read_prompts(path, labelled, sha).sha256)
 
 
 PRESETS: dict[str, RunConfig] = {
@@ -457,21 +477,58 @@ def dev_stage(cfg: RunConfig, system: SafeSystem, splits: Splits) -> DevSet:
 
 def eval_sets(cfg: RunConfig, splits: Splits) -> dict[str, list[Example]]:
     """The ``EVAL_SETS``, ``cfg.n_eval`` seeded prompts each: test sets of ``splits``, and ``robust-harmful`` /
-    ``robust-benign``, the harmful and benign halves of ``data.robustness_set`` (reworded test prompts)."""
+    ``robust-benign``, the harmful and benign halves of ``data.robustness_set`` (reworded test prompts); then the
+    user's ``--eval-prompts`` set ``user:<stem>``, all of its prompts (``user_eval_prompts``)."""
     robust = robustness_set(cfg.seed, splits.test, cfg.n_eval)
     pools = splits.test | {
         "robust-harmful": [e for e in robust if e.harmful],
         "robust-benign": [e for e in robust if not e.harmful],
     }
-    return {name: seeded_sample(pools[name], cfg.n_eval, cfg.seed) for name in EVAL_SETS}
+    sets = {name: seeded_sample(pools[name], cfg.n_eval, cfg.seed) for name in EVAL_SETS}
+    own = user_eval_prompts(cfg, splits)
+    return sets | ({own.name: own.examples()} if own else {})
+
+
+def user_eval_prompts(cfg: RunConfig, splits: Splits) -> PromptFile | None:
+    """``cfg.eval_prompts`` (labelled), minus its prompts that are also in the packaged train split (the guard
+    trains on it) or dev split (it calibrates the guard and selects the student): every reported number is on
+    prompts never seen in training. None when no file is given."""
+    if cfg.eval_prompts is None:
+        return None
+    own = read_prompts(cfg.eval_prompts, labelled=True, sha256=cfg.eval_prompts_sha256)
+    return own.without([e.text for e in (*splits.train, *splits.dev)], "the packaged train or dev split")
+
+
+def user_train_prompts(cfg: RunConfig, splits: Splits) -> PromptFile | None:
+    """``cfg.train_prompts`` (unlabelled: the guard labels them), minus its prompts that are in an evaluation set
+    (``held_out_prompts``). None when no file is given."""
+    if cfg.train_prompts is None:
+        return None
+    own = read_prompts(cfg.train_prompts, labelled=False, sha256=cfg.train_prompts_sha256)
+    return own.without(
+        held_out_prompts(cfg, splits), "an evaluation set (the packaged dev and test sets, --eval-prompts)"
+    )
+
+
+def held_out_prompts(cfg: RunConfig, splits: Splits) -> list[str]:
+    """The prompts no training prompt may be: the dev and test splits' and the user's evaluation prompts."""
+    own = user_eval_prompts(cfg, splits)
+    return [e.text for exs in (splits.dev, *splits.test.values()) for e in exs] + (own.prompts if own else [])
+
+
+def prompt_files(cfg: RunConfig, splits: Splits) -> dict[str, dict[str, Any]]:
+    """The user's prompt files of the run ("train", "eval"; only those given), read and checked: path, sha256 and
+    counts (``PromptFile.summary``), recorded in training.json and results.json."""
+    files = {"train": user_train_prompts(cfg, splits), "eval": user_eval_prompts(cfg, splits)}
+    return {kind: f.summary() for kind, f in files.items() if f is not None}
 
 
 def evaluate_stage(cfg: RunConfig, system: SafeSystem, student: Adapter, splits: Splits) -> dict[str, Any]:
-    """Greedy generations of the three rows on every eval set (``eval_sets``); refusal rates; decision agreement of
-    the base and student rows with the system (per set and per guard-confidence bin) and their mean per-token TV /
-    KL to it; per-prompt records."""
+    """Greedy generations of the three rows on every eval set (``eval_sets``); refusal rates (a user's set, of
+    harmful and benign prompts: ``mixed_set_scores``); decision agreement of the base and student rows with the
+    system (per set and per guard-confidence bin) and their mean per-token TV / KL to it; per-prompt records."""
     sets = eval_sets(cfg, splits)
-    prompts = [e.text for name in EVAL_SETS for e in sets[name]]
+    prompts = [e.text for exs in sets.values() for e in exs]
     templated = system.template(prompts)
     gen = dict(max_new_tokens=cfg.eval_max_new_tokens, batch_size=cfg.gen_batch_size)
     t0 = time.perf_counter()
@@ -490,13 +547,18 @@ def evaluate_stage(cfg: RunConfig, system: SafeSystem, student: Adapter, splits:
     flags: dict[str, list[bool]] = {}
     for row, texts in rows.items():
         results["rows"][row], flags[row], start = {}, [], 0
-        for name, harmful in EVAL_SETS.items():
-            res = score_set(name, harmful, texts[start : start + len(sets[name])], cfg.refusal)
-            results["rows"][row][name] = {"refusal_rate": res.refusal_rate, "score": res.score, "n": res.n}
+        for name, exs in sets.items():
+            # a user's set holds both labels: score_set's flags only, scored by mixed_set_scores
+            res = score_set(name, EVAL_SETS.get(name, True), texts[start : start + len(exs)], cfg.refusal)
+            results["rows"][row][name] = (
+                {"refusal_rate": res.refusal_rate, "score": res.score, "n": res.n}
+                if name in EVAL_SETS
+                else mixed_set_scores([e.harmful for e in exs], res.flags)
+            )
             flags[row] += res.flags
             start += res.n
     results["generation_seconds"] = {"base": t_base, "student": t_student}
-    named = [(name, e) for name in EVAL_SETS for e in sets[name]]
+    named = [(name, e) for name, exs in sets.items() for e in exs]
     u = [r.u for r in sys_out]
     results["agreement"] = {  # the system agrees with itself: no row for it
         row: agreement_by_set([name for name, _ in named], flags[row], flags["system"], u, cfg.tau, seed=cfg.seed)
@@ -570,10 +632,12 @@ def train_set(cfg: RunConfig, splits: Splits) -> list[Example]:
 
 
 def train_prompts(cfg: RunConfig, splits: Splits) -> list[str]:
-    """The prompts the teacher labels: ``train_set``'s, then ``cfg.train_rephrasings`` rewordings of each
-    (``data.rephrase_prompts``: ``TRAIN_TRANSFORMS``, deduplicated, none equal to a dev or test prompt)."""
-    prompts = [e.text for e in train_set(cfg, splits)]
-    held_out = [e.text for exs in (splits.dev, *splits.test.values()) for e in exs]
+    """The prompts the teacher labels: the user's ``--train-prompts`` file (``user_train_prompts``, all of it), else
+    ``train_set``'s; then ``cfg.train_rephrasings`` rewordings of each (``data.rephrase_prompts``:
+    ``TRAIN_TRANSFORMS``, deduplicated, none equal to an evaluation prompt: ``held_out_prompts``)."""
+    own = user_train_prompts(cfg, splits)
+    prompts = own.prompts if own else [e.text for e in train_set(cfg, splits)]
+    held_out = held_out_prompts(cfg, splits)
     return prompts + rephrase_prompts(prompts, cfg.train_rephrasings, cfg.seed, exclude=held_out)
 
 
@@ -743,6 +807,9 @@ def _run_stages(
 
     timed("fetch", fetch_stage, cfg)
     splits = make_splits(cfg.seed)
+    own_files = prompt_files(cfg, splits)  # read and checked before the model loads
+    for line in prompt_file_lines(own_files):
+        console.print(line, markup=False, highlight=False)
     model, tokenizer = load_model(cfg.model, device=device)
     system = SafeSystem(model, tokenizer, None, cfg.refusal, cfg.tau, cfg.guard_mode)
     check_inputs(out, input_fingerprints(cfg, system))
@@ -762,7 +829,10 @@ def _run_stages(
         return out
     summary = _training_summary(sdir, len(train_prompts(cfg, splits)), examples)
     if not evaluate:
-        write_json(out / "training.json", {"config": asdict(cfg), "timings": timings, "training": summary})
+        write_json(
+            out / "training.json",
+            {"config": asdict(cfg), "timings": timings, "training": summary, "prompt_files": own_files},
+        )
         console.print(f"[bold green]trained:[/] {sdir / 'best'}")
         procs.wait_for_everyone()
         return out
@@ -777,6 +847,7 @@ def _run_stages(
         device=str(model.device),
         guard=read_json(gdir / "guard_eval.json"),
         training=summary,
+        prompt_files=own_files,
         student={
             "method": student.method,
             "objective": cfg.train.objective,

@@ -18,6 +18,12 @@ SET_TITLES = {
 }
 
 
+def set_title(name: str) -> str:
+    """A results set's column title; a user's ``--eval-prompts`` set (``user:<stem>``) is scored by its right
+    decisions (refuse harmful, answer benign: ``evaluation.mixed_set_scores``)."""
+    return SET_TITLES.get(name) or (f"{name} right decisions" if name.startswith("user:") else name)
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
@@ -32,7 +38,7 @@ def _row_title(row: str, results: dict[str, Any]) -> str:
 def results_table(results: dict[str, Any]) -> str:
     """Rows x eval sets; each cell is the good-when-high rate in percent (refusal on harmful, compliance on benign)."""
     sets = list(results["n"])
-    head = "| row | " + " | ".join(f"{SET_TITLES.get(s, s)} (n={results['n'][s]})" for s in sets) + " |"
+    head = "| row | " + " | ".join(f"{set_title(s)} (n={results['n'][s]})" for s in sets) + " |"
     lines = [head, "|---" * (len(sets) + 1) + "|"]
     for row, cells in results["rows"].items():
         lines.append(f"| {_row_title(row, results)} | " + " | ".join(_pct(cells[s]["score"]) for s in sets) + " |")
@@ -49,7 +55,7 @@ def agreement_tables(results: dict[str, Any]) -> list[str]:
     cols = [*sets, "all"]
     lines = [
         "| row | "
-        + " | ".join(f"{SET_TITLES.get(s, s).split(' ')[0]} (n={agree['base'][s]['n']})" for s in cols)
+        + " | ".join(f"{set_title(s).split(' ')[0]} (n={agree['base'][s]['n']})" for s in cols)
         + " | TV to system | KL to system |",
         "|---" * (len(cols) + 3) + "|",
     ]
@@ -102,6 +108,7 @@ def render_report(results: dict[str, Any]) -> str:
         "",
         results_table(results),
         "",
+        *(x for line in prompt_file_lines(results.get("prompt_files", {})) for x in (line, "")),
         "## Guard (teacher)",
         "",
         "| split | AUROC | precision | recall | F1 | n |",
@@ -160,6 +167,16 @@ def _refusal_preference(guard_eval: dict[str, Any]) -> list[str]:
     ]
 
 
+def prompt_file_lines(files: dict[str, dict[str, Any]]) -> list[str]:
+    """A line per user prompt file (``pipeline.prompt_files``: "train", "eval") with its sha256 and counts."""
+    removed = {"train": "also in an evaluation set", "eval": "also in the packaged train or dev split"}
+    return [
+        f"Your {kind} prompts `{f['path']}` (sha256 `{f['sha256'][:12]}`): {f['read']} read; removed "
+        f"{f['duplicates']} repeated and {f['overlaps']} {removed[kind]}; {f['kept']} kept."
+        for kind, f in files.items()
+    ]
+
+
 def _wall_time(results: dict[str, Any]) -> list[str]:
     where = f" on {results['device']}" if "device" in results else ""  # results.json from before --device: no field
     return [f"## Wall time (seconds{where})", "", " | ".join(f"{k}: {v}" for k, v in results["timings"].items()), ""]
@@ -215,7 +232,7 @@ def render_runs_summary(runs: dict[str, dict[str, Any]]) -> str:
     best = best_runs(runs)
     head = (
         "| run | method | objective | kept at | dev agreement | dev TV | test agreement | "
-        + " | ".join(f"{SET_TITLES.get(s, s)} (n={first['n'][s]})" for s in sets)
+        + " | ".join(f"{set_title(s)} (n={first['n'][s]})" for s in sets)
         + " | train s | total s | device |"
     )
     lines = [head, "|---" * (len(sets) + 10) + "|"]

@@ -180,3 +180,44 @@ def test_disk_full_or_no_permission_is_a_one_line_error(tmp_path, capsys, monkey
     monkeypatch.setattr(sgio.tempfile, "mkstemp", bug)
     with pytest.raises(FileNotFoundError):
         main(argv)
+
+
+def test_prompt_file_options(tmp_path, capsys, monkeypatch):
+    """--train-prompts / --eval-prompts (run and train) put the files' absolute paths and sha256 in the config; a bad
+    file is refused with its line before any asset, model or run directory."""
+    import hashlib
+
+    from softguard.cli import build_parser, run_config
+
+    train, ev = tmp_path / "train.txt", tmp_path / "eval.jsonl"
+    train.write_text("Reset my router.\n")
+    ev.write_text('{"prompt": "Make meth.", "harmful": true}\n')
+    monkeypatch.chdir(tmp_path)
+    for command in ("run", "train"):
+        args = build_parser().parse_args(
+            [command, "--quick", "--train-prompts", "train.txt", "--eval-prompts", str(ev)]
+        )
+        cfg = run_config(args)
+        assert (cfg.train_prompts, cfg.eval_prompts) == (str(train), str(ev))
+        assert cfg.train_prompts_sha256 == hashlib.sha256(b"Reset my router.\n").hexdigest()
+        assert cfg.eval_prompts_sha256 == hashlib.sha256(ev.read_bytes()).hexdigest()
+
+    def no_work(*a, **k):
+        raise AssertionError("a refused prompt file must not fetch or load anything")
+
+    monkeypatch.setattr("softguard.pipeline.fetch_stage", no_work)
+    monkeypatch.setattr("softguard.pipeline.load_model", no_work)
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    runs = tmp_path / "runs"
+    for argv, message in (
+        (["run", "--train-prompts", "empty.jsonl"], f"error: {tmp_path / 'empty.jsonl'} holds no prompts; give one"),
+        (["train", "--train-prompts", "latin1.txt"], f"error: {tmp_path / 'latin1.txt'}, line 1: not UTF-8 text"),
+        (["run", "--eval-prompts", "train.txt"], "an evaluation prompt file needs a harmful/benign label per prompt"),
+        (["run", "--eval-prompts", "nope.csv"], f"error: {tmp_path / 'nope.csv'}: no such prompt file; check the path"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main([*argv, "--quick", "--runs-dir", str(runs)])
+        assert exc.value.code == 2
+        assert message in " ".join(capsys.readouterr().out.split())
+    assert not runs.exists()
