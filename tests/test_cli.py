@@ -41,7 +41,7 @@ def test_guard_train_then_eval(backbone, tmp_path):
     main(["guard", "train", "--backbone", str(backbone), "--epochs", "1", "--pairs", "3", "--out", str(out)])
     metrics = json.loads((out / "guard_eval.json").read_text())
     dev = metrics["dev"]
-    assert dev["n"] == 198 and 0.0 <= dev["auroc"] <= 1.0
+    assert dev["n"] == 278 and 0.0 <= dev["auroc"] <= 1.0
     assert metrics["pairs (held out)"]["n"] == 2  # one of the 6 prompts held out (a benign one: answer, refusal)
     assert json.loads((out / "guard_config.json").read_text())["metadata"]["pairs"] == 12
     main(["guard", "eval", "--guard", str(out), "--out", str(tmp_path / "eval.json")])
