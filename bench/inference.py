@@ -10,7 +10,8 @@ tokens), one untimed warm-up request per row, rows interleaved prompt by prompt 
 again alone in a fresh process for its peak memory while it runs (``measure_row_isolated``; on CPU the peak RSS,
 which includes the weights and the Python/torch runtime, so read it against the base row). PEFT's ``generate`` has
 no first-token hook: its row is timed after the others, its TTFT (= prefill) as a 1-token ``generate``, and it has
-no per-token time. Each figure is also given as a ratio to the base LLM. Writes BENCHMARKS.md (or --out).
+no per-token time. Each figure is also given as a ratio to the base LLM. Writes its section of BENCHMARKS.md (or
+--out).
 
     python bench/inference.py [--run runs/demo] [--prompts 16] [--new-tokens 32] [--num-tokens 100]
 """
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 
 import torch
+from report import update_section  # bench/ is sys.path[0] when this file runs as a script
 
 from softguard.adapters import SoftPrompt, load_adapter, resolve_adapter_dir
 from softguard.cost import CostResult, measure_row_isolated, measure_rows, param_bytes
@@ -35,7 +37,6 @@ from softguard.data import make_splits
 from softguard.export import export
 from softguard.generation import tokenize_prompts
 from softguard.guards import EncoderGuard
-from softguard.io import atomic_write_text
 from softguard.models import chat_prompt, load_model
 from softguard.system import SafeSystem
 
@@ -167,7 +168,7 @@ def main() -> None:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     cmd = "python bench/inference.py " + " ".join(sys.argv[1:])
     lines += ["", f"Command: `{cmd.strip()}`", ""]
-    atomic_write_text(args.out, "\n".join(lines))
+    update_section(args.out, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -262,14 +262,13 @@ def fidelity(
     ``training.collate`` (uniform token weights) and ``training.loss_terms`` for the ``kl`` objective, which also
     returns the TV. No examples: nan."""
     cfg, obj = TrainConfig(first_token_weight=1.0), get_objective("kl")
-    prefix = adapter.prefix_length if adapter is not None else 0
     ordered = sorted(examples, key=lambda e: len(e.prompt_ids) + len(e.target_ids))  # batches by length
     tv_sum = kl_sum = 0.0
     with _evaluating(model, adapter):
         for start in range(0, len(ordered), batch_size):
             chunk = ordered[start : start + batch_size]
             batch = collate(chunk, tokenizer.pad_token_id, cfg, model.device)
-            terms = loss_terms(model, adapter, prefix, batch, obj)
+            terms = loss_terms(model, adapter, batch, obj)
             w = batch["tok_w"] * len(chunk)  # [N]: w_i / |target_i| on each token of example i
             tv_sum += float((terms["tv"] * w).sum())
             kl_sum += float((terms["d"] * w).sum())

@@ -82,6 +82,26 @@ def jsd_onehot(student_logp: torch.Tensor, target: torch.Tensor, beta: float = 0
     return -beta * log_m_y + (1 - beta) * ((1 - q_y) * -math.log(1 - beta) + q_y * (logq_y - log_m_y))
 
 
+#: The log-mass of an empty "rest" bucket (``coarse_grain`` with K = V): finite, so that the divergences stay finite
+#: and differentiable, and exp() of it is 0 in every float type.
+EMPTY_LOGP = -1e4
+
+
+def coarse_grain(logp: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """A distribution over the vocabulary coarse-grained onto K tokens and one bucket for all others ("rest").
+    [N, V] log-probabilities, [N, K] token ids -> [N, K + 1]: log p(ids_1..ids_K), log p(rest).
+
+    log p(rest) is a logsumexp over the complement of ``ids`` (exact, not log(1 - sum), which loses a small
+    rest to rounding); an empty rest (K = V) gets about ``EMPTY_LOGP`` on both sides. The divergences above apply
+    unchanged to the result. With the teacher p's top-K tokens as ``ids`` for both p and the student q, each of
+    them, an f-divergence, can only shrink (data-processing inequality): D(p~, q~) <= D(p, q) on the coarse-grained
+    p~, q~. The gap is what the rest bucket hides: for KL(p || q) it is p(rest) KL(p(.|rest) || q(.|rest))
+    (log-sum inequality), for TV at most p(rest) (triangle inequality), and nothing when K = V.
+    """
+    rest = logp.scatter(-1, ids, EMPTY_LOGP).logsumexp(-1, keepdim=True)  # the K entries' exp() vanish beside any other
+    return torch.cat([logp.gather(-1, ids), rest], dim=-1)
+
+
 def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
     """Leave-one-out advantages A_k = R_k - 1/(K-1) sum_{j != k} R_j for K samples per prompt.  [P, K] -> [P, K]."""
     k = rewards.shape[-1]

@@ -13,8 +13,13 @@ Each teacher item (prompt x, base samples r_k with guard scores u_k, rho) become
 targets)``; examples with weight below ``min_weight`` are dropped. A step:
 
 1. left-pad a batch of ``prompt + target`` sequences;
-2. student: decoder with the adapter, LM head applied only at the positions that predict target tokens;
-3. teacher (keep examples only): the same decoder without the adapter, under no_grad;
+2. student: decoder with the adapter, LM head applied only at the positions that predict target tokens. The
+   tokens every row begins with (the chat template's system turn) and the soft prompt run once for the batch,
+   each row's own tokens packed after them without padding (``shared_prefix``; exact, see
+   ``adapters.shared_prefix_hidden``);
+3. teacher (keep examples only): the frozen model's distributions along the base samples, computed once before
+   training (``teacher_targets``: top-K tokens + the rest's mass, ``teacher_topk``), or, with ``teacher_topk``
+   None, by the same decoder without the adapter at every step, under no_grad;
 4. loss = (1/B) sum_i weight_i * sum_t w_t D_it / sum_t w_t, with D the objective and w_t the token weights;
 5. AdamW step on the adapter's parameters only (the LLM is frozen), linear warmup + cosine decay.
 
@@ -43,18 +48,37 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import broadcast_object_list, gather_object
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .adapters import Adapter, AdapterError, attached, decoder_hidden, load_adapter
+from .adapters import (
+    Adapter,
+    AdapterError,
+    attached,
+    can_share_prefix,
+    decoder_hidden,
+    load_adapter,
+    shared_prefix_hidden,
+)
 from .checks import require
 from .generation import generate
 from .guards import Guard
 from .io import atomic_dir, read_json, write_json
-from .objectives import OBJECTIVES, Objective, get_objective, reinforce_loss, reverse_kl, rloo_advantages, tv, tv_onehot
+from .objectives import (
+    OBJECTIVES,
+    Objective,
+    coarse_grain,
+    get_objective,
+    reinforce_loss,
+    reverse_kl,
+    rloo_advantages,
+    tv,
+    tv_onehot,
+)
 from .refusal import is_refusal
 from .system import SafeSystem, TeacherItem
 
@@ -78,6 +102,8 @@ class TrainConfig:
     eval_every: int = 15
     dev_max_new_tokens: int = 16
     seed: int = 0
+    shared_prefix: bool = True  # run the rows' common beginning (soft prompt + template head) once per batch
+    teacher_topk: int | None = 256  # keep-branch targets: the teacher's top-K + rest, once; None: exact, every step
     # reinforce only
     rl_samples: int = 2  # K samples per prompt (leave-one-out baseline needs K >= 2)
     rl_max_new_tokens: int = 24
@@ -107,6 +133,8 @@ class TrainConfig:
                 "kl_coef": ">= 0",
             },
         )
+        if self.teacher_topk is not None and self.teacher_topk < 1:
+            raise ValueError(f"teacher_topk must be at least 1 (or None: the exact teacher), got {self.teacher_topk}")
 
 
 #: Objectives that do not distil the teacher's distributions (DESIGN §4, direct optimization).
@@ -126,12 +154,16 @@ def check_objective(cfg: TrainConfig) -> None:
 
 @dataclass
 class DistillExample:
-    """One training sequence: templated prompt ids, target response ids, branch weight, target kind."""
+    """One training sequence: templated prompt ids, target response ids, branch weight, target kind, and for a
+    soft example the teacher's targets once computed (``teacher_targets``): the frozen model's top-K token ids
+    [n, K] at its n target positions and its log-probabilities coarse-grained onto them plus the rest [n, K + 1]."""
 
     prompt_ids: list[int]
     target_ids: list[int]
     weight: float
     soft: bool  # True: teacher = frozen model's distributions; False: one-hot targets (r*)
+    teacher_ids: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    teacher_logp: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -196,14 +228,25 @@ def token_weights(length: int, first_tokens: int, first_token_weight: float) -> 
     return w / w.sum()
 
 
-def collate(
-    batch: list[DistillExample], pad_id: int, cfg: TrainConfig, device: torch.device
-) -> dict[str, torch.Tensor]:
+def shared_head(prompts: list[list[int]]) -> int:
+    """Length of the prompts' longest common prefix, capped so that every prompt keeps at least one token of its
+    own: every loss position (from a prompt's last token on) then lies after it."""
+    cap, first = min(map(len, prompts)) - 1, prompts[0]
+    n = 0
+    while n < cap and all(p[n] == first[n] for p in prompts):
+        n += 1
+    return n
+
+
+def collate(batch: list[DistillExample], pad_id: int, cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
     """Left-pad ``prompt + target`` and list the loss positions.
 
     Returns input_ids/attention_mask [B, T]; for the N target tokens of the batch: ``row`` [N], ``pos`` [N]
     (index of the position that predicts the token, in unprefixed coordinates), ``target`` [N], ``tok_w`` [N]
-    (token weight times example weight / B) and ``soft`` [N] (bool).
+    (token weight times example weight / B) and ``soft`` [N] (bool). With ``cfg.shared_prefix``: ``head`` (int),
+    the number of leading tokens that every row shares (``shared_head``), for the forward to run once. When the
+    soft examples carry their teacher targets: ``teacher_ids`` [M, K] and ``teacher_logp`` [M, K + 1], M = the
+    number of soft positions, in the order of ``soft``.
     """
     seqs = [ex.prompt_ids + ex.target_ids for ex in batch]
     t_max = max(map(len, seqs))
@@ -221,7 +264,7 @@ def collate(
         tok_w.append(token_weights(n, cfg.first_tokens, cfg.first_token_weight) * ex.weight / len(batch))
         soft += [ex.soft] * n
     as_long = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
-    return {
+    out = {
         "input_ids": ids.to(device),
         "attention_mask": mask.to(device),
         "row": as_long(row),
@@ -230,55 +273,133 @@ def collate(
         "tok_w": torch.cat(tok_w).to(device),
         "soft": torch.tensor(soft, device=device),
     }
+    if cfg.shared_prefix:
+        out["head"] = shared_head([ex.prompt_ids for ex in batch])
+    cached = [ex for ex in batch if ex.soft and ex.teacher_ids is not None]
+    if cached:
+        if len(cached) < sum(ex.soft for ex in batch):
+            raise ValueError("some soft examples of the batch have teacher targets and some not; compute them for all")
+        out["teacher_ids"] = torch.cat([ex.teacher_ids for ex in cached]).long().to(device)
+        out["teacher_logp"] = torch.cat([ex.teacher_logp for ex in cached]).to(device)
+    return out
 
 
-def student_logp(
-    model: PreTrainedModel, adapter: Adapter | None, prefix: int, batch: dict[str, torch.Tensor]
+def loss_hidden(
+    model: PreTrainedModel, adapter: nn.Module | None, batch: dict[str, Any], select: torch.Tensor | None = None
 ) -> torch.Tensor:
+    """The decoder's final hidden states [M, d] at the batch's loss positions (all N, or where ``select`` [N] is
+    True), running only the rows that own one.
+
+    With ``head`` in the batch and ``can_share_prefix(model)``, the rows' common first ``head`` tokens and the
+    adapter's inserted positions run once, the rows' own tokens packed after them (``shared_prefix_hidden``);
+    otherwise every row runs whole, left padded (``decoder_hidden``, where a loss position p is at p + P, P the
+    adapter's inserted positions, which all come before the loss positions)."""
+    row, pos = batch["row"], batch["pos"]
+    if select is not None:
+        row, pos = row[select], pos[select]
+    rows = torch.unique(row)  # sorted
+    ids, mask, local = batch["input_ids"][rows], batch["attention_mask"][rows], torch.searchsorted(rows, row)
+    head = batch.get("head")
+    if head is None or not can_share_prefix(model):
+        base = getattr(adapter, "module", adapter)  # DDP wraps the adapter as ``.module``
+        hidden = decoder_hidden(model, adapter, ids, mask)  # [b, P + T, d]
+        return hidden[local, pos + (base.prefix_length if base is not None else 0)]
+    own = (mask == 0).sum(-1) + head  # [b]: index of each row's first token after the shared head
+    start = int(own[0])
+    tails = [r[s:] for r, s in zip(ids, own.tolist(), strict=True)]
+    hidden = shared_prefix_hidden(model, adapter, ids[0, start - head : start], tails)  # [sum of lengths, d]
+    lengths = ids.shape[1] - own
+    return hidden[(torch.cumsum(lengths, 0) - lengths)[local] + pos - own[local]]
+
+
+def student_logp(model: PreTrainedModel, adapter: nn.Module | None, batch: dict[str, Any]) -> torch.Tensor:
     """log q(. | x, r_<t) [N, V] at the batch's loss positions: decoder with the adapter, LM head only there."""
-    hidden = decoder_hidden(model, adapter, batch["input_ids"], batch["attention_mask"])
-    return torch.log_softmax(model.get_output_embeddings()(hidden[batch["row"], batch["pos"] + prefix]).float(), -1)
+    return torch.log_softmax(model.get_output_embeddings()(loss_hidden(model, adapter, batch)).float(), -1)
 
 
 @torch.no_grad()
 def base_logp(
-    model: PreTrainedModel, adapter: Adapter | None, batch: dict[str, torch.Tensor], select: torch.Tensor
+    model: PreTrainedModel, adapter: nn.Module | None, batch: dict[str, Any], select: torch.Tensor
 ) -> torch.Tensor:
-    """log pi(. | x, r_<t) [M, V] of the frozen model at the loss positions ``select`` (bool [N]).
-
-    Model-side adapters are bypassed; only the rows that own a selected position are run."""
-    rows = torch.unique(batch["row"][select])
+    """log pi(. | x, r_<t) [M, V] of the frozen model at the loss positions ``select`` (bool [N]): model-side
+    adapters bypassed, input-side ones left out."""
     base = getattr(adapter, "module", adapter)  # DDP wraps the adapter as ``.module``
     with base.bypassed() if base is not None else nullcontext():
-        hidden = decoder_hidden(model, None, batch["input_ids"][rows], batch["attention_mask"][rows])
-    remap = torch.full((int(batch["row"].max()) + 1,), -1, device=rows.device)
-    remap[rows] = torch.arange(len(rows), device=rows.device)
-    picked = hidden[remap[batch["row"][select]], batch["pos"][select]]
-    return torch.log_softmax(model.get_output_embeddings()(picked).float(), -1)
+        hidden = loss_hidden(model, None, batch, select)
+    return torch.log_softmax(model.get_output_embeddings()(hidden).float(), -1)
+
+
+@torch.no_grad()
+def teacher_targets(
+    model: PreTrainedModel,
+    adapter: Adapter | None,
+    examples: list[DistillExample],
+    cfg: TrainConfig,
+    pad_id: int,
+    rank: int = 0,
+    world: int = 1,
+    progress: bool = False,
+) -> list[DistillExample]:
+    """The keep branch's targets, computed once: ``examples`` with every soft one given the frozen model's top-K
+    tokens (K = ``cfg.teacher_topk``) at its n target positions, ``teacher_ids`` [n, K] (int32), and its
+    distributions coarse-grained onto those K tokens plus one bucket for the rest, ``teacher_logp`` [n, K + 1]
+    (``objectives.coarse_grain``), on the CPU. Batches of ``cfg.batch_size`` soft examples sorted by length;
+    process ``rank`` of ``world`` (DDP) computes batches rank, rank + world, ... and gathers the others' (the
+    same batches as in one process, so the same numbers). ``progress``: show a progress bar."""
+    length = lambda i: len(examples[i].prompt_ids) + len(examples[i].target_ids)  # noqa: E731
+    soft = sorted((i for i, ex in enumerate(examples) if ex.soft), key=length)
+    chunks = [soft[s : s + cfg.batch_size] for s in range(0, len(soft), cfg.batch_size)]
+    done: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    with Progress(disable=not progress, transient=True) as bar:
+        for chunk in bar.track(chunks[rank::world], description=f"teacher top-{cfg.teacher_topk}"):
+            batch = collate([examples[i] for i in chunk], pad_id, cfg, model.device)
+            logp = base_logp(model, adapter, batch, batch["soft"])  # [M, V]
+            ids = logp.topk(min(cfg.teacher_topk, logp.shape[-1]), dim=-1).indices  # [M, K]
+            coarse = coarse_grain(logp, ids)  # [M, K + 1]
+            sizes = [len(examples[i].target_ids) for i in chunk]
+            for i, k_ids, k_logp in zip(chunk, ids.split(sizes), coarse.split(sizes), strict=True):
+                done[i] = (k_ids.int().cpu(), k_logp.cpu())
+    if world > 1:
+        done = {i: v for part in gather_object([done]) for i, v in part.items()}
+    return [
+        replace(ex, teacher_ids=done[i][0], teacher_logp=done[i][1]) if i in done else ex
+        for i, ex in enumerate(examples)
+    ]
 
 
 def loss_terms(
-    model: PreTrainedModel,
-    adapter: Adapter | None,
-    prefix: int,
-    batch: dict[str, torch.Tensor],
-    obj: Objective,
+    model: PreTrainedModel, adapter: nn.Module | None, batch: dict[str, Any], obj: Objective
 ) -> dict[str, torch.Tensor]:
     """Per-token divergences D [N] of the student against the teacher targets, plus the TV for monitoring.
 
     One-hot rows (r*, or every row for ``sft``) use ``obj.onehot``; soft rows use ``obj.soft`` against the frozen
-    model's own distributions (the keep branch), computed without gradient."""
-    student = student_logp(model, adapter, prefix, batch)
+    model's own distributions (the keep branch): the cached ``teacher_logp`` over {its top-K tokens, the rest},
+    against which the student is coarse-grained the same way (each divergence then a lower bound of the full one,
+    see ``objectives.coarse_grain``), or else computed here over the whole vocabulary, without gradient."""
+    student = student_logp(model, adapter, batch)
     d = obj.onehot(student, batch["target"])
     tvs = tv_onehot(student.detach(), batch["target"])
     soft = batch["soft"]
     if soft.any():
-        teacher = base_logp(model, adapter, batch, soft)
+        if "teacher_logp" in batch:
+            q, p = coarse_grain(student[soft], batch["teacher_ids"]), batch["teacher_logp"]
+        else:
+            q, p = student[soft], base_logp(model, adapter, batch, soft)
         d = d.clone()
-        d[soft] = obj.soft(student[soft], teacher)
+        d[soft] = obj.soft(q, p)
         tvs = tvs.clone()
-        tvs[soft] = tv(student[soft].detach(), teacher)
+        tvs[soft] = tv(q.detach(), p)
     return {"d": d, "tv": tvs}
+
+
+def distill_means(
+    model: PreTrainedModel, student: nn.Module, rows: list[DistillExample], pad_id: int, cfg: TrainConfig
+) -> dict[str, torch.Tensor]:
+    """One distillation (or sft) batch: the loss sum_i,t tok_w D and the TV likewise, each a weighted mean over
+    ``rows`` (scalar tensors; the loss with gradient)."""
+    batch = collate(rows, pad_id, cfg, model.device)
+    terms = loss_terms(model, student, batch, train_objective(cfg))
+    return {"loss": (terms["d"] * batch["tok_w"]).sum(), "tv": (terms["tv"] * batch["tok_w"]).sum()}
 
 
 def train_objective(cfg: TrainConfig) -> Objective:
@@ -333,7 +454,7 @@ def reinforce_terms(
         for p, g in zip(repeated, gens, strict=True)
     ]
     batch = collate(examples, tokenizer.pad_token_id, replace(cfg, first_token_weight=1.0), model.device)
-    logq = student_logp(model, student, adapter.prefix_length, batch)
+    logq = student_logp(model, student, batch)
     logq_y = logq.gather(-1, batch["target"][:, None]).squeeze(-1)
     w = batch["tok_w"] * len(examples)  # per-sample token weights, each row summing to 1
     seq_logp = torch.zeros(len(examples), device=logq.device).index_add(0, batch["row"], w * logq_y)
@@ -394,7 +515,8 @@ def evaluate_dev(
     dev: DevSet,
     cfg: TrainConfig,
 ) -> dict[str, float]:
-    """Held-out loss / TV and greedy-refusal agreement with the system on the dev prompts."""
+    """Held-out loss / TV and greedy-refusal agreement with the system on the dev prompts. The loss and TV use the
+    exact teacher over the whole vocabulary (dev examples carry no cached targets), whatever ``teacher_topk``."""
     was_training = adapter.training
     adapter.eval()
     loss_sum = tv_sum = 0.0
@@ -402,7 +524,7 @@ def evaluate_dev(
         for start in range(0, len(dev.examples), cfg.batch_size):
             chunk = dev.examples[start : start + cfg.batch_size]
             batch = collate(chunk, tokenizer.pad_token_id, cfg, model.device)
-            terms = loss_terms(model, adapter, adapter.prefix_length, batch, train_objective(cfg))
+            terms = loss_terms(model, adapter, batch, train_objective(cfg))
             scale = len(chunk) / len(dev.examples)
             loss_sum += float((terms["d"] * batch["tok_w"]).sum()) * scale
             tv_sum += float((terms["tv"] * batch["tok_w"]).sum()) * scale
@@ -542,8 +664,11 @@ def train(
     if resume and (out / "last").is_dir():
         state = _load_checkpoint(out, adapter, optimizer, model, cfg)
         accelerator.print(f"resuming from {out / 'last'} at step {state.step}")
+    if cfg.teacher_topk is not None and cfg.objective != "reinforce":
+        examples = teacher_targets(
+            model, adapter, examples, cfg, tokenizer.pad_token_id, rank, world, accelerator.is_main_process
+        )
     student, optimizer = accelerator.prepare(adapter, optimizer)
-    prefix = adapter.prefix_length
     columns = [TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}")]
     with (
         attached(model, adapter),
@@ -564,9 +689,7 @@ def train(
                         model, tokenizer, adapter, student, rows, reward_guard, cfg, state.step, positions
                     )
                 else:
-                    batch = collate(rows, tokenizer.pad_token_id, cfg, accelerator.device)
-                    terms = loss_terms(model, student, prefix, batch, train_objective(cfg))
-                    means = {"loss": (terms["d"] * batch["tok_w"]).sum(), "tv": (terms["tv"] * batch["tok_w"]).sum()}
+                    means = distill_means(model, student, rows, tokenizer.pad_token_id, cfg)
             # DDP averages the processes' gradients (sums them / world), so the gradient is the global mean's
             accelerator.backward(means["loss"] * share * world)
             grad_norm = accelerator.clip_grad_norm_(adapter.trainable_parameters(), cfg.max_grad_norm)

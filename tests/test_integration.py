@@ -59,7 +59,7 @@ def test_few_steps_lower_the_distillation_loss(smollm, tmp_path):
 
     def loss() -> float:
         with torch.no_grad():
-            return float((loss_terms(model, adapter, 8, batch, get_objective("tv"))["d"] * batch["tok_w"]).sum())
+            return float((loss_terms(model, adapter, batch, get_objective("tv"))["d"] * batch["tok_w"]).sum())
 
     before = loss()
     dev = DevSet(system.template(harmful[:1] + benign[:1]), [True, False], [True, False], examples[:1])

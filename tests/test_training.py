@@ -265,7 +265,7 @@ def test_loss_terms_zero_for_identity_student(tiny_lm, system):
     items = [TeacherItem(BENIGN[0], 0.3, [[10, 11, 12]], [0.3])]
     b = collate(build_examples(items, system), tok.pad_token_id, TrainConfig(), torch.device("cpu"))
     for objective in ("tv", "kl"):
-        terms = loss_terms(model, None, 0, b, get_objective(objective))
+        terms = loss_terms(model, None, b, get_objective(objective))
         soft = b["soft"]
         assert torch.allclose(terms["d"][soft], torch.zeros(int(soft.sum())), atol=1e-5)
         assert torch.allclose(terms["tv"][soft], torch.zeros(int(soft.sum())), atol=1e-5)
@@ -280,7 +280,7 @@ def test_loss_terms_match_full_forward(tiny_lm, system):
     exs = build_examples(items, system)
     b = collate(exs, tok.pad_token_id, TrainConfig(), torch.device("cpu"))
     with torch.no_grad():
-        terms = {o: loss_terms(model, sp, 3, b, get_objective(o)) for o in ("tv", "kl")}
+        terms = {o: loss_terms(model, sp, b, get_objective(o)) for o in ("tv", "kl")}
     j = 0
     for ex in exs:
         seq = torch.tensor([ex.prompt_ids + ex.target_ids])
@@ -333,15 +333,17 @@ def _fresh(model, tok) -> SoftPrompt:
 
 def _loss(model, sp, batch, objective) -> float:
     with torch.no_grad():
-        return float(
-            (loss_terms(model, sp, sp.prefix_length, batch, get_objective(objective))["d"] * batch["tok_w"]).sum()
-        )
+        return float((loss_terms(model, sp, batch, get_objective(objective))["d"] * batch["tok_w"]).sum())
 
 
 @pytest.mark.parametrize("objective", ["tv", "kl"])
 def test_training_lowers_the_loss(train_setup, tmp_path, objective):
     model, tok, examples, dev, cfg = train_setup
-    cfg = dataclasses.replace(cfg, objective=objective, steps=6, batch_size=len(examples), eval_every=6)
+    # the exact teacher: this random model's next-token distributions are nearly flat, so that a top-K + rest
+    # coarse-graining keeps little of them (test_training_step checks training on cached targets)
+    cfg = dataclasses.replace(
+        cfg, objective=objective, steps=6, batch_size=len(examples), eval_every=6, teacher_topk=None
+    )
     sp = _fresh(model, tok)
     batch = collate(examples, tok.pad_token_id, cfg, torch.device("cpu"))
     before = _loss(model, sp, batch, objective)

@@ -6,7 +6,16 @@ from pathlib import Path
 
 from transformers import PreTrainedModel
 
-from .base import Adapter, AdapterError, attached, decoder_hidden, embed_inputs, read_adapter_config
+from .base import (
+    Adapter,
+    AdapterError,
+    attached,
+    can_share_prefix,
+    decoder_hidden,
+    embed_inputs,
+    read_adapter_config,
+    shared_prefix_hidden,
+)
 from .lora import LoRA
 from .soft_prompt import DEFAULT_INIT_TEXT, SoftPrompt
 from .steering import SteeringVector, diff_of_means
@@ -41,9 +50,11 @@ __all__ = [
     "SoftPrompt",
     "SteeringVector",
     "attached",
+    "can_share_prefix",
     "decoder_hidden",
     "diff_of_means",
     "embed_inputs",
     "load_adapter",
     "resolve_adapter_dir",
+    "shared_prefix_hidden",
 ]

@@ -2,9 +2,9 @@
 
 An adapter is a small trainable module beside a frozen causal LM. It may change the input embeddings (input-side:
 the soft prompt) and/or hook into the model (model-side: LoRA, steering). Training and generation only ever call
-``embed_inputs``/``decoder_hidden`` below inside ``attached(model, adapter)``, so every adapter trains and generates
-through the same path. The teacher's forward pass runs inside ``adapter.bypassed()``: the same network, with the
-base model's outputs exactly.
+``embed_inputs``/``decoder_hidden``/``shared_prefix_hidden`` below inside ``attached(model, adapter)``, so every
+adapter trains and generates through the same path. The teacher's forward pass runs inside ``adapter.bypassed()``:
+the same network, with the base model's outputs exactly.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.masking_utils import create_causal_mask
 
 from ..io import atomic_dir, changed_file, file_hashes, read_json
 
@@ -213,3 +214,48 @@ def decoder_hidden(
         embeds, mask, pos = embed_inputs(model, adapter, input_ids, attention_mask)
         out = model.get_decoder()(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=False)
     return out.last_hidden_state
+
+
+def can_share_prefix(model: PreTrainedModel) -> bool:
+    """True when ``shared_prefix_hidden`` computes exactly what whole rows would on ``model``: every layer attends to
+    all earlier positions (no sliding window), through an attention implementation that applies any mask it is
+    given (sdpa, eager; flash attention's masks are padding only)."""
+    cfg = model.get_decoder().config
+    return getattr(cfg, "sliding_window", None) is None and cfg._attn_implementation in ("sdpa", "eager")
+
+
+def shared_prefix_hidden(
+    model: PreTrainedModel, adapter: nn.Module | None, shared_ids: torch.Tensor, rows: list[torch.Tensor]
+) -> torch.Tensor:
+    """Final hidden states of B sequences ``shared_ids + rows[i]`` that all begin with the same S tokens
+    ``shared_ids`` [S], with that beginning run once: the states of the rows' own tokens, concatenated, [R, d]
+    (R = sum_i len(rows[i])).
+
+    One forward of the packed sequence ``[prefix | row_1 | ... | row_B]``, batch 1, no padding: the prefix is
+    ``embed_inputs(shared_ids)``, i.e. the adapter's inserted positions P and the S tokens (L = S + P positions
+    0..L-1; calling the adapter module itself, so that DDP sees its parameters used), row i's tokens take positions
+    L, L+1, ..., and the attention mask lets every token see the prefix and the earlier tokens of its own row only.
+    Each row token thus has the position and the visible tokens of the unshared layout ``[pad | prefix | row_i]``,
+    and the result equals ``decoder_hidden`` on whole rows (to float rounding) when ``can_share_prefix(model)``,
+    while the prefix runs once, with gradient flowing into it from every row. Model-side adapters act everywhere
+    (they are hooked into the model)."""
+    decoder = model.get_decoder()
+    with attached(model, getattr(adapter, "module", adapter)):  # DDP wraps the adapter as ``.module``
+        ids = shared_ids[None]
+        prefix, _, _ = embed_inputs(model, adapter, ids, torch.ones_like(ids))  # [1, L, d]
+        dev, n = shared_ids.device, prefix.shape[1]
+        lengths = torch.tensor([len(r) for r in rows], device=dev)
+        embeds = torch.cat([prefix, model.get_input_embeddings()(torch.cat(rows))[None]], dim=1)  # [1, L + R, d]
+        # each position's segment (-1: the prefix, i: row i) and position id (restarting at L in every row)
+        seg = torch.cat([lengths.new_full((n,), -1), torch.arange(len(rows), device=dev).repeat_interleave(lengths)])
+        first = (torch.cumsum(lengths, 0) - lengths).repeat_interleave(lengths)  # [R]: where each token's row starts
+        pos = torch.cat([torch.arange(n, device=dev), n + torch.arange(len(first), device=dev) - first])
+        mask = create_causal_mask(  # causal, and within the own row or the prefix; in the implementation's format
+            decoder.config,
+            embeds,
+            attention_mask=None,
+            past_key_values=None,
+            and_mask_function=lambda b, h, q, kv: (seg[kv] == seg[q]) | (seg[kv] < 0),
+        )
+        out = decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=pos[None], use_cache=False)
+    return out.last_hidden_state[0, n:]
