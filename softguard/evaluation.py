@@ -260,9 +260,11 @@ def fidelity(
 
     the mean over all target tokens when w_i = number of tokens (``fidelity_examples``). Computed with
     ``training.collate`` (uniform token weights) and ``training.loss_terms`` for the ``kl`` objective, which also
-    returns the TV. No examples: nan."""
+    returns the TV. The bare model (``adapter`` None) is its own reference on ``soft`` examples (D = 0 there): only
+    the one-hot examples run, and every example still counts in the mean. No examples: nan."""
     cfg, obj = TrainConfig(first_token_weight=1.0), get_objective("kl")
-    ordered = sorted(examples, key=lambda e: len(e.prompt_ids) + len(e.target_ids))  # batches by length
+    run = examples if adapter is not None else [e for e in examples if not e.soft]
+    ordered = sorted(run, key=lambda e: len(e.prompt_ids) + len(e.target_ids))  # batches by length
     tv_sum = kl_sum = 0.0
     with _evaluating(model, adapter):
         for start in range(0, len(ordered), batch_size):
