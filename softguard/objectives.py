@@ -8,7 +8,9 @@ position, shape [N]. The distillation loss of DESIGN §4 combines two branches p
            + rho(x) * mean_t D(onehot(r*_t), q(.|x, r*_<t))                          "refuse" branch
 
 softguard normalises per token within each branch (``mean_t``, optionally weighted towards the first response
-tokens, see ``training.token_weights``), so a long base response weighs no more than the short refusal.
+tokens, see ``losses.token_weights``), so a long base response weighs no more than the short refusal. The
+mathematics, derived: docs/objectives.md (§2 the branches, §4 the one-hot forms, §5 coarse-graining) and
+docs/reinforce.md (the leave-one-out policy gradient).
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ def reverse_kl(student_logp: torch.Tensor, teacher_logp: torch.Tensor) -> torch.
 
 
 def reverse_kl_onehot(student_logp: torch.Tensor, target: torch.Tensor, eps: float = 0.01) -> torch.Tensor:
-    """KL(q || p_eps) against the smoothed one-hot p_eps = (1 - eps) onehot(y) + eps / V.  [N, V], [N] -> [N].
+    """KL(q || p_eps) against the smoothed one-hot p_eps = (1 - eps) onehot(y) + eps / V (docs/objectives.md §4).
+    [N, V], [N] -> [N].
 
     KL(q || onehot(y)) is infinite unless q is one-hot, so the target is smoothed; the minimiser is q = p_eps:
         sum_v q_v log q_v - q_y log(1 - eps + eps/V) - (1 - q_y) log(eps/V).
@@ -72,7 +75,8 @@ def jsd(student_logp: torch.Tensor, teacher_logp: torch.Tensor, beta: float = 0.
 
 def jsd_onehot(student_logp: torch.Tensor, target: torch.Tensor, beta: float = 0.5) -> torch.Tensor:
     """JSD_beta(onehot(y), q) in closed form, with m_y = beta + (1 - beta) q_y and m_v = (1 - beta) q_v elsewhere:
-    beta (-log m_y) + (1 - beta) [ (1 - q_y) (-log(1 - beta)) + q_y log(q_y / m_y) ].  [N, V], [N] -> [N]
+    beta (-log m_y) + (1 - beta) [ (1 - q_y) (-log(1 - beta)) + q_y log(q_y / m_y) ] (docs/objectives.md §4).
+    [N, V], [N] -> [N]
     """
     if not 0 < beta < 1:
         raise ValueError(f"jsd needs 0 < beta < 1, got {beta}")
@@ -96,14 +100,16 @@ def coarse_grain(logp: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     unchanged to the result. With the teacher p's top-K tokens as ``ids`` for both p and the student q, each of
     them, an f-divergence, can only shrink (data-processing inequality): D(p~, q~) <= D(p, q) on the coarse-grained
     p~, q~. The gap is what the rest bucket hides: for KL(p || q) it is p(rest) KL(p(.|rest) || q(.|rest))
-    (log-sum inequality), for TV at most p(rest) (triangle inequality), and nothing when K = V.
+    (log-sum inequality), for TV at most p(rest) (triangle inequality), and nothing when K = V (docs/objectives.md
+    §5).
     """
     rest = logp.scatter(-1, ids, EMPTY_LOGP).logsumexp(-1, keepdim=True)  # the K entries' exp() vanish beside any other
     return torch.cat([logp.gather(-1, ids), rest], dim=-1)
 
 
 def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
-    """Leave-one-out advantages A_k = R_k - 1/(K-1) sum_{j != k} R_j for K samples per prompt.  [P, K] -> [P, K]."""
+    """Leave-one-out advantages A_k = R_k - 1/(K-1) sum_{j != k} R_j for K samples per prompt (docs/reinforce.md
+    §2).  [P, K] -> [P, K]."""
     k = rewards.shape[-1]
     if k < 2:
         raise ValueError(f"the leave-one-out baseline needs K >= 2 samples per prompt, got K={k}")
@@ -114,7 +120,8 @@ def reinforce_loss(seq_logp: torch.Tensor, advantages: torch.Tensor) -> torch.Te
     """Policy-gradient surrogate -mean_i A_i log q(r_i | x_i), whose gradient is the REINFORCE estimate.
 
     ``seq_logp`` [B]: per-sample log-probability of the sampled response (softguard uses the mean over its tokens,
-    a constant-free normalisation that keeps long samples from dominating); ``advantages`` [B] (no gradient).
+    a constant-free normalisation that keeps long samples from dominating, docs/reinforce.md §3); ``advantages``
+    [B] (no gradient).
     """
     return -(advantages.detach() * seq_logp).mean()
 
@@ -128,7 +135,7 @@ class Objective:
     onehot: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-#: Distillation divergences (``sft`` and ``reinforce``, the direct-optimization baselines, live in ``training``).
+#: Distillation divergences (``sft`` and ``reinforce``, the direct-optimization baselines, are ``losses`` strategies).
 OBJECTIVES: dict[str, Objective] = {
     "tv": Objective("tv", tv, tv_onehot),
     "kl": Objective("kl", forward_kl, kl_onehot),

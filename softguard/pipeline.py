@@ -48,7 +48,7 @@ from .adapters import Adapter, LoRA, SoftPrompt, SteeringVector, diff_of_means, 
 from .adapters.soft_prompt import INITS, PLACEMENTS
 from .checks import require
 from .data import Example, Splits, make_splits, rephrase_prompts, robustness_set
-from .evaluation import agreement_by_set, fidelity, fidelity_examples, mixed_set_scores, score_set
+from .evaluation import DevSet, agreement_by_set, fidelity, fidelity_examples, mixed_set_scores, score_set
 from .generation import generate
 from .guards import (
     POOLINGS,
@@ -61,25 +61,14 @@ from .guards import (
     train_guard,
 )
 from .io import atomic_dir, atomic_write_text, exclusive_lock, read_json, write_json
+from .losses import TRAIN_OBJECTIVES, DistillExample, RLPrompt, build_examples, check_objective, get_strategy
 from .models import PACKAGED_MODELS, check_model_name, load_model, resolve_device
 from .prompts import PromptFile, read_prompts
 from .refusal import is_refusal
 from .rephrase import TRAIN_TRANSFORMS
 from .reporting import prompt_file_lines, render_report
 from .system import DEFAULT_REFUSAL, SafeSystem, TeacherItem, hard_labels
-from .training import (
-    TRAIN_OBJECTIVES,
-    DevSet,
-    DistillExample,
-    RLPrompt,
-    TrainConfig,
-    build_examples,
-    check_objective,
-    rl_prompts,
-    select_alpha,
-    sft_examples,
-    train,
-)
+from .training import TrainConfig, select_alpha, train
 
 console = Console(stderr=True)
 
@@ -644,12 +633,14 @@ def train_prompts(cfg: RunConfig, splits: Splits) -> list[str]:
 def teacher_examples(
     cfg: RunConfig, system: SafeSystem, splits: Splits
 ) -> tuple[list[TeacherItem], list[DistillExample] | list[RLPrompt]]:
-    """Teacher items for the training prompts and the examples the objective trains on: distillation examples,
-    hard-label targets (sft) or bare prompts (reinforce samples from the student online and needs no teacher)."""
+    """Teacher items for the training prompts and the examples the objective trains on (its strategy's
+    ``examples``): distillation examples, hard-label targets (sft) or bare prompts (reinforce samples from the
+    student online and needs no teacher). diff-of-means trains nothing; it gets the distillation examples."""
     prompts = train_prompts(cfg, splits)
     objective = cfg.train.objective
-    if objective == "reinforce":
-        return [], rl_prompts(prompts, system)
+    strategy = get_strategy("kl" if objective == "diff-of-means" else objective)
+    if not strategy.uses_teacher:
+        return [], strategy.examples(system, prompts, [], cfg.train)
     items = system.teacher(
         prompts,
         skip_above=_skip_above(cfg),
@@ -661,9 +652,7 @@ def teacher_examples(
     )
     if cfg.hard_labels or objective == "diff-of-means":
         items = hard_labels(items, cfg.tau)
-    if objective == "sft":
-        return items, sft_examples(items, system)
-    return items, build_examples(items, system, cfg.train.min_weight)
+    return items, strategy.examples(system, prompts, items, cfg.train)
 
 
 def train_stage(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .training import dev_score
+from .evaluation import dev_score
 
 ROW_TITLES = {"base": "base LLM", "system": "two-model system (LLM + guard)", "student": "distilled student"}
 SET_TITLES = {

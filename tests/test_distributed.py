@@ -18,9 +18,11 @@ from safetensors.torch import load_file
 
 from softguard import assets, training
 from softguard.adapters import SoftPrompt
+from softguard.evaluation import DevSet
 from softguard.generation import generate
+from softguard.losses import DistillExample
 from softguard.models import chat_prompt
-from softguard.training import DevSet, DistillExample, TrainConfig, shard
+from softguard.training import TrainConfig, shard
 
 TESTS = Path(__file__).resolve().parent
 RUNS = ("tv", "lora-kl", "reinforce")

@@ -6,11 +6,13 @@ import pytest
 import torch
 
 from softguard.adapters import AdapterError, SoftPrompt, load_adapter
+from softguard.evaluation import DevSet
 from softguard.io import read_json
+from softguard.losses import build_examples, collate, loss_terms
 from softguard.models import ModelError, chat_prompt, load_model
 from softguard.objectives import get_objective
 from softguard.system import SafeSystem, TeacherItem
-from softguard.training import DevSet, TrainConfig, build_examples, collate, loss_terms, train
+from softguard.training import TrainConfig, train
 
 pytestmark = pytest.mark.integration
 

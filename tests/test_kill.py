@@ -175,8 +175,9 @@ def test_lora_resumed_after_a_crash_trains_the_same_adapter(tiny_lm, tmp_path, m
 
     from softguard import training
     from softguard.adapters import LoRA
+    from softguard.losses import build_examples
     from softguard.system import SafeSystem, TeacherItem
-    from softguard.training import TrainConfig, build_examples, train
+    from softguard.training import TrainConfig, train
 
     model, tok = tiny_lm
     system = SafeSystem(model, tok, None)

@@ -154,7 +154,7 @@ def test_only_lora_parameters_get_gradients(tiny_lm):
 
 
 def test_teacher_in_bypassed_block_after_student_forward(tiny_lm):
-    """As in ``training.loss_terms``: student forward, teacher inside ``bypassed()``, then backward."""
+    """As in ``losses.loss_terms``: student forward, teacher inside ``bypassed()``, then backward."""
     model, tok = tiny_lm
     ids, mask = _inputs(tok)
     with torch.no_grad():

@@ -516,7 +516,7 @@ COMBOS = [(m, o) for m, objectives in METHODS.items() for o in objectives]
 
 
 def test_methods_and_objectives():
-    from softguard.training import TRAIN_OBJECTIVES
+    from softguard.losses import TRAIN_OBJECTIVES
 
     assert TRAIN_OBJECTIVES == ("tv", "kl", "rkl", "jsd", "sft", "reinforce")
     assert METHODS["soft-prompt"] == METHODS["lora"] == TRAIN_OBJECTIVES
@@ -615,17 +615,9 @@ def test_every_combination_trains(combo_setup, tmp_path, method, objective):
     import torch
 
     from softguard.adapters import LoRA, SoftPrompt, SteeringVector, load_adapter
+    from softguard.losses import DistillExample, RLPrompt, build_examples, rl_prompts, sft_examples
     from softguard.pipeline import make_adapter
-    from softguard.training import (
-        DistillExample,
-        RLPrompt,
-        batch_at,
-        build_examples,
-        rl_prompts,
-        select_alpha,
-        sft_examples,
-        train,
-    )
+    from softguard.training import batch_at, select_alpha, train
 
     system, prompts, items, dev = combo_setup
     model, tok = system.model, system.tokenizer

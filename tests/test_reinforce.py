@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 
 from softguard.adapters import LoRA, SoftPrompt
+from softguard.evaluation import DevSet
 from softguard.generation import generate
+from softguard.losses import rl_prompts
 from softguard.models import chat_prompt
 from softguard.system import SafeSystem
-from softguard.training import DevSet, TrainConfig, rl_prompts, train
+from softguard.training import TrainConfig, train
 
 
 class FirstTokenGuard:

@@ -11,23 +11,14 @@ import pytest
 import torch
 from conftest import weapon_hi_dev
 
-from softguard import training
+from softguard import evaluation, losses, training
 from softguard.adapters import AdapterError, SoftPrompt, load_adapter
 from softguard.generation import Generation, generate
+from softguard.losses import DistillExample, build_examples, collate, loss_terms, token_weights
 from softguard.models import chat_prompt
 from softguard.objectives import get_objective
 from softguard.system import DEFAULT_REFUSAL, SafeSystem, TeacherItem, hard_labels
-from softguard.training import (
-    DistillExample,
-    TrainConfig,
-    batch_at,
-    build_examples,
-    collate,
-    loss_terms,
-    lr_factor,
-    token_weights,
-    train,
-)
+from softguard.training import TrainConfig, batch_at, lr_factor, train
 
 HARMFUL = ["How do I build a pipe bomb?", "Write malware that steals passwords."]
 BENIGN = ["How do I bake bread?", "What is the capital of France?", "Give me three tips for sleeping better."]
@@ -490,9 +481,9 @@ def test_evaluate_dev_metrics(train_setup, monkeypatch):
         seen.update(prompts=prompts, adapter=adapter, max_new_tokens=kw.get("max_new_tokens"))
         return [Generation(r, []) for r in responses]
 
-    monkeypatch.setattr(training, "generate", fake_generate)
+    monkeypatch.setattr(evaluation, "generate", fake_generate)
     sp.train()
-    m = training.evaluate_dev(model, tok, sp, dev, cfg)
+    m = evaluation.evaluate_dev(model, tok, sp, dev, cfg)
     assert sp.training  # mode restored
     assert seen == {"prompts": dev.prompts, "adapter": sp, "max_new_tokens": cfg.dev_max_new_tokens}
     # student refuses [T, T, F, T], system [T, F, F, F]
@@ -504,8 +495,8 @@ def test_evaluate_dev_metrics(train_setup, monkeypatch):
     for objective in ("tv", "kl"):
         c = dataclasses.replace(cfg, objective=objective)
         assert len(dev.examples) > 1
-        one = training.evaluate_dev(model, tok, sp, dev, dataclasses.replace(c, batch_size=1))
-        big = training.evaluate_dev(model, tok, sp, dev, dataclasses.replace(c, batch_size=64))
+        one = evaluation.evaluate_dev(model, tok, sp, dev, dataclasses.replace(c, batch_size=1))
+        big = evaluation.evaluate_dev(model, tok, sp, dev, dataclasses.replace(c, batch_size=64))
         assert one["dev_loss"] == pytest.approx(big["dev_loss"], rel=1e-5)
         assert big["dev_loss"] == pytest.approx(_loss(model, sp, full, objective), rel=1e-5)
         assert one["dev_tv"] == pytest.approx(big["dev_tv"], rel=1e-5)
@@ -528,12 +519,12 @@ def test_sft_examples_targets(system, tiny_lm):
         TeacherItem("other", 0.5, [[11, 2], [12, 2]], [0.3, 0.7]),  # response-level: r_1 passes
         TeacherItem("empty", 0.0, [[]], [0.0]),  # an empty first sample: nothing to imitate, refuse
     ]
-    out = training.sft_examples(items, system)
+    out = losses.sft_examples(items, system)
     assert [e.target_ids for e in out] == [r_star, [504, 1345, 2], r_star, r_star, r_star, [11, 2], r_star]
     assert [e.prompt_ids for e in out] == [prompt_ids(tok, it.prompt) for it in items]
     assert all(e.weight == 1.0 and e.soft is False for e in out)
     low_tau = SafeSystem(system.model, tok, system.guard, tau=0.05)
-    assert [e.target_ids for e in training.sft_examples(items[1:2], low_tau)] == [r_star]
+    assert [e.target_ids for e in losses.sft_examples(items[1:2], low_tau)] == [r_star]
 
 
 def _steering(model, seed: int = 0):
@@ -592,7 +583,7 @@ def test_train_refuses_what_cannot_train(train_setup, tmp_path):
             model,
             tok,
             _fresh(model, tok),
-            training.rl_prompts(BENIGN, SafeSystem(model, tok, None)),
+            losses.rl_prompts(BENIGN, SafeSystem(model, tok, None)),
             dev,
             rl,
             tmp_path / "rl",
@@ -603,7 +594,7 @@ def test_train_refuses_what_cannot_train(train_setup, tmp_path):
 
 
 def test_check_objective():
-    from softguard.training import TRAIN_OBJECTIVES, check_objective
+    from softguard.losses import TRAIN_OBJECTIVES, check_objective
 
     for objective in TRAIN_OBJECTIVES:
         check_objective(TrainConfig(objective=objective))

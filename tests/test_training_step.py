@@ -8,20 +8,14 @@ import dataclasses
 import pytest
 import torch
 
-from softguard import training
+from softguard import losses, training
 from softguard.adapters import LoRA, SoftPrompt, SteeringVector
 from softguard.adapters.soft_prompt import template_head
+from softguard.evaluation import DevSet
+from softguard.losses import DistillExample, collate, loss_terms, shared_head, student_logp, teacher_targets
 from softguard.models import chat_prompt
 from softguard.objectives import OBJECTIVES, coarse_grain, get_objective
-from softguard.training import (
-    DistillExample,
-    TrainConfig,
-    collate,
-    loss_terms,
-    shared_head,
-    student_logp,
-    teacher_targets,
-)
+from softguard.training import TrainConfig
 
 PROMPTS = ["How do I bake bread?", "Write malware that steals passwords.", "Hi", "Give me three tips, please."]
 ADAPTERS = ("soft-prompt", "soft-prompt-user", "lora", "steering")
@@ -100,11 +94,11 @@ def test_shared_prefix_gives_the_loss_and_gradients_of_whole_rows(tiny_lm, kind,
     batches = [templated(tok), *short_head(tok, kind)]
     expected = [loss_and_grads(model, adapter, b, whole) for b in batches]
     assert collate(batches[0], 2, shared, torch.device("cpu"))["head"] >= 24  # SmolLM2's system turn, shared
-    real = training.decoder_hidden
-    monkeypatch.setattr(training, "decoder_hidden", None)  # the shared path must not run whole rows
+    real = losses.decoder_hidden
+    monkeypatch.setattr(losses, "decoder_hidden", None)  # the shared path must not run whole rows
     for b, exp in zip(batches, expected, strict=True):
         assert_same(loss_and_grads(model, adapter, b, shared), exp)
-    monkeypatch.setattr(training, "decoder_hidden", real)
+    monkeypatch.setattr(losses, "decoder_hidden", real)
     tv_whole = loss_and_grads(model, adapter, batches[0], whole, "tv")
     assert_same(loss_and_grads(model, adapter, batches[0], shared, "tv"), tv_whole)
 
@@ -246,9 +240,9 @@ def test_train_steps_use_the_cached_targets(tiny_lm, tmp_path, monkeypatch):
     with torch.no_grad():
         expected = float((loss_terms(model, sp, batch, get_objective("kl"))["d"] * batch["tok_w"]).sum())
     monkeypatch.setattr(training, "evaluate_dev", lambda *a: {"dev_agreement": 0.0, "dev_tv": 0.0})
-    real_base_logp, calls = training.base_logp, []
-    monkeypatch.setattr(training, "base_logp", lambda *a: calls.append(1) or real_base_logp(*a))
-    state = training.train(model, tok, sp, examples, training.DevSet([], [], [], []), cfg, tmp_path / "run")
+    real_base_logp, calls = losses.base_logp, []
+    monkeypatch.setattr(losses, "base_logp", lambda *a: calls.append(1) or real_base_logp(*a))
+    state = training.train(model, tok, sp, examples, DevSet([], [], [], []), cfg, tmp_path / "run")
     assert len(calls) == 1  # one batch of teacher targets (3 soft examples, batch_size 4), before the steps
     assert state.history[0]["loss"] == pytest.approx(expected, rel=1e-5)
 
