@@ -78,9 +78,18 @@ def test_guard_train_then_eval(backbone, tmp_path):
         (["run", "--quick", "--lr", "-1"], "lr must be > 0, got -1.0"),
         (["train", "--quick", "--num-tokens", "0"], "num_tokens must be >= 1, got 0"),
         (["train", "--quick", "--method", "lora", "--lora-rank", "0"], "[adapter.lora]: rank must be >= 1, got 0"),
-        (["train", "--quick", "--method", "lora", "--lora-dropout", "1"], "[adapter.lora]: dropout must be in [0, 1), got 1.0"),
-        (["train", "--quick", "--method", "lora", "--lora-targets", ","], "[adapter.lora]: targets must name at least one"),
-        (["train", "--quick", "--method", "steering", "--steering-layer", "-1"], "[adapter.steering]: layer must be >= 0"),
+        (
+            ["train", "--quick", "--method", "lora", "--lora-dropout", "1"],
+            "[adapter.lora]: dropout must be in [0, 1), got 1.0",
+        ),
+        (
+            ["train", "--quick", "--method", "lora", "--lora-targets", ","],
+            "[adapter.lora]: targets must name at least one",
+        ),
+        (
+            ["train", "--quick", "--method", "steering", "--steering-layer", "-1"],
+            "[adapter.steering]: layer must be >= 0",
+        ),
         (["run", "--quick", "--kl-coef", "-1"], "kl_coef must be >= 0, got -1.0"),
         (["run", "--quick", "--name", "../escape"], "the run name must be a plain directory name"),
     ],
@@ -211,10 +220,19 @@ def test_prompt_file_options(tmp_path, capsys, monkeypatch):
     (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
     runs = tmp_path / "runs"
     for argv, message in (
-        (["run", "--train-prompts", "empty.jsonl"], f"error: [data]: {tmp_path / 'empty.jsonl'} holds no prompts; give one"),
-        (["train", "--train-prompts", "latin1.txt"], f"error: [data]: {tmp_path / 'latin1.txt'}, line 1: not UTF-8 text"),
+        (
+            ["run", "--train-prompts", "empty.jsonl"],
+            f"error: [data]: {tmp_path / 'empty.jsonl'} holds no prompts; give one",
+        ),
+        (
+            ["train", "--train-prompts", "latin1.txt"],
+            f"error: [data]: {tmp_path / 'latin1.txt'}, line 1: not UTF-8 text",
+        ),
         (["run", "--eval-prompts", "train.txt"], "an evaluation prompt file needs a harmful/benign label per prompt"),
-        (["run", "--eval-prompts", "nope.csv"], f"error: [data]: {tmp_path / 'nope.csv'}: no such prompt file; check the path"),
+        (
+            ["run", "--eval-prompts", "nope.csv"],
+            f"error: [data]: {tmp_path / 'nope.csv'}: no such prompt file; check the path",
+        ),
     ):
         with pytest.raises(SystemExit) as exc:
             main([*argv, "--quick", "--runs-dir", str(runs)])

@@ -346,3 +346,21 @@ def test_gpu_example_runs_with_tiny_stand_ins_and_its_config_toml_reproduces_it(
     assert replace(load(first / "config.toml"), name="again") == load(again / "config.toml")
     assert a | {"config": None} == b | {"config": None} and a["rows"]["student"] == b["rows"]["student"]
     assert (first / "generations.jsonl").read_text() == (again / "generations.jsonl").read_text()
+
+
+def test_compare_config_file_and_flags(guard_dirs, tmp_path, monkeypatch):
+    """`softguard compare --config FILE` with the judge and teacher-guard flags: the CompareConfig it runs."""
+    got = []
+    monkeypatch.setattr("softguard.compare.compare", lambda cfg, *a, **k: got.append(cfg) or pytest.fail("stop"))
+    f = tmp_path / "c.toml"
+    f.write_text('name = "cmp"\nn_boot = 50\n[run.train]\nsteps = 3\n[run.adapter]\nmethod = "lora"\n')
+    argv = ["compare", "--quick", "--config", str(f), "--seeds", "2", "--seed", "4", "--model", "m/x"]
+    judge = ["--judge", str(guard_dirs["classifier"]), "--judge-kind", "classifier", "--judge-unsafe-label", "UNSAFE"]
+    with pytest.raises(pytest.fail.Exception):
+        main([*argv, *judge, "--guard", "o/g", "--guard-kind", "causal-lm", "--guard-verdict-tokens", "Yes,No"])
+    (cfg,) = got
+    assert (cfg.name, cfg.n_boot, cfg.seeds, cfg.n_mmlu) == ("cmp", 50, [4, 5], 100)  # n_mmlu: the quick preset's
+    assert (cfg.run.train.steps, cfg.run.adapter.method, cfg.run.model.name, cfg.run.eval.n) == (3, "lora", "m/x", 48)
+    assert cfg.judge == GuardConfig(path=str(guard_dirs["classifier"]), kind="classifier", unsafe_label="UNSAFE")
+    assert (cfg.run.guard.path, cfg.run.guard.kind, cfg.run.guard.unsafe_token) == ("o/g", "causal-lm", "Yes")
+    assert update(CompareConfig(), read_toml(dumps(cfg))) == cfg
