@@ -46,6 +46,7 @@ from .io import atomic_write_text, read_json, write_json
 from .models import load_model, resolve_device
 from .pipeline import (
     check_config,
+    check_guard,
     check_inputs,
     console,
     dev_stage,
@@ -245,6 +246,7 @@ def compare(
     rows = grid(cfg)
     for row in rows:
         check_config(row_config(cfg, row))
+    check_guard(cfg.judge)
     device = resolve_device(device)  # a bad --device fails before the run directory exists
     out = Path(runs_dir) / cfg.name
     with run_lock(out):

@@ -59,6 +59,7 @@ from .guards import (
     binary_metrics,
     evaluate_guard,
     fit_calibration,
+    guard_kind,
     load_guard,
     train_guard,
 )
@@ -302,13 +303,13 @@ def system_guard(guard: GuardConfig, out: Path) -> GuardConfig:
     return guard if guard.path else replace(guard, path=str(out / "guard"), kind="softguard")
 
 
+#: ``GuardConfig`` fields that only a given guard reads.
+GIVEN_GUARD_OPTIONS = ("unsafe_label", "unsafe_token", "safe_token")
+
+
 def trained_guard(guard: GuardConfig) -> GuardConfig:
     """``guard`` without its given guard: the config of softguard's guard trained with its training fields."""
     return replace(guard, path=None, kind=None, **{k: getattr(GuardConfig, k) for k in GIVEN_GUARD_OPTIONS})
-
-
-#: ``GuardConfig`` fields that only a given guard reads.
-GIVEN_GUARD_OPTIONS = ("unsafe_label", "unsafe_token", "safe_token")
 
 
 def guard_stage(cfg: RunConfig, splits: Splits, gdir: Path, system: SafeSystem) -> Guard:
@@ -471,8 +472,16 @@ def evaluate_stage(cfg: RunConfig, system: SafeSystem, student: Adapter, splits:
 
 
 def check_config(cfg: RunConfig) -> None:
-    """Refuse a model that cannot load; everything else is checked where the config is made (``config``)."""
+    """Refuse a model that cannot load, or a given guard whose kind is neither given nor detectable
+    (``guards.guard_kind``); everything else is checked where the config is made (``config``)."""
     check_model_name(cfg.model.name)
+    check_guard(cfg.guard)
+
+
+def check_guard(guard: GuardConfig) -> None:
+    """``GuardError`` for a given guard (``guard.path``) of no given kind whose kind cannot be detected."""
+    if guard.path and guard.kind is None:
+        guard_kind(guard.path)
 
 
 def make_adapter(cfg: RunConfig, system: SafeSystem, items: list[TeacherItem]) -> Adapter:

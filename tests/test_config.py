@@ -239,6 +239,15 @@ def test_guard_kind_is_detected_from_the_directory(guard_dirs, tmp_path):
         guard_kind("nobody/no-such-guard-xyz")
 
 
+def test_an_undetectable_guard_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("softguard.pipeline.fetch_stage", lambda *a: pytest.fail("must not fetch"))
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--quick", "--guard", str(tmp_path / "nope"), "--runs-dir", str(tmp_path / "runs")])
+    out = " ".join(capsys.readouterr().out.split())
+    assert exc.value.code == 2 and f"cannot tell what kind of guard '{tmp_path / 'nope'}' is" in out
+    assert not (tmp_path / "runs").exists()
+
+
 def test_load_guard_builds_each_kind_with_its_options(guard_dirs):
     sg = load_guard(GuardConfig(path=str(guard_dirs["softguard"])))
     assert isinstance(sg, EncoderGuard)

@@ -116,7 +116,7 @@ def test_softguard_train_on_the_real_model(method, objective, backbone, tmp_path
     cfg = preset(
         "quick",
         name="t",
-        adapter={"method": method, "steering": {"alphas": [1.0, 2.0]}},
+        adapter={"method": method} | ({"steering": {"alphas": [1.0, 2.0]}} if method == "steering" else {}),
         guard={"path": str(guard_dir)},
         data={"n_train_harmful": 2, "n_train_benign": 2, "n_dev": 1},
         teacher={"max_new_tokens": 4},

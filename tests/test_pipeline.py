@@ -569,8 +569,12 @@ def test_check_config_refuses_with_a_reason(overrides, message):
 
 def test_check_config_allows_what_a_given_guard_or_placement_makes_possible(tmp_path):
     # a guard passed in (trained elsewhere on pairs) replaces the pairs
-    check_config(preset("quick", train={"objective": "reinforce"}, guard={"pairs": 0, "path": str(tmp_path)}))
-    check_config(preset("quick", guard={"mode": "response", "pairs": 0, "path": str(tmp_path)}))
+    check_config(
+        preset(
+            "quick", train={"objective": "reinforce"}, guard={"pairs": 0, "path": str(tmp_path), "kind": "softguard"}
+        )
+    )
+    check_config(preset("quick", guard={"mode": "response", "pairs": 0, "path": str(tmp_path), "kind": "softguard"}))
     check_config(preset("quick", adapter={"method": "soft-prompt", "soft_prompt": {"placement": "user"}}))
     check_config(preset("quick", train={"objective": "sft"}, guard={"pairs": 0}))  # only reinforce needs the pairs
 
