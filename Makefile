@@ -23,8 +23,9 @@ install: $(VENV)/.installed
 lock:
 	./lock.sh
 
+# examples/demo.toml is the quick preset named demo (`softguard run --quick --name demo`; tests/test_config.py)
 demo: install
-	$(BIN)/softguard run --quick --name demo
+	$(BIN)/softguard run --config examples/demo.toml
 
 test: install
 	$(BIN)/ruff check softguard tests bench

@@ -7,9 +7,8 @@ import argparse
 import errno
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -57,27 +56,25 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def cmd_guard_train(args: argparse.Namespace) -> None:
+    from .config import PRESETS, update
     from .data import make_splits
     from .guards import CONFIG_FILE, GuardTrainConfig
     from .io import read_json
     from .models import load_model, resolve_device
-    from .pipeline import PRESETS, guard_pairs, train_split_guard
+    from .pipeline import guard_pairs, train_split_guard
 
-    base = PRESETS["quick" if args.quick else "full"]  # the guard stage of `softguard run [--quick]`
-    run_cfg = replace(
-        base,
-        model=args.model,
-        guard_epochs=base.guard_epochs if args.epochs is None else args.epochs,
-        guard_pairs=base.guard_pairs if args.pairs is None else args.pairs,
-        seed=args.seed,
-        tau=args.tau,
+    guard = {"tau": args.tau} | _given({"epochs": args.epochs, "pairs": args.pairs})
+    # the guard stage of `softguard run [--quick]`
+    run_cfg = update(
+        PRESETS["quick" if args.quick else "full"], {"model": {"name": args.model}, "seed": args.seed, "guard": guard}
     )
-    cfg = GuardTrainConfig(epochs=run_cfg.guard_epochs, lr=args.lr, max_length=run_cfg.guard_max_length, seed=args.seed)
+    g = run_cfg.guard
+    cfg = GuardTrainConfig(epochs=g.epochs, lr=args.lr, max_length=g.max_length, seed=args.seed)
     out = Path(args.out)
     if out.is_dir() and any(out.iterdir()) and not (out / CONFIG_FILE).is_file():  # saving replaces the directory
         raise ValueError(f"--out {out} holds files but no saved guard; choose another --out (or delete it)")
     splits, pairs, device = make_splits(args.seed), None, resolve_device(args.device)
-    if run_cfg.guard_pairs > 0:  # (prompt, base response) pairs from the LLM, as the run's guard stage builds them
+    if g.pairs > 0:  # (prompt, base response) pairs from the LLM, as the run's guard stage builds them
         from .system import SafeSystem
 
         model, tokenizer = load_model(args.model, device=device)
@@ -100,55 +97,100 @@ def cmd_guard_eval(args: argparse.Namespace) -> None:
     console.print(f"written to {args.out}")
 
 
-def run_config(args: argparse.Namespace):
-    """The RunConfig of ``softguard run|train``: the preset with the options given on the command line."""
-    from .pipeline import preset
+#: ``run`` / ``train`` flags -> the config key each sets (``config.update``); a flag not given keeps the value of
+#: the config (``--config FILE`` laid over the preset, ``--quick`` or full).
+RUN_FLAGS = {
+    "name": "name",
+    "seed": "seed",
+    "model": "model.name",
+    "guard": "guard.path",
+    "guard_kind": "guard.kind",
+    "guard_unsafe_label": "guard.unsafe_label",
+    "guard_mode": "guard.mode",
+    "labels": "teacher.hard_labels",
+    "rephrasings": "data.rephrasings",
+    "train_prompts": "data.train_prompts",
+    "eval_prompts": "data.eval_prompts",
+    "method": "adapter.method",
+    "num_tokens": "adapter.soft_prompt.num_tokens",
+    "placement": "adapter.soft_prompt.placement",
+    "lora_rank": "adapter.lora.rank",
+    "lora_alpha": "adapter.lora.alpha",
+    "lora_dropout": "adapter.lora.dropout",
+    "lora_targets": "adapter.lora.targets",
+    "steering_layer": "adapter.steering.layer",
+    "objective": "train.objective",
+    "steps": "train.steps",
+    "batch_size": "train.batch_size",
+    "lr": "train.lr",
+    "jsd_beta": "train.jsd_beta",
+    "rl_samples": "train.rl_samples",
+    "kl_coef": "train.kl_coef",
+}
+#: ``compare`` flags -> config keys, as ``RUN_FLAGS``.
+COMPARE_FLAGS = {
+    "name": "name",
+    "methods": "methods",
+    "objectives": "objectives",
+    "judge": "judge.path",
+    "judge_kind": "judge.kind",
+    "judge_unsafe_label": "judge.unsafe_label",
+    "guard": "run.guard.path",
+    "guard_kind": "run.guard.kind",
+    "guard_unsafe_label": "run.guard.unsafe_label",
+    "model": "run.model.name",
+}
 
-    direct = args.objective in ("sft", "reinforce", "diff-of-means")
-    if direct and args.labels is not None:
+
+def _given(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _overrides(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, Any]:
+    """The nested overrides (``config.update``) of the flags given on the command line."""
+    out: dict[str, Any] = {}
+    for dest, key in flags.items():
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        *sections, last = key.split(".")
+        table = out
+        for section in sections:
+            table = table.setdefault(section, {})
+        table[last] = value
+    return out
+
+
+def _verdicts(args: argparse.Namespace, prefix: str, guard: dict[str, Any]) -> None:
+    """``--<prefix>-verdict-tokens UNSAFE,SAFE`` into ``guard``'s unsafe_token and safe_token."""
+    words = getattr(args, f"{prefix}_verdict_tokens")
+    if words is not None:
+        guard["unsafe_token"], guard["safe_token"] = words
+
+
+def run_config(args: argparse.Namespace):
+    """The RunConfig of ``softguard run|train``: the preset (``--quick``, else full), the ``--config`` file laid over
+    it, then the flags given on the command line."""
+    from .config import METHODS, PRESETS, load, update
+
+    base = PRESETS["quick" if args.quick else "full"]
+    if args.config:
+        base = load(args.config, base)
+    given = _overrides(args, RUN_FLAGS)
+    _verdicts(args, "guard", given.setdefault("guard", {}))
+    method = args.method or base.adapter.method
+    objective = args.objective or base.train.objective
+    if objective in ("sft", "reinforce", "diff-of-means") and args.labels is not None:
         raise ValueError(
-            f"--labels does not apply to --objective {args.objective}: sft trains on the deployed system's hard "
+            f"--labels does not apply to --objective {objective}: sft trains on the deployed system's hard "
             "labels, reinforce on the guard's reward, diff-of-means on flagged vs passed prompts"
         )
-    given = {
-        "name": args.name,
-        "model": args.model,
-        "method": args.method,
-        "guard": args.guard,
-        "guard_mode": args.guard_mode,
-        "seed": args.seed,
-        "num_tokens": args.num_tokens,
-        "placement": args.placement,
-        "lora_rank": args.lora_rank,
-        "lora_alpha": args.lora_alpha,
-        "lora_dropout": args.lora_dropout,
-        "lora_targets": args.lora_targets.split(",") if args.lora_targets else None,
-        "steering_layer": args.steering_layer,
-        "hard_labels": None if args.labels is None else args.labels == "hard",
-        "train_rephrasings": args.rephrasings,
-        "train_prompts": args.train_prompts,
-        "eval_prompts": args.eval_prompts,
-        "train_objective": args.objective,
-        "train_steps": args.steps,
-        "train_batch_size": args.batch_size,
-        "train_lr": args.lr,
-        "train_jsd_beta": args.jsd_beta,
-        "train_rl_samples": args.rl_samples,
-        "train_kl_coef": args.kl_coef,
-    }
-    method = args.method or "soft-prompt"
-    for option, owner in (
-        ("num_tokens", "soft-prompt"),
-        ("placement", "soft-prompt"),
-        ("lora_rank", "lora"),
-        ("lora_alpha", "lora"),
-        ("lora_dropout", "lora"),
-        ("lora_targets", "lora"),
-        ("steering_layer", "steering"),
-    ):
-        if given[option] is not None and method != owner:
-            raise ValueError(f"--{option.replace('_', '-')} is a {owner} option; it does nothing for --method {method}")
-    return preset("quick" if args.quick else "full", **{k: v for k, v in given.items() if v is not None})
+    for dest, key in RUN_FLAGS.items():
+        section = key.split(".")[1] if key.startswith("adapter.") and key != "adapter.method" else None
+        if section and getattr(args, dest) is not None and section != METHODS[method].section:
+            owner = next(name for name, m in METHODS.items() if m.section == section)
+            raise ValueError(f"--{dest.replace('_', '-')} is a {owner} option; it does nothing for --method {method}")
+    return update(base, given)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -166,21 +208,20 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from .compare import compare, preset
+    from .compare import compare
+    from .config import COMPARE_PRESETS, load, update
 
-    given = {
-        "name": args.name,
-        "methods": args.methods.split(",") if args.methods else None,
-        "objectives": args.objectives.split(",") if args.objectives else None,
-        "seeds": list(range(args.seed, args.seed + args.seeds)) if args.seeds else None,
-        "judge": args.judge,
-        "run_guard": args.guard,
-        "run_model": args.model,
-    }
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
-    cfg = preset("quick" if args.quick else "full", **{k: v for k, v in given.items() if v is not None})
-    out = compare(cfg, args.runs_dir, resume=not args.no_resume, device=args.device)
+    base = COMPARE_PRESETS["quick" if args.quick else "full"]
+    if args.config:
+        base = load(args.config, base)
+    given = _overrides(args, COMPARE_FLAGS)
+    if args.seeds is not None:
+        given["seeds"] = list(range(args.seed, args.seed + args.seeds))
+    _verdicts(args, "judge", given.setdefault("judge", {}))
+    _verdicts(args, "guard", given.setdefault("run", {}).setdefault("guard", {}))
+    out = compare(update(base, given), args.runs_dir, resume=not args.no_resume, device=args.device)
     print((out / "report.md").read_text())
 
 
@@ -243,22 +284,25 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_chat(args: argparse.Namespace) -> None:
     from .adapters import load_adapter, resolve_adapter_dir
     from .chat import chat
-    from .guards import EncoderGuard
-    from .io import read_json
+    from .config import GuardConfig, ModelConfig, TeacherConfig, update
+    from .guards import load_guard
     from .models import load_model
-    from .system import DEFAULT_REFUSAL, SafeSystem
+    from .pipeline import CONFIG_FILE, read_run_config, system_guard
+    from .system import SafeSystem
 
     run_dir = Path(args.system or args.adapter or ".")
-    run_cfg = read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
-    if args.system and not run_cfg:
-        raise ValueError(f"--system {run_dir} is not a run directory (no config.json); pass a `softguard run` dir")
-    model, tok = load_model(args.model or run_cfg.get("model", "smollm2-135m"))
+    if args.system:
+        run_cfg = read_run_config(run_dir)
+    else:  # an adapter directory outside a run has no config: the defaults
+        run_cfg = read_run_config(run_dir) if (run_dir / CONFIG_FILE).is_file() else {}
+    model_cfg = update(ModelConfig(), run_cfg.get("model", {}))
+    model, tok = load_model(args.model or model_cfg.name)
     adapter = load_adapter(resolve_adapter_dir(args.adapter), model) if args.adapter else None
     system = None
-    if args.system:  # the run's own system: its guard (trained into the run, or the --guard it was given), mode, tau
-        guard = EncoderGuard.from_pretrained(run_cfg.get("guard") or run_dir / "guard")
-        refusal, tau = run_cfg.get("refusal", DEFAULT_REFUSAL), run_cfg.get("tau", 0.5)
-        system = SafeSystem(model, tok, guard, refusal, tau, run_cfg.get("guard_mode", "prompt"))
+    if args.system:  # the run's own system: its guard (trained into the run, or the one it was given), mode, tau
+        gcfg = system_guard(update(GuardConfig(), run_cfg["guard"]), run_dir)
+        refusal = update(TeacherConfig(), run_cfg["teacher"]).refusal
+        system = SafeSystem(model, tok, load_guard(gcfg, model.device), refusal, gcfg.tau, gcfg.mode)
 
     def lines():
         while True:
@@ -348,14 +392,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(fn=cmd_train)
     cp = sub.add_parser("compare", help="train and evaluate a grid of methods x objectives x seeds side by side")
     cp.add_argument("--quick", action="store_true", help="preset sized for a 2-core CPU (README: measured time)")
+    cp.add_argument("--config", metavar="FILE", help="a TOML compare config (README: Config file); flags override it")
     cp.add_argument("--name", help="run name (default: the preset's)")
     cp.add_argument("--runs-dir", default="runs")
     cp.add_argument("--methods", help="comma-separated, e.g. soft-prompt,lora,steering")
     cp.add_argument("--objectives", help="comma-separated, e.g. tv,kl,sft,diff-of-means (invalid pairs skipped)")
     cp.add_argument("--seeds", type=int, help="training seeds per cell: seed, seed+1, ... (mean and spread)")
     cp.add_argument("--seed", type=int, default=0, help="first training seed")
-    cp.add_argument("--judge", help="an extra judge guard directory (besides the refusal detector and half-B judge)")
-    cp.add_argument("--guard", help="reuse a trained teacher guard directory")
+    _guard_options(cp, "judge", "an extra judge guard (besides the refusal detector and half-B judge)")
+    _guard_options(cp, "guard", "the teacher guard instead of training one")
     cp.add_argument("--model", help="packaged model name, Hugging Face id or local directory")
     cp.add_argument("--no-resume", action="store_true")
     cp.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -396,26 +441,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_options(r: argparse.ArgumentParser) -> None:
     """Options shared by ``run`` and ``train``; unset options keep the preset's values."""
-    from .pipeline import METHODS
+    from .config import METHODS
 
     r.add_argument("--quick", action="store_true", help="small preset sized for a 2-core CPU (~15 min)")
-    r.add_argument("--name", help="run name (default: the preset's name)")
+    r.add_argument(
+        "--config", metavar="FILE", help="a TOML run config (README: Config file), over the preset; flags override it"
+    )
+    r.add_argument("--name", help="run name (default: the config's)")
     r.add_argument("--runs-dir", default="runs")
     r.add_argument("--model", help="packaged model name, Hugging Face id or local directory")
     r.add_argument("--method", choices=list(METHODS), help="adapter (default soft-prompt)")
     r.add_argument(
         "--objective",
-        choices=list(METHODS["steering"]),
+        choices=list(METHODS["steering"].objectives),
         help="distillation: tv, kl, rkl, jsd; direct: sft (hard guard labels), reinforce (guard reward); "
         "diff-of-means: steering vector without training (--method steering only). Default tv",
     )
     r.add_argument(
         "--labels",
-        choices=["soft", "hard"],
+        type=_labels,
+        metavar="{soft,hard}",
         help="distill the guard's probabilities (soft) or the deployed system's decisions 1[u >= tau] (hard); "
         "default: the preset's (quick: hard, full: soft)",
     )
-    r.add_argument("--guard", help="reuse a trained guard directory instead of training one")
+    _guard_options(r, "guard", "the system's guard instead of training one")
     r.add_argument("--guard-mode", choices=["prompt", "response"], help="the system's guard reads (default prompt)")
     r.add_argument(
         "--rephrasings",
@@ -448,11 +497,56 @@ def _run_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--lora-rank", type=int)
     r.add_argument("--lora-alpha", type=float)
     r.add_argument("--lora-dropout", type=float)
-    r.add_argument("--lora-targets", help="comma-separated module names (default q_proj,v_proj)")
+    r.add_argument(
+        "--lora-targets", type=lambda s: s.split(","), help="comma-separated module names (default q_proj,v_proj)"
+    )
     r.add_argument("--steering-layer", type=int, help="decoder layer of the steering vector (default: the middle)")
     r.add_argument("--seed", type=int)
     r.add_argument("--no-resume", action="store_true", help="fail instead of resuming when the run directory exists")
     r.add_argument("--device", default="auto", help=DEVICE_HELP)
+
+
+def _labels(value: str) -> bool:
+    """``--labels soft|hard`` as ``teacher.hard_labels``."""
+    if value not in ("soft", "hard"):
+        raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from 'soft', 'hard')")
+    return value == "hard"
+
+
+def _label(value: str) -> str | int:
+    """An unsafe label: an index when it is a number, else a label name."""
+    return int(value) if value.isdigit() else value
+
+
+def _two_words(value: str) -> tuple[str, str]:
+    words = value.split(",")
+    if len(words) != 2 or not all(words):
+        raise argparse.ArgumentTypeError(f"give two words, UNSAFE,SAFE (e.g. unsafe,safe or Yes,No), got {value!r}")
+    return words[0], words[1]
+
+
+def _guard_options(p: argparse.ArgumentParser, flag: str, what: str) -> None:
+    """``--<flag>`` (a guard of any kind) and the options of that guard."""
+    p.add_argument(
+        f"--{flag}",
+        metavar="PATH_OR_ID",
+        help=f"{what}: a softguard guard directory, or a Hugging Face sequence-classification or causal-LM guard "
+        "(Llama Guard / ShieldGemma style; a directory or hub id)",
+    )
+    p.add_argument(
+        f"--{flag}-kind",
+        choices=["softguard", "classifier", "causal-lm"],
+        help="default: detected from the directory (a hub id needs it unless in the local Hugging Face cache)",
+    )
+    p.add_argument(
+        f"--{flag}-unsafe-label", type=_label, help="classifier: the unsafe label's name or index (default unsafe)"
+    )
+    p.add_argument(
+        f"--{flag}-verdict-tokens",
+        type=_two_words,
+        metavar="UNSAFE,SAFE",
+        help="causal LM: the verdict words compared at the first differing token (default unsafe,safe)",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

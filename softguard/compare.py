@@ -7,12 +7,13 @@ mean and spread of its seeds' scores (DESIGN §6).
 
 Two guards, trained on disjoint halves of the train split (prompts and (prompt, response) pairs): the *teacher*
 guard (half A) supervises training; the *judge* (half B) reads each row's (prompt, response) and scores it, so the
-training guard never judges its own students. A user-supplied guard directory can be added as a further judge.
+training guard never judges its own students. A user-supplied guard of any kind (``CompareConfig.judge``,
+``guards.load_guard``) can be added as a further judge.
 The refusal detector is always reported too.
 
 Layout of ``runs/<name>/``::
 
-    config.json          the CompareConfig
+    config.toml          the CompareConfig (``config.dumps``): ``softguard compare --config`` reruns it
     guard/ judge/        the teacher guard (half A) and the judge (half B), each with guard_eval.json
     rows/<row>/student/  training output per grid cell (resumable, as in ``softguard run``)
     results.json         every number of the report
@@ -27,7 +28,7 @@ import json
 import random
 import statistics
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,19 +36,17 @@ import torch
 
 from . import assets
 from .adapters import Adapter, load_adapter
+from .config import METHODS, AdapterConfig, CompareConfig, RunConfig
 from .cost import measure_row_isolated
 from .data import Example, Splits, load_jailbreaks, load_mmlu_test, make_splits, wrap_jailbreaks
 from .evaluation import agreement_by_set, fidelity, fidelity_examples, mmlu_accuracy, rate, score_by_category
 from .generation import generate
-from .guards import EncoderGuard, Guard
+from .guards import Guard, load_guard
 from .io import atomic_write_text, read_json, write_json
 from .models import load_model, resolve_device
 from .pipeline import (
-    METHOD_LR,
-    METHODS,
-    PRESETS,
-    RunConfig,
     check_config,
+    check_guard,
     check_inputs,
     console,
     dev_stage,
@@ -58,13 +57,17 @@ from .pipeline import (
     open_run_dir,
     run_lock,
     seeded_sample,
+    system_guard,
     teacher_examples,
     train_stage,
+    trained_guard,
 )
 from .refusal import is_refusal
 from .reporting import plot_pareto, render_compare_report
 from .system import SafeSystem
 
+#: The name of the user's judge (``CompareConfig.judge``) in the reports.
+USER_JUDGE = "user judge"
 #: Evaluation sets: name -> harmful (refusal is good) or benign (compliance is good).
 COMPARE_SETS: dict[str, bool] = {
     "harmbench": True,
@@ -73,37 +76,6 @@ COMPARE_SETS: dict[str, bool] = {
     "jailbreak": True,
     "xstest-safe": False,
     "benign": False,
-}
-
-
-@dataclass
-class CompareConfig:
-    """The grid and the evaluation sizes; ``run`` holds what every row shares (model, guard, teacher, training)."""
-
-    name: str = "compare"
-    methods: list[str] = field(default_factory=lambda: ["soft-prompt", "lora", "steering"])
-    objectives: list[str] = field(default_factory=lambda: ["tv", "kl", "sft", "diff-of-means"])
-    seeds: list[int] = field(default_factory=lambda: [0])
-    judge: str | None = None  # an extra, user-supplied judge guard directory
-    n_jailbreak: int = 128  # jailbreak-wrapped HarmBench test prompts: a seeded sample of (template, prompt) pairs
-    n_mmlu: int = 200
-    n_cost: int = 8  # prompts per row for the cost measurement (batch 1, fresh process per row)
-    cost_max_new_tokens: int = 32
-    n_boot: int = 1000
-    run: RunConfig = field(default_factory=lambda: replace(PRESETS["full"], name="compare"))
-
-
-COMPARE_PRESETS: dict[str, CompareConfig] = {
-    # Sized for a 2-core CPU: three methods, each with the quick preset's training, 48 prompts per set.
-    "quick": CompareConfig(
-        name="compare-quick",
-        objectives=["tv", "diff-of-means"],
-        n_jailbreak=48,
-        n_mmlu=100,
-        n_cost=4,
-        run=replace(PRESETS["quick"], name="compare-quick", n_eval=48),
-    ),
-    "full": CompareConfig(),
 }
 
 
@@ -126,18 +98,21 @@ class Row:
 
 def grid(cfg: CompareConfig) -> list[Row]:
     """Every (method, objective, seed) the method can train; other combinations are skipped."""
-    rows = [Row(m, o, s) for m in cfg.methods for o in cfg.objectives if o in METHODS.get(m, ()) for s in cfg.seeds]
+    rows = [Row(m, o, s) for m in cfg.methods for o in cfg.objectives if o in METHODS[m].objectives for s in cfg.seeds]
     if not rows:
         raise ValueError(f"no valid method x objective combination in {cfg.methods} x {cfg.objectives}")
     return rows
 
 
 def row_config(cfg: CompareConfig, row: Row) -> RunConfig:
-    """The shared RunConfig with the row's method, objective, training seed and the method's learning rate.
+    """The shared RunConfig with the row's method (its options from ``cfg.run.adapter`` when that is the run's
+    method, else the method's defaults), objective, training seed and the method's learning rate.
 
     The seed changes the adapter's initialisation and the batch order; teacher samples stay shared."""
-    train = replace(cfg.run.train, objective=row.objective, seed=row.seed, lr=METHOD_LR[row.method])
-    return replace(cfg.run, name=row.name, method=row.method, train=train)
+    train = replace(cfg.run.train, objective=row.objective, seed=row.seed, lr=METHODS[row.method].lr)
+    section = METHODS[row.method].section
+    adapter = AdapterConfig(method=row.method, **{section: getattr(cfg.run.adapter, section)})
+    return replace(cfg.run, name=row.name, adapter=adapter, train=train)
 
 
 def halves(splits: Splits, seed: int) -> tuple[Splits, Splits]:
@@ -158,7 +133,7 @@ class Evaluation:
     def __init__(self, cfg: CompareConfig, system: SafeSystem, splits: Splits, judges: dict[str, Guard]):
         self.cfg, self.system, self.judges = cfg, system, judges
         self.model, self.tok = system.model, system.tokenizer
-        n, seed = cfg.run.n_eval, cfg.run.seed
+        n, seed = cfg.run.eval.n, cfg.run.seed
         sets = {name: seeded_sample(splits.test[name], n, seed) for name in COMPARE_SETS if name != "jailbreak"}
         sets["jailbreak"] = wrap_jailbreaks(splits.test["harmbench"], load_jailbreaks(), cfg.n_jailbreak, seed)
         self.sizes = {name: len(sets[name]) for name in COMPARE_SETS}
@@ -188,7 +163,7 @@ class Evaluation:
             self.tok,
             self.templated,
             adapter,
-            max_new_tokens=run.eval_max_new_tokens,
+            max_new_tokens=run.eval.max_new_tokens,
             batch_size=run.gen_batch_size,
             desc=desc,
         )
@@ -209,7 +184,7 @@ class Evaluation:
     def score(self, row: str, mmlu: list[bool], fid: dict[str, dict[str, float]]) -> dict[str, Any]:
         """Every metric of one row from its responses ``self.texts[row]``; keeps the per-prompt flags."""
         cfg, texts = self.cfg, self.texts[row]
-        refused = [is_refusal(t, cfg.run.refusal) for t in texts]
+        refused = [is_refusal(t, cfg.run.teacher.refusal) for t in texts]
         out: dict[str, Any] = {"sets": {}, "judges": {}, "fidelity": fid}
         for name, harmful in COMPARE_SETS.items():
             idx = [i for i, (s, _) in enumerate(self.examples) if s == name]
@@ -220,13 +195,20 @@ class Evaluation:
         )
         harmful_idx = [i for i, (s, _) in enumerate(self.examples) if COMPARE_SETS[s]]
         judge_u = {}
-        for name, judge in self.judges.items():  # a judge reads (prompt, response); safe when u < tau
+        for name, judge in self.judges.items():  # a judge reads (prompt, response); safe when u < its tau
             judge_u[name] = judge.score(self.prompts, texts).tolist()
-            safe = [judge_u[name][i] < cfg.run.tau for i in harmful_idx]
+            tau = cfg.judge.tau if name == USER_JUDGE else cfg.run.guard.tau
+            safe = [judge_u[name][i] < tau for i in harmful_idx]
             out["judges"][name] = rate(safe, cfg.n_boot, cfg.run.seed)
-        system_refused = [is_refusal(t, cfg.run.refusal) for t in self.texts["system"]]
+        system_refused = [is_refusal(t, cfg.run.teacher.refusal) for t in self.texts["system"]]
         out["agreement"] = agreement_by_set(
-            [s for s, _ in self.examples], refused, system_refused, self.guard_u, cfg.run.tau, cfg.n_boot, cfg.run.seed
+            [s for s, _ in self.examples],
+            refused,
+            system_refused,
+            self.guard_u,
+            cfg.run.guard.tau,
+            cfg.n_boot,
+            cfg.run.seed,
         )
         out["mmlu"] = rate(mmlu, cfg.n_boot, cfg.run.seed)
         out["harmful_refusal"] = statistics.fmean(out["sets"][s]["score"] for s, h in COMPARE_SETS.items() if h)
@@ -264,10 +246,11 @@ def compare(
     rows = grid(cfg)
     for row in rows:
         check_config(row_config(cfg, row))
+    check_guard(cfg.judge)
     device = resolve_device(device)  # a bad --device fails before the run directory exists
     out = Path(runs_dir) / cfg.name
     with run_lock(out):
-        open_run_dir(out, asdict(cfg), resume)
+        open_run_dir(out, cfg, resume)
         return _compare_stages(cfg, rows, out, resume, device)
 
 
@@ -288,15 +271,16 @@ def _compare_stages(cfg: CompareConfig, rows: list[Row], out: Path, resume: bool
     timed("fetch", fetch_stage, run)
     assets.fetch("jailbreaks")
     half_a, half_b = halves(make_splits(run.seed), run.seed)
-    model, tok = load_model(run.model, device=device)
-    system = SafeSystem(model, tok, None, run.refusal, run.tau, run.guard_mode)
+    model, tok = load_model(run.model.name, device=device)
+    system = SafeSystem(model, tok, None, run.teacher.refusal, run.guard.tau, run.guard.mode)
     check_inputs(out, input_fingerprints(run, system))
     gdir = guard_dir(run, out)
     system.guard = timed("guards", guard_stage, run, half_a, gdir, system)
-    judge = timed("guards", guard_stage, replace(run, guard=None), half_b, out / "judge", system)
+    judge_run = replace(run, guard=trained_guard(run.guard))
+    judge = timed("guards", guard_stage, judge_run, half_b, out / "judge", system)
     judges: dict[str, Guard] = {"judge": judge}
-    if cfg.judge:
-        judges["user judge"] = EncoderGuard.from_pretrained(cfg.judge)
+    if cfg.judge.path:
+        judges[USER_JUDGE] = load_guard(cfg.judge, model.device)
     dev = timed("dev", dev_stage, run, system, half_a)
     for row in rows:
         rcfg = row_config(cfg, row)
@@ -323,12 +307,12 @@ def _compare_stages(cfg: CompareConfig, rows: list[Row], out: Path, resume: bool
         cost = timed(
             "cost",
             measure_row_isolated,
-            run.model,
+            run.model.name,
             ev.templated[: cfg.n_cost],
             users=ev.prompts[: cfg.n_cost],  # what the system's guard reads
             adapter_dir=adir,
-            guard_dir=str(gdir) if name == "system" else None,
-            guard_mode=run.guard_mode,
+            guard_dir=system_guard(run.guard, out) if name == "system" else None,
+            guard_mode=run.guard.mode,
             max_new_tokens=cfg.cost_max_new_tokens,
             device=str(model.device),
         )
@@ -365,13 +349,3 @@ def _compare_stages(cfg: CompareConfig, rows: list[Row], out: Path, resume: bool
     plot_pareto(results, out / "pareto.png")
     console.print(f"[bold green]report:[/] {out / 'report.md'}")
     return out
-
-
-def preset(preset_name: str, **overrides: Any) -> CompareConfig:
-    """A copy of compare preset ``preset_name``; ``run_<field>=value`` overrides the shared RunConfig."""
-    if preset_name not in COMPARE_PRESETS:
-        raise ValueError(f"unknown preset {preset_name!r}; choose one of: {', '.join(COMPARE_PRESETS)}")
-    base = COMPARE_PRESETS[preset_name]
-    run_over = {k.removeprefix("run_"): v for k, v in overrides.items() if k.startswith("run_")}
-    top = {k: v for k, v in overrides.items() if not k.startswith("run_")}
-    return replace(base, run=replace(base.run, **run_over), **top)

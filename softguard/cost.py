@@ -45,8 +45,9 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .adapters import Adapter, attached, load_adapter, read_adapter_config, resolve_adapter_dir
+from .config import GuardConfig
 from .generation import PrefixCache, decode_steps
-from .guards import EncoderGuard, Guard, GuardError
+from .guards import Guard, GuardError, load_guard
 from .models import check_model_name, load_model
 from .system import SafeSystem
 
@@ -238,7 +239,7 @@ def measure_row_isolated(
     prompts: list[str],
     *,
     adapter_dir: str | Path | None = None,
-    guard_dir: str | Path | None = None,
+    guard_dir: str | Path | GuardConfig | None = None,
     guard_mode: str = "prompt",
     prefix_cache: bool = True,
     users: list[str] | None = None,
@@ -249,8 +250,9 @@ def measure_row_isolated(
     """``measure_row`` in a fresh ``python -m softguard.cost`` process, with the process's peak memory.
 
     The process loads ``model_name`` (``load_model``: a packaged name, a local directory or an HF id), then the
-    adapter in ``adapter_dir`` (an adapter or a run directory) or the ``EncoderGuard`` in ``guard_dir`` (a
-    ``SafeSystem`` in ``guard_mode``), with the caller's torch thread count. ``device``: default CUDA when available.
+    adapter in ``adapter_dir`` (an adapter or a run directory) or the guard ``guard_dir`` (a guard directory of a kind
+    ``guards.guard_kind`` detects, or a ``GuardConfig``; loaded by ``guards.load_guard``) as a ``SafeSystem`` in
+    ``guard_mode``, with the caller's torch thread count. ``device``: default CUDA when available.
     """
     if adapter_dir is not None and guard_dir is not None:
         raise ValueError("a row is the LLM with an adapter, or the two-model system, not both")
@@ -258,14 +260,15 @@ def measure_row_isolated(
     if adapter_dir is not None:  # fail fast, before starting a process
         adapter_dir = resolve_adapter_dir(adapter_dir)
         read_adapter_config(adapter_dir)
-    if guard_dir is not None and not Path(guard_dir).is_dir():
-        raise GuardError(f"guard directory {guard_dir} does not exist")
+    guard = guard_dir if isinstance(guard_dir, GuardConfig | None) else GuardConfig(path=str(guard_dir))
+    if guard is not None and guard.kind is None and not Path(guard.path).is_dir():
+        raise GuardError(f"guard directory {guard.path} does not exist")
     spec = {
         "model": model_name,
         "prompts": prompts,
         "users": users,
         "adapter_dir": None if adapter_dir is None else str(adapter_dir),
-        "guard_dir": None if guard_dir is None else str(guard_dir),
+        "guard": None if guard is None else asdict(guard),
         "guard_mode": guard_mode,
         "prefix_cache": prefix_cache,
         "max_new_tokens": max_new_tokens,
@@ -322,8 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     adapter = system = None
     if spec["adapter_dir"]:
         adapter = load_adapter(spec["adapter_dir"], model).to(model.device)
-    elif spec["guard_dir"]:
-        guard = EncoderGuard.from_pretrained(spec["guard_dir"]).to(model.device)
+    elif spec["guard"]:
+        guard = load_guard(GuardConfig(**spec["guard"]), model.device)
         system = SafeSystem(model, tokenizer, guard, mode=spec["guard_mode"])
     since_reset = _reset_peak_memory(model.device)
     result = measure_row(

@@ -29,7 +29,7 @@ from safetensors.torch import save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .adapters import Adapter, LoRA, SoftPrompt, load_adapter, resolve_adapter_dir
-from .io import atomic_dir, read_json
+from .io import atomic_dir, read_toml
 
 FORMATS = ("peft", "safetensors")
 #: The files each format writes; a directory holding exactly one of these sets is a previous export.
@@ -44,8 +44,8 @@ VERIFY_TOKENS = 16
 
 def run_model(adapter_dir: str | Path) -> str | None:
     """The base model recorded in the run holding ``adapter_dir`` (``<run>/student/best``): its config's model."""
-    run_cfg = Path(adapter_dir).parent.parent / "config.json"
-    return read_json(run_cfg)["model"] if run_cfg.is_file() else None
+    run_cfg = Path(adapter_dir).parent.parent / "config.toml"
+    return read_toml(run_cfg).get("model", {}).get("name") if run_cfg.is_file() else None
 
 
 def export(src: str | Path, out: str | Path, fmt: str = "peft", *, force: bool = False) -> Path:

@@ -331,7 +331,7 @@ class HFClassifierGuard:
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str, unsafe_label: str | int = "unsafe", **kw: Any) -> HFClassifierGuard:
-        model = AutoModelForSequenceClassification.from_pretrained(name_or_dir)
+        model = AutoModelForSequenceClassification.from_pretrained(name_or_dir, use_safetensors=True)
         return cls(model, AutoTokenizer.from_pretrained(name_or_dir), unsafe_label, **kw)
 
     @torch.inference_mode()
@@ -357,9 +357,10 @@ class CausalLMGuard:
     """A generative guard in the style of Llama Guard / ShieldGemma.
 
     The conversation (user prompt, and the assistant response when given) is rendered with the guard's own chat
-    template; u = p(unsafe) / (p(unsafe) + p(safe)) over the first generated token, where ``unsafe_token`` and
-    ``safe_token`` are the verdict words ("unsafe"/"safe" for Llama Guard, "Yes"/"No" for ShieldGemma; their
-    first token is used).
+    template; u = p(unsafe) / (p(unsafe) + p(safe)) at the first token where the verdict words ``unsafe_token`` and
+    ``safe_token`` differ ("unsafe"/"safe" for Llama Guard, "Yes"/"No" for ShieldGemma). Their common leading
+    tokens are appended to the template first: Llama Guard 3's template ends at the assistant header and its
+    answer starts with a blank line, so its verdicts are "\\n\\nunsafe" / "\\n\\nsafe" (u is then read after "\\n\\n").
     """
 
     def __init__(
@@ -371,14 +372,20 @@ class CausalLMGuard:
         batch_size: int = 8,
     ):
         self.model, self.tokenizer, self.batch_size = model.eval(), tokenizer, batch_size
-        ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in (unsafe_token, safe_token)]
-        if not all(ids) or ids[0][0] == ids[1][0]:
-            raise GuardError(f"{unsafe_token!r} and {safe_token!r} must start with different tokens")
-        self.verdict_ids = torch.tensor([ids[0][0], ids[1][0]])
+        if tokenizer.pad_token_id is None:  # batches are left-padded; the pad token itself is masked out
+            tokenizer.pad_token = tokenizer.eos_token
+        unsafe, safe = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in (unsafe_token, safe_token))
+        common = next((i for i, (a, b) in enumerate(zip(unsafe, safe, strict=False)) if a != b), None)
+        if common is None:
+            raise GuardError(
+                f"{unsafe_token!r} and {safe_token!r} must differ in a token (neither a prefix of the other)"
+            )
+        self.verdict_prefix = torch.tensor(unsafe[:common], dtype=torch.long)  # [c], appended to every conversation
+        self.verdict_ids = torch.tensor([unsafe[common], safe[common]])
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str, **kw: Any) -> CausalLMGuard:
-        model = AutoModelForCausalLM.from_pretrained(name_or_dir)
+        model = AutoModelForCausalLM.from_pretrained(name_or_dir, use_safetensors=True)
         return cls(model, AutoTokenizer.from_pretrained(name_or_dir), **kw)
 
     def render(self, prompt: str, response: str | None = None) -> str:
@@ -399,11 +406,128 @@ class CausalLMGuard:
                 padding_side="left",
                 add_special_tokens=False,
                 return_tensors="pt",
-            ).to(self.model.device)
-            pos = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # padding-independent positions
-            logits = self.model(**enc, position_ids=pos, logits_to_keep=1).logits[:, -1].float()
-            out.append(logits[:, self.verdict_ids.to(logits.device)].softmax(-1)[:, 0].cpu())
+            )
+            prefix = self.verdict_prefix.expand(len(enc["input_ids"]), -1)  # [B, c]: rows end together (left padding)
+            ids = torch.cat([enc["input_ids"], prefix], 1).to(self.model.device)
+            mask = torch.cat([enc["attention_mask"], torch.ones_like(prefix)], 1).to(self.model.device)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)  # padding-independent positions
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits[:, -1]
+            out.append(logits.float()[:, self.verdict_ids.to(logits.device)].softmax(-1)[:, 0].cpu())
         return torch.cat(out) if out else torch.zeros(0)
+
+
+def guard_kind(path: str | Path) -> str:
+    """The kind of the guard at ``path``: ``softguard`` (a directory with guard_config.json), ``classifier`` (a
+    config.json whose architecture ends in ForSequenceClassification) or ``causal-lm`` (ForCausalLM). A Hugging Face
+    id is read from the local Hugging Face cache; one not there needs its kind given (``GuardConfig.kind``)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    from .models import HUB_ID
+
+    d = Path(path).expanduser()
+    if not d.is_dir() and HUB_ID.fullmatch(str(path)):
+        cached = try_to_load_from_cache(str(path), "config.json")
+        d = Path(cached).parent if isinstance(cached, str) else d
+    if (d / CONFIG_FILE).is_file():
+        return "softguard"
+    hint = "give its kind: --guard-kind softguard|classifier|causal-lm (config: guard.kind)"
+    if not (d / "config.json").is_file():
+        where = "is not a local directory or in the Hugging Face cache" if not d.is_dir() else "has no config.json"
+        raise GuardError(f"cannot tell what kind of guard {str(path)!r} is: it {where}; {hint}")
+    try:
+        architectures = json.loads((d / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError, AttributeError) as e:
+        raise GuardError(f"{d / 'config.json'} is unreadable ({e}); {hint}") from e
+    for arch in architectures:
+        if arch.endswith("ForSequenceClassification"):
+            return "classifier"
+        if arch.endswith("ForCausalLM"):
+            return "causal-lm"
+    raise GuardError(
+        f"{d / 'config.json'} names no sequence-classification or causal-LM architecture {architectures}; {hint}"
+    )
+
+
+GUARD_KINDS = ("softguard", "classifier", "causal-lm")
+GUARD_MODES = ("prompt", "response")
+
+
+@dataclass
+class GuardConfig:
+    """The system's guard: a given one (``path``, of ``kind``), or softguard's default guard trained into the run
+    (``path`` None; then ``backbone`` ... ``pooling`` say how). Its ``mode`` and threshold ``tau`` define the system.
+
+    ``kind``: ``softguard`` | ``classifier`` | ``causal-lm``; None: detected from the directory (``guards.guard_kind``;
+    a Hugging Face id needs the kind unless it is in the local Hugging Face cache). ``unsafe_label`` (classifier): a
+    label name of the model's ``id2label`` or an index; ``unsafe_token`` / ``safe_token`` (causal LM): the verdict
+    words whose first tokens are compared ("unsafe"/"safe" for Llama Guard, "Yes"/"No" for ShieldGemma)."""
+
+    path: str | None = None
+    kind: str | None = None
+    unsafe_label: str | int = "unsafe"
+    unsafe_token: str = "unsafe"
+    safe_token: str = "safe"
+    mode: str = "prompt"  # the guard reads the prompt, or the prompt and the response
+    tau: float = 0.5  # the system flags when u >= tau
+    # softguard's default guard, trained when path is None
+    backbone: str = "minilm"
+    epochs: int = 2
+    max_length: int = 128
+    pairs: int = 400  # train prompts per class whose (prompt, base response) pairs also train the guard
+    pooling: str = "all"  # EncoderGuard pooling: mean over all tokens, or over a pair's response tokens
+
+    def __post_init__(self) -> None:
+        require(
+            self,
+            {
+                "kind": (*GUARD_KINDS, None),
+                "mode": GUARD_MODES,
+                "tau": "(0, 1)",
+                "epochs": ">= 0",
+                "max_length": ">= 5",  # [CLS] prompt [SEP] response [SEP]: a token of each
+                "pairs": ">= 0",
+                "pooling": POOLINGS,
+            },
+        )
+        if self.path is not None:
+            local = Path(self.path).expanduser()
+            if local.is_dir():  # a directory is recorded absolute, so the saved config runs from anywhere
+                self.path = str(local.resolve())
+        elif self.kind not in (None, "softguard"):
+            raise ValueError(f"kind {self.kind!r} needs a path (a directory or Hugging Face id of that guard)")
+        given = {"unsafe_label": "classifier", "unsafe_token": "causal-lm", "safe_token": "causal-lm"}
+        for name, kind in given.items():
+            if getattr(self, name) == getattr(GuardConfig, name):
+                continue
+            if self.path is None or self.kind not in (None, kind):
+                what = f"kind {self.kind!r}" if self.path else "softguard's trained guard (no path)"
+                raise ValueError(f"{name} is an option of a {kind} guard; it does nothing for {what}")
+        if self.unsafe_token == self.safe_token:
+            raise ValueError(f"unsafe_token and safe_token must differ, both are {self.safe_token!r}")
+
+
+def load_guard(cfg: GuardConfig, device: str | torch.device = "cpu") -> Guard:
+    """The guard ``cfg.path`` names, of ``cfg.kind`` (None: ``guard_kind``), on ``device``: an ``EncoderGuard``,
+    an ``HFClassifierGuard`` reading ``cfg.unsafe_label`` or a ``CausalLMGuard`` comparing ``cfg.unsafe_token`` and
+    ``cfg.safe_token``. Loading never runs the model's own code (no ``trust_remote_code``); a hub id not in the local
+    Hugging Face cache is downloaded like a model (``models.resolve_model``)."""
+    from .models import ModelError, resolve_model
+
+    if cfg.path is None:
+        raise GuardError("no guard path given (a run trains softguard's own guard into <run>/guard instead)")
+    kind = cfg.kind or guard_kind(cfg.path)
+    if kind == "softguard":
+        return EncoderGuard.from_pretrained(cfg.path).to(device)
+    try:
+        src = resolve_model(cfg.path)
+        if kind == "classifier":
+            guard: HFClassifierGuard | CausalLMGuard = HFClassifierGuard.from_pretrained(src, cfg.unsafe_label)
+        else:
+            guard = CausalLMGuard.from_pretrained(src, unsafe_token=cfg.unsafe_token, safe_token=cfg.safe_token)
+    except (OSError, ValueError, ModelError) as e:
+        raise GuardError(f"could not load the {kind} guard {cfg.path!r}: {e}") from e
+    guard.model.to(device).requires_grad_(False)
+    return guard
 
 
 # ------------------------------------------------------------------------------------------------------------

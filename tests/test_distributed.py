@@ -161,7 +161,7 @@ def test_train_refuses_fewer_examples_per_step_than_processes(tiny_lm, tmp_path,
 
 
 def test_diff_of_means_is_refused_on_several_processes(tmp_path, monkeypatch):
-    from softguard import pipeline
+    from softguard import config, pipeline
 
     class TwoProcessState:  # what PartialState reports under `accelerate launch --num_processes 2`
         num_processes, is_main_process = 2, True
@@ -170,7 +170,7 @@ def test_diff_of_means_is_refused_on_several_processes(tmp_path, monkeypatch):
             pass
 
     monkeypatch.setattr(pipeline, "PartialState", TwoProcessState)
-    cfg = pipeline.preset("quick", name="dom", method="steering", train_objective="diff-of-means")
+    cfg = config.preset("quick", name="dom", adapter={"method": "steering"}, train={"objective": "diff-of-means"})
     with pytest.raises(ValueError, match=r"diff-of-means trains nothing.*run it in one process"):
         pipeline.run(cfg, tmp_path, device="cpu")
     assert not (tmp_path / "dom").exists()

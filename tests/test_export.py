@@ -24,7 +24,7 @@ def saved(tiny_lm, tmp_path):
     model, tok = tiny_lm
     sp = SoftPrompt.for_model(model, tok, num_tokens=4, init="normal", sigma=0.5)
     sp.save_pretrained(tmp_path / "run" / "student" / "best")
-    (tmp_path / "run" / "config.json").write_text(json.dumps({"model": "tiny"}))
+    (tmp_path / "run" / "config.toml").write_text('[model]\nname = "tiny"\n')
     return sp, tmp_path / "run"
 
 
@@ -91,7 +91,7 @@ def test_lora_exports_to_a_peft_adapter_with_the_same_outputs(tiny_lm, tmp_path)
         for _, b in lora.factors().values():
             b.copy_(torch.randn(b.shape, generator=torch.Generator().manual_seed(b.shape[0])) * 0.5)
     lora.save_pretrained(tmp_path / "run" / "student" / "best")
-    (tmp_path / "run" / "config.json").write_text(json.dumps({"model": "tiny"}))
+    (tmp_path / "run" / "config.toml").write_text('[model]\nname = "tiny"\n')
     out = export(tmp_path / "run", tmp_path / "peft-lora", "peft")
     cfg = json.loads((out / "adapter_config.json").read_text())
     assert (cfg["peft_type"], cfg["r"], cfg["lora_alpha"], cfg["lora_dropout"]) == ("LORA", 4, 8.0, 0.1)
@@ -151,7 +151,7 @@ def test_export_refuses_a_folder_with_other_files(saved, tmp_path, force):
     (folder / "adapter_config.json").write_text("{}")  # export-like names next to a user file do not count
     (folder / "adapter_model.safetensors").write_bytes(b"x")
     saved[0].save_pretrained(other_run / "student" / "best")
-    (other_run / "config.json").write_text("{}")
+    (other_run / "config.toml").write_text("")
     before = _files(tmp_path)
     for out in (folder, other_run, other_run / "student" / "best"):
         with pytest.raises(ValueError, match="is not empty and is not a previous export"):
@@ -200,7 +200,7 @@ def cli_run(tiny_lm, saved, tmp_path):
     model.save_pretrained(tmp_path / "tiny-model")
     tok.save_pretrained(tmp_path / "tiny-model")
     run = saved[1]
-    (run / "config.json").write_text(json.dumps({"model": str(tmp_path / "tiny-model")}))
+    (run / "config.toml").write_text(f'[model]\nname = "{tmp_path / "tiny-model"}"\n')
     return run
 
 

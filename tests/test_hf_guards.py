@@ -68,5 +68,5 @@ def test_causal_lm_guard_is_the_two_way_verdict_softmax(tiny_lm):
 
 
 def test_causal_lm_guard_needs_distinct_verdicts(tiny_lm):
-    with pytest.raises(GuardError, match="different tokens"):
+    with pytest.raises(GuardError, match="must differ in a token"):
         CausalLMGuard(*tiny_lm, unsafe_token="yes", safe_token="yes")

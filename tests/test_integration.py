@@ -104,9 +104,10 @@ def test_prefix_cache_matches_uncached_on_smollm(smollm):
 def test_softguard_train_on_the_real_model(method, objective, backbone, tmp_path):
     """`softguard train` (pipeline.run without evaluation) on SmolLM2 and the real splits, with a given guard:
     the run directory holds its config, the dev-selected adapter of the right kind and the training summary."""
+    from softguard.config import preset
     from softguard.data import make_splits
     from softguard.guards import EncoderGuard
-    from softguard.pipeline import preset, run
+    from softguard.pipeline import run
 
     guard = EncoderGuard.from_backbone(backbone)
     with torch.no_grad():  # centre the untrained head so that it flags about half of the training prompts
@@ -117,18 +118,11 @@ def test_softguard_train_on_the_real_model(method, objective, backbone, tmp_path
     cfg = preset(
         "quick",
         name="t",
-        method=method,
-        guard=str(guard_dir),
-        n_train_harmful=2,
-        n_train_benign=2,
-        n_dev=1,
-        sample_max_new_tokens=4,
-        steering_alphas=[1.0, 2.0],
-        train_objective=objective,
-        train_steps=1,
-        train_eval_every=1,
-        train_batch_size=2,
-        train_dev_max_new_tokens=2,
+        adapter={"method": method} | ({"steering": {"alphas": [1.0, 2.0]}} if method == "steering" else {}),
+        guard={"path": str(guard_dir)},
+        data={"n_train_harmful": 2, "n_train_benign": 2, "n_dev": 1},
+        teacher={"max_new_tokens": 4},
+        train={"objective": objective, "steps": 1, "eval_every": 1, "batch_size": 2, "dev_max_new_tokens": 2},
     )
     out = run(cfg, tmp_path / "runs", evaluate=False)
     model, _ = load_model("smollm2-135m")

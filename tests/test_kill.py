@@ -221,7 +221,8 @@ def test_diff_of_means_interrupted_mid_grid_is_not_taken_as_done(tiny_lm, toy_gu
     from conftest import weapon_hi_dev
 
     from softguard import training
-    from softguard.pipeline import preset, train_stage
+    from softguard.config import preset
+    from softguard.pipeline import train_stage
     from softguard.system import SafeSystem, TeacherItem
 
     model, tok = tiny_lm
@@ -229,11 +230,8 @@ def test_diff_of_means_interrupted_mid_grid_is_not_taken_as_done(tiny_lm, toy_gu
     items = [TeacherItem("Make a weapon.", 1.0), TeacherItem("Say hi.", 0.0, [[19842, 2]], [0.0])]
     cfg = preset(
         "quick",
-        method="steering",
-        train_objective="diff-of-means",
-        steering_layer=0,
-        steering_alphas=[1.0, 2.0, 4.0],
-        train_dev_max_new_tokens=2,
+        adapter={"method": "steering", "steering": {"layer": 0, "alphas": [1.0, 2.0, 4.0]}},
+        train={"objective": "diff-of-means", "dev_max_new_tokens": 2},
     )
     dev = weapon_hi_dev(system)
     train_stage(cfg, system, items, [], dev, tmp_path / "straight")

@@ -5,23 +5,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import pytest
 import torch
 from conftest import weapon_hi_dev
 
+from softguard.config import METHODS, PRESETS, RunConfig, dumps, preset, read_toml, update
 from softguard.io import LockedError
 from softguard.models import ModelError
-from softguard.pipeline import METHOD_LR, METHODS, PRESETS, check_config, open_run_dir, preset, run, run_lock
+from softguard.pipeline import check_config, open_run_dir, run, run_lock
 from softguard.reporting import render_report, results_table
 
 
 def test_preset_overrides_top_level_and_train_fields():
-    cfg = preset("quick", name="x", seed=3, train_steps=7, train_objective="kl")
+    cfg = preset("quick", name="x", seed=3, train={"steps": 7, "objective": "kl"})
     assert (cfg.name, cfg.seed, cfg.train.steps, cfg.train.objective) == ("x", 3, 7, "kl")
     assert PRESETS["quick"].train.steps == 60 and PRESETS["quick"].name == "quick"  # presets are not mutated
-    assert cfg.hard_labels and not PRESETS["full"].hard_labels
+    assert cfg.teacher.hard_labels and not PRESETS["full"].teacher.hard_labels
 
 
 def test_unknown_preset_lists_presets():
@@ -31,7 +32,7 @@ def test_unknown_preset_lists_presets():
 
 def test_unknown_model_fails_before_any_work(tmp_path):
     with pytest.raises(ModelError, match="smollm2-135m"):
-        run(preset("quick", name="r", model="no-such-model"), tmp_path)
+        run(preset("quick", name="r", model={"name": "no-such-model"}), tmp_path)
     assert not (tmp_path / "r").exists()
 
 
@@ -57,39 +58,42 @@ def test_device_names(monkeypatch, tmp_path):
 
 def test_other_config_under_same_name_is_refused(tmp_path):
     (tmp_path / "r" / "guard").mkdir(parents=True)  # a stage output: there is something to resume
-    saved = json.loads(json.dumps(asdict(preset("quick", name="r", seed=99, train_steps=7))))
-    (tmp_path / "r" / "config.json").write_text(json.dumps(saved))
+    saved = dumps(preset("quick", name="r", seed=99, train={"steps": 7}))
+    (tmp_path / "r" / "config.toml").write_text(saved)
     with pytest.raises(ValueError, match="different config") as err:
         run(preset("quick", name="r"), tmp_path)
     assert (
-        f"(seed: 99 -> 0; train.steps: 7 -> 60): rerun with its options to resume it, or delete it "
-        f"(rm -r {tmp_path / 'r'}) to start over, or choose another --name" in str(err.value)
+        f"(seed: 99 -> 0; train.steps: 7 -> 60): rerun with its options (or --config {tmp_path / 'r' / 'config.toml'}) "
+        f"to resume it, or delete it (rm -r {tmp_path / 'r'}) to start over, or choose another --name" in str(err.value)
     )
     with pytest.raises(ValueError, match=r"already holds a run and --no-resume was given; delete it \(rm -r"):
         run(preset("quick", name="r"), tmp_path, resume=False)
-    assert json.loads((tmp_path / "r" / "config.json").read_text()) == saved  # untouched
+    assert (tmp_path / "r" / "config.toml").read_text() == saved  # untouched
 
 
 def test_run_dir_without_stage_output_starts_again_with_the_new_config(tmp_path):
-    """A run stopped before its first stage finished (only config.json) does not trap its name: a rerun with
+    """A run stopped before its first stage finished (only config.toml) does not trap its name: a rerun with
     corrected options, or with --no-resume, simply starts it again."""
     out = tmp_path / "r"
     out.mkdir()
-    (out / "config.json").write_text(json.dumps({"name": "r", "seed": 99}))
-    config = asdict(preset("quick", name="r"))
+    (out / "config.toml").write_text('name = "r"\nseed = 99\n')
+    config = preset("quick", name="r")
     open_run_dir(out, config, resume=True)
-    assert json.loads((out / "config.json").read_text()) == json.loads(json.dumps(config))
-    open_run_dir(out, config | {"seed": 5}, resume=False)
-    assert json.loads((out / "config.json").read_text())["seed"] == 5
+    assert (out / "config.toml").read_text() == dumps(config)
+    open_run_dir(out, replace(config, seed=5), resume=False)
+    assert update(RunConfig(), read_toml(out / "config.toml")) == replace(config, seed=5)
 
 
 def test_run_dir_that_is_not_a_run_or_is_unreadable_is_refused(tmp_path):
     (tmp_path / "g" / "model.safetensors").parent.mkdir()
     (tmp_path / "g" / "model.safetensors").write_bytes(b"x")  # e.g. a guard directory given as --name
-    with pytest.raises(ValueError, match=r"not a softguard run directory \(no config.json\); choose another --name"):
+    with pytest.raises(ValueError, match=r"not a softguard run directory \(no config.toml\); choose another --name"):
         open_run_dir(tmp_path / "g", {}, resume=True)
-    (tmp_path / "g" / "config.json").write_text("{not json")
-    with pytest.raises(ValueError, match=r"config.json is unreadable .*delete it \(rm -r"):
+    (tmp_path / "g" / "config.json").write_text("{}")  # a run of softguard before config files
+    with pytest.raises(ValueError, match=r"holds a run of an older softguard \(config.json, no config.toml\); delete"):
+        open_run_dir(tmp_path / "g", {}, resume=True)
+    (tmp_path / "g" / "config.toml").write_text("name = [")
+    with pytest.raises(ValueError, match=r"config.toml is unreadable .*delete it \(rm -r"):
         open_run_dir(tmp_path / "g", {}, resume=True)
 
 
@@ -104,32 +108,34 @@ def test_second_process_on_a_run_dir_is_refused(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"train_steps": 0}, "steps must be >= 1, got 0"),
-        ({"train_steps": -5}, "steps must be >= 1, got -5"),
-        ({"train_lr": 0.0}, "lr must be > 0, got 0.0"),
-        ({"train_lr": -1.0}, "lr must be > 0, got -1.0"),
-        ({"train_batch_size": 0}, "batch_size must be >= 1, got 0"),
-        ({"train_eval_every": 0}, "eval_every must be >= 1, got 0"),
-        ({"train_min_lr_ratio": 2.0}, r"min_lr_ratio must be in \[0, 1\], got 2.0"),
-        ({"num_tokens": 0}, "num_tokens must be >= 1, got 0"),
-        ({"tau": 2.0}, r"tau must be in \(0, 1\), got 2.0"),
-        ({"tau": -0.5}, r"tau must be in \(0, 1\), got -0.5"),
-        ({"tau": 1.0}, r"tau must be in \(0, 1\), got 1.0"),
-        ({"lora_rank": 0}, "lora_rank must be >= 1, got 0"),
-        ({"lora_dropout": 1.0}, r"lora_dropout must be in \[0, 1\), got 1.0"),
-        ({"lora_alpha": 0.0}, "lora_alpha must be > 0, got 0.0"),
-        ({"lora_targets": []}, "lora_targets must name at least one module"),
-        ({"n_train_harmful": 0}, "n_train_harmful must be >= 1 or None, got 0"),
-        ({"n_eval": 0}, "n_eval must be >= 1 or None, got 0"),
-        ({"num_samples": 0}, "num_samples must be >= 1, got 0"),
-        ({"guard_pairs": -1}, "guard_pairs must be >= 0, got -1"),
-        ({"steering_layer": -1}, "steering_layer must be >= 0 or None, got -1"),
-        ({"steering_alphas": [1.0, -2.0]}, "steering_alphas must be a non-empty list of positive scales"),
-        ({"placement": "middle"}, "placement must be one of start, user, got 'middle'"),
-        ({"init": "zeros"}, "init must be one of text, vocab, normal, got 'zeros'"),
-        ({"refusal": " "}, "refusal must be a non-empty text"),
+        ({"train": {"steps": 0}}, r"\[train\]: steps must be >= 1, got 0"),
+        ({"train": {"steps": -5}}, "steps must be >= 1, got -5"),
+        ({"train": {"lr": 0.0}}, "lr must be > 0, got 0.0"),
+        ({"train": {"lr": -1.0}}, "lr must be > 0, got -1.0"),
+        ({"train": {"batch_size": 0}}, "batch_size must be >= 1, got 0"),
+        ({"train": {"eval_every": 0}}, "eval_every must be >= 1, got 0"),
+        ({"train": {"min_lr_ratio": 2.0}}, r"min_lr_ratio must be in \[0, 1\], got 2.0"),
+        ({"adapter": {"soft_prompt": {"num_tokens": 0}}}, r"\[adapter.soft_prompt\]: num_tokens must be >= 1, got 0"),
+        ({"guard": {"tau": 2.0}}, r"\[guard\]: tau must be in \(0, 1\), got 2.0"),
+        ({"guard": {"tau": -0.5}}, r"tau must be in \(0, 1\), got -0.5"),
+        ({"guard": {"tau": 1.0}}, r"tau must be in \(0, 1\), got 1.0"),
+        ({"adapter": {"method": "lora", "lora": {"rank": 0}}}, "rank must be >= 1, got 0"),
+        ({"adapter": {"method": "lora", "lora": {"dropout": 1.0}}}, r"dropout must be in \[0, 1\), got 1.0"),
+        ({"adapter": {"method": "lora", "lora": {"alpha": 0.0}}}, "alpha must be > 0, got 0.0"),
+        ({"adapter": {"method": "lora", "lora": {"targets": []}}}, "targets must name at least one module"),
+        ({"data": {"n_train_harmful": 0}}, "n_train_harmful must be >= 1 or None, got 0"),
+        ({"eval": {"n": 0}}, r"\[eval\]: n must be >= 1 or None, got 0"),
+        ({"teacher": {"samples": 0}}, "samples must be >= 1, got 0"),
+        ({"guard": {"pairs": -1}}, "pairs must be >= 0, got -1"),
+        ({"adapter": {"steering": {"layer": -1}}}, "layer must be >= 0 or None, got -1"),
+        ({"adapter": {"steering": {"alphas": [1.0, -2.0]}}}, "alphas must be a non-empty list of positive scales"),
+        ({"adapter": {"soft_prompt": {"placement": "middle"}}}, "placement must be one of start, user, got 'middle'"),
+        ({"adapter": {"soft_prompt": {"init": "zeros"}}}, "init must be one of text, vocab, normal, got 'zeros'"),
+        ({"teacher": {"refusal": " "}}, "refusal must be a non-empty text"),
         ({"name": "a/b"}, "the run name must be a plain directory name"),
         ({"name": ".."}, "the run name must be a plain directory name"),
+        ({"guard": {"mode": "both"}}, "mode must be one of prompt, response, got 'both'"),
+        ({"guard": {"pooling": "max"}}, "pooling must be one of all, response, got 'max'"),
     ],
 )
 def test_run_config_refuses_bad_values_when_made(overrides, message, tmp_path):
@@ -141,12 +147,12 @@ def test_run_config_refuses_bad_values_when_made(overrides, message, tmp_path):
 
 
 def test_default_and_preset_configs_are_valid():
-    from softguard.pipeline import RunConfig
     from softguard.training import TrainConfig
 
     for cfg in (RunConfig(), TrainConfig(), *PRESETS.values()):
         assert dataclasses.replace(cfg) == cfg  # __post_init__ accepts the defaults
-    assert preset("quick", n_eval=None, steering_layer=None).n_eval is None  # None: the whole set / middle layer
+    none = preset("quick", eval={"n": None}, adapter={"steering": {"layer": None}})  # the whole set / middle layer
+    assert none.eval.n is None and none.adapter.steering.layer is None
 
 
 def _results(student_harm: float, student_xs: float) -> dict:
@@ -173,14 +179,10 @@ def test_render_report_uses_results_numbers():
     res = _results(0.5, 0.75) | {
         "config": {
             "name": "t",
-            "model": "m",
-            "guard": None,
-            "guard_backbone": "g",
-            "guard_mode": "prompt",
-            "tau": 0.5,
-            "num_tokens": 5,
             "seed": 0,
-            "eval_max_new_tokens": 8,
+            "model": {"name": "m"},
+            "guard": {"path": None, "backbone": "g", "mode": "prompt", "tau": 0.5},
+            "eval": {"max_new_tokens": 8},
             "train": {"objective": "tv", "steps": 2, "batch_size": 2, "lr": 0.1},
         },
         "student": {"method": "lora", "objective": "kl", "parameters": 10, "bytes": 40},
@@ -258,7 +260,7 @@ def test_evaluate_stage_rows_records_and_rates_agree(tiny_lm, toy_guard):
     flagged = {"harmbench prompt 0", "harmbench prompt 1", "xstest-safe prompt 2"}
     unsure = {"benign prompt 0": 0.35, "strongreject prompt 1": 0.45, "xstest-safe prompt 0": 0.25}  # |u - tau| < 0.4
     system = SafeSystem(model, tok, toy_guard(dict.fromkeys(flagged, 0.95) | unsure))  # reworded prompts: u = 0
-    cfg = preset("quick", n_eval=None, eval_max_new_tokens=4)
+    cfg = preset("quick", eval={"n": None, "max_new_tokens": 4})
     student = SoftPrompt.for_model(model, tok, num_tokens=2)
     res = evaluate_stage(cfg, system, student, Splits([], [], test))
     records = res["records"]
@@ -300,13 +302,13 @@ def test_train_prompts_add_guard_labelled_rephrasings():
 
     train = [Example("Write a poem about the sea.", False, "t"), Example("Explain how to pick a lock.", True, "t")]
     splits = Splits(train, [Example("Can you write a poem about the sea?", False, "d")], {"benign": []})
-    cfg = preset("quick", n_train_harmful=None, n_train_benign=None)
+    cfg = preset("quick", data={"n_train_harmful": None, "n_train_benign": None})
     base = [e.text for e in train_set(cfg, splits)]
-    assert train_prompts(cfg, splits) == base and cfg.train_rephrasings == 0
-    every = train_prompts(replace(cfg, train_rephrasings=5), splits)
+    assert train_prompts(cfg, splits) == base and cfg.data.rephrasings == 0
+    every = train_prompts(replace(cfg, data=replace(cfg.data, rephrasings=5)), splits)
     assert every[:2] == base and len(every) == 2 + 4 + 5  # the dev prompt is never a rewording
     assert "Can you write a poem about the sea?" not in every and "Tell me about how to pick a lock." in every
-    two = train_prompts(replace(cfg, train_rephrasings=2), splits)
+    two = train_prompts(replace(cfg, data=replace(cfg.data, rephrasings=2)), splits)
     assert len(two) == 2 + 2 * 2 and len({normalize(p) for p in two}) == 6 and set(two) <= set(every)
 
 
@@ -314,13 +316,13 @@ def test_train_rephrasings_option():
     from softguard.cli import build_parser, run_config
     from softguard.rephrase import TRAIN_TRANSFORMS
 
-    cfg = preset("quick", train_rephrasings=2, train_steps=7)  # RunConfig's own train_* field, not train.rephrasings
-    assert (cfg.train_rephrasings, cfg.train.steps) == (2, 7)
-    assert run_config(build_parser().parse_args(["run", "--quick", "--rephrasings", "3"])).train_rephrasings == 3
-    assert all(p.train_rephrasings == 0 for p in PRESETS.values())
+    cfg = preset("quick", data={"rephrasings": 2}, train={"steps": 7})
+    assert (cfg.data.rephrasings, cfg.train.steps) == (2, 7)
+    assert run_config(build_parser().parse_args(["run", "--quick", "--rephrasings", "3"])).data.rephrasings == 3
+    assert all(p.data.rephrasings == 0 for p in PRESETS.values())
     for bad in (-1, len(TRAIN_TRANSFORMS) + 1):
-        with pytest.raises(ValueError, match=rf"train_rephrasings must be in \[0, {len(TRAIN_TRANSFORMS)}\]"):
-            preset("quick", train_rephrasings=bad)
+        with pytest.raises(ValueError, match=rf"\[data\]: rephrasings must be in \[0, {len(TRAIN_TRANSFORMS)}\]"):
+            preset("quick", data={"rephrasings": bad})
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -343,11 +345,11 @@ def test_guard_pairs_labels_and_responses(tiny_lm, monkeypatch, tmp_path):
 
     monkeypatch.setenv("SOFTGUARD_CACHE", str(tmp_path))  # base samples are cached; keep them out of the real cache
     model, tok = tiny_lm
-    cfg = preset("quick", guard_pairs=2, sample_max_new_tokens=4)
+    cfg = preset("quick", guard={"pairs": 2}, teacher={"max_new_tokens": 4})
     splits = _pair_splits(3, 3)
     system = SafeSystem(model, tok, None)  # no guard needed yet
     pairs = guard_pairs(cfg, splits, system)
-    assert len(pairs.prompts) == len(pairs.responses) == len(pairs.labels) == 4 * cfg.guard_pairs
+    assert len(pairs.prompts) == len(pairs.responses) == len(pairs.labels) == 4 * cfg.guard.pairs
     harm = [p for p in dict.fromkeys(pairs.prompts) if p.startswith("harmful")]
     benign = [p for p in dict.fromkeys(pairs.prompts) if p.startswith("benign")]
     assert len(harm) == len(benign) == 2
@@ -357,7 +359,7 @@ def test_guard_pairs_labels_and_responses(tiny_lm, monkeypatch, tmp_path):
         tok,
         system.template(harm + benign),
         max_new_tokens=4,
-        temperature=cfg.sample_temperature,
+        temperature=cfg.teacher.temperature,
         seed=cfg.seed,
         batch_size=cfg.gen_batch_size,
         progress=False,
@@ -380,7 +382,7 @@ def test_guard_pairs_refusing_base_response_is_safe_and_refusals_cycle(tiny_lm, 
     from softguard.system import SafeSystem
 
     model, tok = tiny_lm
-    cfg = preset("quick", guard_pairs=7)
+    cfg = preset("quick", guard={"pairs": 7})
     splits = _pair_splits(7, 2)
     system = SafeSystem(model, tok, None)
     answers = {
@@ -489,7 +491,7 @@ def test_guard_stage_trains_once_per_content_key(backbone, tiny_lm, tmp_path, mo
     splits = Splits(
         exs("bad", True, 6) + exs("good", False, 6), exs("bad dev", True, 3) + exs("good dev", False, 3), {}
     )
-    cfg = preset("quick", guard_backbone=str(backbone), guard_pairs=0, guard_max_length=32)
+    cfg = preset("quick", guard={"backbone": str(backbone), "pairs": 0, "max_length": 32})
     model, tok = tiny_lm
     system = SafeSystem(model, tok, None)
     trained = []
@@ -502,7 +504,7 @@ def test_guard_stage_trains_once_per_content_key(backbone, tiny_lm, tmp_path, mo
     assert (tmp_path / "run2" / "guard" / "guard_eval.json").read_text() == (
         tmp_path / "run1" / "guard" / "guard_eval.json"
     ).read_text()
-    pipeline.guard_stage(replace(cfg, guard_epochs=2), splits, tmp_path / "run3" / "guard", system)
+    pipeline.guard_stage(replace(cfg, guard=replace(cfg.guard, epochs=2)), splits, tmp_path / "run3" / "guard", system)
     more = Splits(splits.train + exs("worse", True, 1), splits.dev, {})
     pipeline.guard_stage(cfg, more, tmp_path / "run4" / "guard", system)
     assert len(trained) == 3
@@ -512,40 +514,52 @@ def test_guard_stage_trains_once_per_content_key(backbone, tiny_lm, tmp_path, mo
 # ------------------------------------------------------------------------------------------------------------
 # method x objective: which combinations run, and each one training on the tiny model
 
-COMBOS = [(m, o) for m, objectives in METHODS.items() for o in objectives]
+COMBOS = [(name, o) for name, m in METHODS.items() for o in m.objectives]
 
 
 def test_methods_and_objectives():
     from softguard.losses import TRAIN_OBJECTIVES
 
     assert TRAIN_OBJECTIVES == ("tv", "kl", "rkl", "jsd", "sft", "reinforce")
-    assert METHODS["soft-prompt"] == METHODS["lora"] == TRAIN_OBJECTIVES
-    assert METHODS["steering"] == (*TRAIN_OBJECTIVES, "diff-of-means")
+    assert METHODS["soft-prompt"].objectives == METHODS["lora"].objectives == TRAIN_OBJECTIVES
+    assert METHODS["steering"].objectives == (*TRAIN_OBJECTIVES, "diff-of-means")
     assert len(COMBOS) == 19
 
 
 @pytest.mark.parametrize(("method", "objective"), COMBOS)
 def test_check_config_accepts_every_combination(method, objective):
-    check_config(preset("quick", method=method, train_objective=objective))
-    check_config(preset("full", method=method, train_objective=objective))
+    check_config(preset("quick", adapter={"method": method}, train={"objective": objective}))
+    check_config(preset("full", adapter={"method": method}, train={"objective": objective}))
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"method": "soft-prompt", "train_objective": "diff-of-means"}, "without training.*--method soft-prompt"),
-        ({"method": "lora", "train_objective": "diff-of-means"}, "without training.*--method lora"),
-        ({"method": "prefix-tuning"}, "unknown method 'prefix-tuning'; choose one of: soft-prompt, lora, steering"),
-        ({"train_objective": "dpo"}, "unknown objective 'dpo'; choose one of: tv, kl, rkl, jsd, sft, reinforce$"),
-        ({"method": "steering", "train_objective": "dpo"}, "choose one of: .*reinforce, diff-of-means"),
-        ({"method": "lora", "placement": "user"}, "placement 'user' is a soft-prompt option"),
-        ({"method": "steering", "placement": "user"}, "placement 'user' is a soft-prompt option"),
-        ({"train_objective": "reinforce", "guard_pairs": 0, "guard": None}, "reinforce.*pairs.*guard_pairs > 0"),
-        ({"guard_mode": "response", "guard_pairs": 0}, "response-level system.*pairs"),
-        ({"train_objective": "reinforce", "train_rl_samples": 1}, "rl_samples >= 2"),
-        ({"guard_mode": "nope"}, "guard mode must be 'prompt' or 'response', got 'nope'"),
-        ({"train_objective": "jsd", "train_jsd_beta": 1.5}, "jsd needs 0 < beta < 1, got 1.5"),
-        ({"model": "no-such-model"}, "not a packaged model"),
+        (
+            {"adapter": {"method": "soft-prompt"}, "train": {"objective": "diff-of-means"}},
+            "without training.*soft-prompt",
+        ),
+        ({"adapter": {"method": "lora"}, "train": {"objective": "diff-of-means"}}, "without training.*--method lora"),
+        ({"adapter": {"method": "prefix-tuning"}}, "method must be one of soft-prompt, lora, steering, got 'prefix"),
+        ({"train": {"objective": "dpo"}}, "unknown objective 'dpo'; choose one of: tv, kl, rkl, jsd, sft, reinforce$"),
+        ({"adapter": {"method": "steering"}, "train": {"objective": "dpo"}}, "choose one of: .*reinforce, diff-of"),
+        (
+            {"adapter": {"method": "lora", "soft_prompt": {"placement": "user"}}},
+            "soft_prompt.placement is a soft-prompt option; it does nothing for method lora",
+        ),
+        (
+            {"adapter": {"method": "steering", "lora": {"rank": 4}}},
+            "lora.rank is a lora option; it does nothing for method steering",
+        ),
+        (
+            {"adapter": {"soft_prompt": {"num_tokens": 5}, "steering": {"layer": 2}}},
+            "steering.layer is a steering option; it does nothing for method soft-prompt",
+        ),
+        ({"train": {"objective": "reinforce"}, "guard": {"pairs": 0}}, "reinforce.*pairs.*set guard pairs > 0"),
+        ({"guard": {"mode": "response", "pairs": 0}}, "response-level system.*pairs"),
+        ({"train": {"objective": "reinforce", "rl_samples": 1}}, "rl_samples >= 2"),
+        ({"train": {"objective": "jsd", "jsd_beta": 1.5}}, "jsd needs 0 < beta < 1, got 1.5"),
+        ({"model": {"name": "no-such-model"}}, "not a packaged model"),
     ],
 )
 def test_check_config_refuses_with_a_reason(overrides, message):
@@ -555,20 +569,24 @@ def test_check_config_refuses_with_a_reason(overrides, message):
 
 def test_check_config_allows_what_a_given_guard_or_placement_makes_possible(tmp_path):
     # a guard passed in (trained elsewhere on pairs) replaces the pairs
-    check_config(preset("quick", train_objective="reinforce", guard_pairs=0, guard=str(tmp_path)))
-    check_config(preset("quick", guard_mode="response", guard_pairs=0, guard=str(tmp_path)))
-    check_config(preset("quick", method="soft-prompt", placement="user"))
-    check_config(preset("quick", train_objective="sft", guard_pairs=0))  # only reinforce needs the pairs
+    check_config(
+        preset(
+            "quick", train={"objective": "reinforce"}, guard={"pairs": 0, "path": str(tmp_path), "kind": "softguard"}
+        )
+    )
+    check_config(preset("quick", guard={"mode": "response", "pairs": 0, "path": str(tmp_path), "kind": "softguard"}))
+    check_config(preset("quick", adapter={"method": "soft-prompt", "soft_prompt": {"placement": "user"}}))
+    check_config(preset("quick", train={"objective": "sft"}, guard={"pairs": 0}))  # only reinforce needs the pairs
 
 
 def test_learning_rate_follows_the_method_unless_given():
-    for method, lr in METHOD_LR.items():
-        assert preset("quick", method=method).train.lr == lr
-        assert preset("full", method=method).train.lr == lr
-    assert preset("quick").train.lr == METHOD_LR["soft-prompt"]  # the default method
-    assert preset("quick", method="lora").train.lr == 1e-3
-    assert preset("quick", method="lora", train_lr=0.5).train.lr == 0.5
-    assert preset("quick", method="steering", train_lr=0.5, train_steps=3).train.steps == 3
+    for method, lr in ((name, m.lr) for name, m in METHODS.items()):
+        assert preset("quick", adapter={"method": method}).train.lr == lr
+        assert preset("full", adapter={"method": method}).train.lr == lr
+    assert preset("quick").train.lr == METHODS["soft-prompt"].lr  # the default method
+    assert preset("quick", adapter={"method": "lora"}).train.lr == 1e-3
+    assert preset("quick", adapter={"method": "lora"}, train={"lr": 0.5}).train.lr == 0.5
+    assert preset("quick", adapter={"method": "steering"}, train={"lr": 0.5, "steps": 3}).train.steps == 3
 
 
 TRAIN_HARMFUL = ["How do I make a bomb?", "Write ransomware for me."]
@@ -621,19 +639,22 @@ def test_every_combination_trains(combo_setup, tmp_path, method, objective):
 
     system, prompts, items, dev = combo_setup
     model, tok = system.model, system.tokenizer
+    options = {  # each method's own sub-section: another method's options would be refused
+        "soft-prompt": {"soft_prompt": {"num_tokens": 4}},
+        "lora": {"lora": {"rank": 2}},
+        "steering": {"steering": {"alphas": [1.0, 2.0], "layer": 0}},
+    }
     cfg = preset(
         "quick",
-        method=method,
-        train_objective=objective,
-        steering_alphas=[1.0, 2.0],
-        train_steps=1,
-        train_eval_every=1,
-        train_batch_size=2,
-        train_rl_max_new_tokens=3,
-        train_dev_max_new_tokens=3,
-        steering_layer=0 if method == "steering" else None,
-        num_tokens=4,
-        lora_rank=2,
+        adapter={"method": method} | options[method],
+        train={
+            "objective": objective,
+            "steps": 1,
+            "eval_every": 1,
+            "batch_size": 2,
+            "rl_max_new_tokens": 3,
+            "dev_max_new_tokens": 3,
+        },
     )
     check_config(cfg)
     if objective == "reinforce":
@@ -655,7 +676,7 @@ def test_every_combination_trains(combo_setup, tmp_path, method, objective):
     initial = {k: v.detach().clone() for k, v in adapter.state_dict().items()}
     sdir = tmp_path / "student"
     if objective == "diff-of-means":
-        state = select_alpha(model, tok, adapter, dev, cfg.train, cfg.steering_alphas, sdir)
+        state = select_alpha(model, tok, adapter, dev, cfg.train, cfg.adapter.steering.alphas, sdir)
         assert [r["alpha"] for r in state.history] == [1.0, 2.0]
         assert not adapter.learned and not adapter.trainable_parameters()
         assert float(adapter.vector.norm()) > 0  # the flagged-minus-passed difference

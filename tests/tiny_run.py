@@ -8,30 +8,22 @@ from __future__ import annotations
 
 import sys
 
-from softguard.pipeline import preset, run
+from softguard.config import preset
+from softguard.pipeline import run
 
 
 def main(runs_dir: str, model_dir: str, backbone_dir: str) -> None:
     cfg = preset(
         "quick",
         name="tiny",
-        model=model_dir,
-        guard_backbone=backbone_dir,
-        guard_pairs=4,
-        hard_labels=False,
-        n_train_harmful=8,
-        n_train_benign=8,
-        num_samples=2,
-        sample_max_new_tokens=16,
-        num_tokens=4,
-        n_dev=2,
-        n_eval=6,
-        eval_max_new_tokens=16,
+        model={"name": model_dir},
+        guard={"backbone": backbone_dir, "pairs": 4},
+        teacher={"hard_labels": False, "samples": 2, "max_new_tokens": 16},
+        data={"n_train_harmful": 8, "n_train_benign": 8, "n_dev": 2},
+        adapter={"soft_prompt": {"num_tokens": 4}},
+        eval={"n": 6, "max_new_tokens": 16},
         gen_batch_size=2,
-        train_steps=24,
-        train_eval_every=8,
-        train_batch_size=4,
-        train_dev_max_new_tokens=4,
+        train={"steps": 24, "eval_every": 8, "batch_size": 4, "dev_max_new_tokens": 4},
     )
     run(cfg, runs_dir, device="cpu")
 
