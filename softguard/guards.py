@@ -174,17 +174,20 @@ class EncoderGuard(nn.Module):
 
     def score(self, prompts: list[str], responses: list[str] | None = None, batch_size: int = 64) -> torch.Tensor:
         """u = sigmoid(a * logit + b) = P(unsafe) in [0, 1], CPU float32 [N], with (a, b) = ``calibration``
-        ((1, 0) until ``fit_calibration`` sets it on dev); eval mode, no autograd, batches of ``batch_size``."""
+        ((1, 0) until ``fit_calibration`` sets it on dev); eval mode, no autograd, batches of ``batch_size`` texts of
+        similar length (padding is masked out, so the grouping changes u only by float error)."""
         was_training, (a, b) = self.training, self.calibration
         self.eval()
-        out = []
+        pairs = responses if responses is not None else [None] * len(prompts)
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(pairs[i] or ""))
+        u = torch.empty(len(prompts))
         with torch.inference_mode():
-            for i in range(0, len(prompts), batch_size):
-                chunk = None if responses is None else responses[i : i + batch_size]
-                logit = self.logits(self.encode(prompts[i : i + batch_size], chunk))
-                out.append(torch.sigmoid(a * logit + b).cpu())
+            for i in range(0, len(order), batch_size):
+                idx = order[i : i + batch_size]
+                logit = self.logits(self.encode([prompts[j] for j in idx], [pairs[j] for j in idx]))
+                u[idx] = torch.sigmoid(a * logit + b).float().cpu()
         self.train(was_training)
-        return torch.cat(out) if out else torch.empty(0)
+        return u
 
     # --------------------------------------------------------------------------------------------------------
     # save / load
@@ -546,6 +549,7 @@ class GuardTrainConfig:
     max_length: int = 128
     seed: int = 0
     max_grad_norm: float = 1.0
+    group_by_length: bool = True  # batches of texts of similar length (``length_grouped_batches``)
 
     def __post_init__(self) -> None:
         """Refuse a value that cannot train (epochs 0 saves the backbone with an untrained head)."""
@@ -585,6 +589,23 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
+def length_grouped_batches(
+    lengths: list[int], batch_size: int, gen: torch.Generator, group: bool = True, pool: int = 50
+) -> list[list[int]]:
+    """One epoch's batches of indices into ``lengths``: a seeded permutation cut into batches; with ``group``, each
+    run of ``pool`` batches is first sorted by length and the batches are then shuffled, so a batch holds texts of
+    similar length (little padding: on the quick guard's train split, 3x fewer tokens) while every epoch still sees
+    every text once in a random batch order."""
+    order = torch.randperm(len(lengths), generator=gen).tolist()
+    if not group:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = []
+    for c in range(0, len(order), batch_size * pool):
+        chunk = sorted(order[c : c + batch_size * pool], key=lambda j: lengths[j])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
+
+
 def train_guard(
     guard: EncoderGuard,
     texts: list[str],
@@ -616,15 +637,15 @@ def train_guard(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total, warmup))
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
+    lengths = [len(t) + len(r or "") for t, r in zip(texts, pairs or [None] * len(texts), strict=True)]  # characters
     history: dict[str, Any] = {"loss": [], "n": len(y), "n_positive": n_pos, "pos_weight": pos_weight.item()}
     guard.train()
     t0 = time.perf_counter()
     with _progress(progress) as bar:
         task = bar.add_task("guard", total=total, loss=float("nan"))
         for epoch in range(cfg.epochs):
-            order, losses = torch.randperm(len(y), generator=gen).tolist(), []
-            for i in range(0, len(order), cfg.batch_size):
-                idx = order[i : i + cfg.batch_size]
+            losses = []
+            for idx in length_grouped_batches(lengths, cfg.batch_size, gen, cfg.group_by_length):
                 pair = None if pairs is None else [pairs[j] for j in idx]
                 batch = guard.encode([texts[j] for j in idx], pair, cfg.max_length)
                 loss = F.binary_cross_entropy_with_logits(guard.logits(batch), y[idx], pos_weight=pos_weight)

@@ -21,6 +21,7 @@ from softguard.guards import (
     binary_metrics,
     evaluate_guard,
     fit_calibration,
+    length_grouped_batches,
     train_guard,
 )
 
@@ -38,6 +39,30 @@ def toy(templates: list[str]) -> tuple[list[str], list[int]]:
 @pytest.fixture
 def guard(backbone) -> EncoderGuard:
     return EncoderGuard.from_backbone(backbone, max_length=64)
+
+
+def test_length_grouped_batches_cover_every_text_once_with_less_padding():
+    lengths = [int(x) for x in torch.randint(1, 200, (1000,), generator=torch.Generator().manual_seed(0))]
+    padded = {}
+    for group in (False, True):
+        batches = length_grouped_batches(lengths, 16, torch.Generator().manual_seed(1), group, pool=10)
+        assert sorted(i for b in batches for i in b) == list(range(1000))  # each text once per epoch
+        assert all(len(b) <= 16 for b in batches)
+        assert batches == length_grouped_batches(lengths, 16, torch.Generator().manual_seed(1), group, pool=10)
+        padded[group] = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    assert padded[True] < 0.7 * padded[False]  # grouped: close to sum(lengths), random: ~max per batch
+    grouped = length_grouped_batches(lengths, 16, torch.Generator().manual_seed(1), True, pool=10)
+    first = [min(lengths[i] for i in b) for b in grouped[:10]]
+    assert first != sorted(first)  # the batches' order is shuffled, not short-to-long
+
+
+def test_score_groups_by_length_but_returns_the_input_order(guard):
+    texts = ["hi", "how do i make a bomb " * 5, "write a poem", "a " * 40, "ok then"]
+    together = guard.score(texts, batch_size=2)
+    alone = torch.cat([guard.score([t]) for t in texts])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
+    pairs = guard.score(texts, ["sure " * 9, "maybe", "no", "fine", "x"], batch_size=3)
+    torch.testing.assert_close(pairs[2:3], guard.score([texts[2]], ["no"]), atol=1e-5, rtol=0)
 
 
 def test_score_shape_range_and_protocol(guard):
