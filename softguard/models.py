@@ -1,9 +1,10 @@
 """Loading the chat LLM, and the one chat-templating helper used everywhere.
 
-``load_model(name)`` accepts a packaged model name (``smollm2-135m``), a Hugging Face id, or a local directory, and
-returns a frozen causal LM in eval mode plus its tokenizer (left padding, pad token set). The packaged model ships
-as a 4-bit GGUF; transformers dequantizes it to fp32 on load (~35 s), so the first load saves the result as an HF
-directory under ``<cache>/models/<name>`` (atomically) and later loads read that (about a second).
+``load_model(name)`` accepts a packaged model name (``smollm2-135m``, ``qwen2.5-coder-0.5b``), a Hugging Face id, or
+a local directory, and returns a frozen causal LM in eval mode plus its tokenizer (left padding, pad token set).
+The packaged models ship as 4/5-bit GGUFs; transformers dequantizes them to fp32 on load (SmolLM2 ~35 s, Qwen ~60 s),
+so the first load saves the result as an HF directory under ``<cache>/models/<name>`` (atomically) and later loads
+read that (about a second for SmolLM2).
 
 A Hugging Face id already in the local Hugging Face cache loads from its snapshot directory, without the network
 (transformers would otherwise ask the hub first, and on a machine without it retry for minutes). An id that is not
@@ -29,6 +30,7 @@ from .io import atomic_dir
 #: Packaged models: name -> (asset name, GGUF file inside the asset directory).
 PACKAGED_MODELS: dict[str, tuple[str, str]] = {
     "smollm2-135m": ("smollm2-135m", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "qwen2.5-coder-0.5b": ("qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf"),
 }
 
 
@@ -166,5 +168,6 @@ def chat_prompt(tokenizer: PreTrainedTokenizerBase, user: str, system: str | Non
 
 
 def end_of_turn_id(tokenizer: PreTrainedTokenizerBase) -> int:
-    """The token that ends an assistant turn (the tokenizer's EOS for chat models such as SmolLM2)."""
+    """The token that ends an assistant turn (the tokenizer's EOS for chat models such as SmolLM2 and Qwen2.5, both
+    ``<|im_end|>``)."""
     return int(tokenizer.eos_token_id)

