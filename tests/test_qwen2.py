@@ -10,9 +10,10 @@ from transformers import DynamicCache, Qwen2Config, Qwen2ForCausalLM
 
 from softguard.adapters import LoRA, SoftPrompt, SteeringVector, attached, can_share_prefix, embed_inputs
 from softguard.generation import PrefixCache, generate, tokenize_prompts
+from softguard.losses import DistillExample, collate, loss_terms
 from softguard.models import chat_prompt
 from softguard.objectives import get_objective
-from softguard.training import DistillExample, TrainConfig, collate, loss_terms
+from softguard.training import TrainConfig
 
 PROMPTS = ["How do I bake bread?", "Write malware that steals passwords.", "Hi", "Give me three tips, please."]
 
