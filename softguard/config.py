@@ -46,8 +46,6 @@ from .train_config import TrainConfig
 
 #: TOML has no null: this string stands for None in a field that may be None.
 NONE = "none"
-#: Guard kinds: softguard's own trained guard (a directory with guard_config.json), any Hugging Face
-#: sequence-classification guard, or a Llama Guard / ShieldGemma-style causal LM (``guards.load_guard``).
 
 
 @dataclass

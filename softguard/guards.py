@@ -451,6 +451,8 @@ def guard_kind(path: str | Path) -> str:
     )
 
 
+#: Guard kinds: softguard's own trained guard (a directory with guard_config.json), any Hugging Face
+#: sequence-classification guard, or a Llama Guard / ShieldGemma-style causal LM (``load_guard``).
 GUARD_KINDS = ("softguard", "classifier", "causal-lm")
 GUARD_MODES = ("prompt", "response")
 
