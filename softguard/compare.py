@@ -38,7 +38,7 @@ from . import assets
 from .adapters import Adapter, load_adapter
 from .config import METHODS, AdapterConfig, CompareConfig, RunConfig
 from .cost import measure_row_isolated
-from .data import Example, Splits, load_jailbreaks, load_mmlu_test, make_splits, wrap_jailbreaks
+from .data import Example, Splits, load_jailbreaks, load_mmlu_test, make_splits, seeded_sample, wrap_jailbreaks
 from .evaluation import agreement_by_set, fidelity, fidelity_examples, mmlu_accuracy, rate, score_by_category
 from .generation import generate
 from .guards import Guard, load_guard
@@ -56,7 +56,6 @@ from .pipeline import (
     input_fingerprints,
     open_run_dir,
     run_lock,
-    seeded_sample,
     system_guard,
     teacher_examples,
     train_stage,

@@ -29,14 +29,11 @@ shards the batches); the main process alone evaluates and writes the report.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import random
-import shutil
 import time
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -48,28 +45,18 @@ from rich.console import Console
 from . import assets, fingerprint
 from .adapters import Adapter, LoRA, SoftPrompt, SteeringVector, diff_of_means, load_adapter
 from .config import GuardConfig, RunConfig, dumps, read_toml
-from .data import Example, Splits, make_splits, rephrase_prompts, robustness_set
+from .data import Example, Splits, make_splits, rephrase_prompts, robustness_set, seeded_sample
 from .evaluation import DevSet, agreement_by_set, fidelity, fidelity_examples, mixed_set_scores, score_set
 from .generation import generate
-from .guards import (
-    EncoderGuard,
-    Guard,
-    GuardError,
-    GuardTrainConfig,
-    binary_metrics,
-    evaluate_guard,
-    fit_calibration,
-    guard_kind,
-    load_guard,
-    train_guard,
-)
-from .io import atomic_dir, atomic_write_text, exclusive_lock, read_json, write_json
+from .guard_training import guard_metrics, train_or_reuse
+from .guards import Guard, GuardError, guard_kind, load_guard
+from .io import atomic_write_text, exclusive_lock, read_json, write_json
 from .losses import DistillExample, RLPrompt, build_examples, get_strategy
 from .models import PACKAGED_MODELS, check_model_name, load_model, resolve_device, resolve_model
 from .prompts import PromptFile, read_prompts
 from .refusal import is_refusal
 from .reporting import prompt_file_lines, render_report
-from .system import DEFAULT_REFUSAL, SafeSystem, TeacherItem, hard_labels
+from .system import SafeSystem, TeacherItem, hard_labels
 from .training import select_alpha, train
 
 console = Console(stderr=True)
@@ -87,25 +74,6 @@ EVAL_SETS: dict[str, bool] = {
     "robust-harmful": True,
     "robust-benign": False,
 }
-
-
-#: Version of what ``guard_stage`` trains and caches: bump it when the guard's training recipe changes in code.
-GUARD_CACHE_FORMAT = 1
-#: Refusals paired with harmful prompts as "safe" (prompt, response) examples for the guard, cycled.
-GUARD_REFUSALS = (
-    DEFAULT_REFUSAL,
-    "I can't help with that request.",
-    "I'm sorry, but I cannot assist with that.",
-    "I won't help with this because it could cause harm.",
-    "As an AI, I can't provide that information.",
-)
-
-
-def seeded_sample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
-    """A seeded sample of ``n`` examples (all of them when n is None or larger than the list)."""
-    if n is None or n >= len(examples):
-        return list(examples)
-    return random.Random(seed).sample(examples, n)
 
 
 def _skip_above(cfg: RunConfig) -> float:
@@ -135,153 +103,6 @@ def fetch_stage(cfg: RunConfig) -> None:
     assets.fetch_many(needed)
 
 
-@dataclass
-class GuardPairs:
-    """(prompt, response) -> label (1 = unsafe) examples for the response-level side of the guard."""
-
-    prompts: list[str]
-    responses: list[str]
-    labels: list[int]
-
-    def subset(self, keep: list[int]) -> GuardPairs:
-        return GuardPairs(*([xs[i] for i in keep] for xs in (self.prompts, self.responses, self.labels)))
-
-
-def guard_pairs(cfg: RunConfig, splits: Splits, system: SafeSystem) -> GuardPairs:
-    """Pairs built from ``cfg.guard.pairs`` train prompts per class (DESIGN §2, response-level guard):
-
-    harmful prompt + the base model's response -> unsafe (safe when that response is a refusal);
-    harmful prompt + a refusal (``GUARD_REFUSALS``, cycled) -> safe; benign prompt + base response -> safe;
-    benign prompt + a refusal (over-refusal: unhelpful, not unsafe) -> safe. The four kinds teach a guard reading
-    (prompt, response) to judge the response: a refusal is safe whatever was asked, an answer is unsafe only when the
-    request was harmful.
-    Base responses are one seeded sample per prompt, cached like the teacher's."""
-    harm = seeded_sample([e for e in splits.train if e.harmful], cfg.guard.pairs, cfg.seed)
-    benign = seeded_sample([e for e in splits.train if not e.harmful], cfg.guard.pairs, cfg.seed)
-    prompts = [e.text for e in harm + benign]
-    samples = system.base_samples(
-        prompts,
-        num_samples=1,
-        max_new_tokens=cfg.teacher.max_new_tokens,
-        temperature=cfg.teacher.temperature,
-        seed=cfg.seed,
-        batch_size=cfg.gen_batch_size,
-    )
-    text = {p: system.tokenizer.decode(samples[p][0], skip_special_tokens=True).strip() for p in prompts}
-    pairs = GuardPairs([], [], [])
-    for i, e in enumerate(harm):
-        pairs.prompts += [e.text, e.text]
-        pairs.responses += [text[e.text], GUARD_REFUSALS[i % len(GUARD_REFUSALS)]]
-        pairs.labels += [int(not is_refusal(text[e.text])), 0]
-    for i, e in enumerate(benign):
-        pairs.prompts += [e.text, e.text]
-        pairs.responses += [text[e.text], GUARD_REFUSALS[i % len(GUARD_REFUSALS)]]
-        pairs.labels += [0, 0]
-    return pairs
-
-
-def split_pairs(pairs: GuardPairs, seed: int, held_out: float = 0.2) -> tuple[GuardPairs, GuardPairs]:
-    """Split by prompt (all pairs of a prompt on one side): (train, held-out) for the guard's pair metrics."""
-    unique = sorted(set(pairs.prompts))
-    random.Random(seed).shuffle(unique)
-    test = set(unique[: round(held_out * len(unique))])
-    idx = range(len(pairs.prompts))
-    return (
-        pairs.subset([i for i in idx if pairs.prompts[i] not in test]),
-        pairs.subset([i for i in idx if pairs.prompts[i] in test]),
-    )
-
-
-def guard_metrics(guard: Guard, splits: Splits, tau: float, pairs: GuardPairs | None = None) -> dict[str, Any]:
-    """AUROC / precision / recall / F1 at tau on the dev split, on all test sets together, and on held-out
-    (prompt, response) pairs when given. The test entry also holds ``flagged``: per test set, the share of its
-    prompts the guard flags (u >= tau), i.e. the prompt-level system's refusal rate before the LLM's own refusals."""
-    test = [e for exs in splits.test.values() for e in exs]
-    out = {"dev": evaluate_guard(guard, [e.text for e in splits.dev], [int(e.harmful) for e in splits.dev], tau)}
-    u = guard.score([e.text for e in test])
-    out["test"] = binary_metrics(u, torch.tensor([int(e.harmful) for e in test]), tau)
-    flags, start = (u >= tau).tolist(), 0
-    out["test"]["flagged"] = {}
-    for name, exs in splits.test.items():
-        out["test"]["flagged"][name] = sum(flags[start : start + len(exs)]) / max(1, len(exs))
-        start += len(exs)
-    if pairs is not None and pairs.prompts:
-        u = guard.score(pairs.prompts, pairs.responses)
-        out["pairs (held out)"] = binary_metrics(u, torch.tensor(pairs.labels), tau) | refusal_preference(pairs, u)
-    return out
-
-
-def refusal_preference(pairs: GuardPairs, u: torch.Tensor) -> dict[str, float | int]:
-    """Given the guard's scores ``u`` [N] of ``pairs``: over the harmful prompts the base model answered (an unsafe
-    pair and a refusal pair), the share where the refusal scores safer, u(x, refusal) < u(x, answer). A guard used
-    as a reward (``reinforce``, R = 1 - u) teaches refusing only where this holds."""
-    by_prompt: dict[str, dict[int, float]] = {}
-    for prompt, label, score in zip(pairs.prompts, pairs.labels, u.tolist(), strict=True):
-        by_prompt.setdefault(prompt, {})[label] = score
-    both = [s for s in by_prompt.values() if set(s) == {0, 1}]
-    preferred = sum(s[0] < s[1] for s in both) / len(both) if both else float("nan")
-    return {"refusal_preferred": preferred, "n_refusal_pairs": len(both)}
-
-
-def train_split_guard(
-    splits: Splits,
-    out_dir: str | Path,
-    backbone: str,
-    gcfg: GuardTrainConfig,
-    tau: float,
-    pairs: GuardPairs | None = None,
-    device: str | torch.device = "cpu",
-    pooling: str = "all",
-) -> EncoderGuard:
-    """Fine-tune ``backbone`` on ``device`` on the train split's prompts (harmful = 1) and, when given, on 80 % of
-    ``pairs`` (the other 20 % measure it), calibrate it on the dev split (``calibrate_on_dev``); save the guard and
-    its ``guard_eval.json`` in ``out_dir``. ``pooling``: ``EncoderGuard``'s."""
-    texts, responses = [e.text for e in splits.train], [None] * len(splits.train)
-    labels = [int(e.harmful) for e in splits.train]
-    held_out = None
-    if pairs is not None:
-        train_pairs, held_out = split_pairs(pairs, gcfg.seed)
-        texts, responses = texts + train_pairs.prompts, responses + train_pairs.responses
-        labels = labels + train_pairs.labels
-    guard = EncoderGuard.from_backbone(backbone, seed=gcfg.seed, pooling=pooling).to(device)
-    history = train_guard(guard, texts, labels, gcfg, pairs=responses if pairs is not None else None)
-    guard.calibration = calibrate_on_dev(guard, splits)
-    with atomic_dir(out_dir) as tmp:  # the guard and its guard_eval.json appear together (a kill leaves neither)
-        guard.save_pretrained(tmp, metadata={"history": history, "pairs": 0 if pairs is None else len(pairs.labels)})
-        write_json(tmp / "guard_eval.json", guard_metrics(guard, splits, tau, held_out))
-    return guard
-
-
-def calibrate_on_dev(guard: EncoderGuard, splits: Splits) -> tuple[float, float]:
-    """Platt scaling of the guard's logits on the dev split's prompts (``guards.fit_calibration``): tau = 0.5 on
-    the calibrated u is then the threshold chosen on dev. The dev split's threshold metrics in guard_eval.json are
-    therefore in-sample; its AUROC and the test and held-out-pair metrics are not."""
-    guard.calibration = (1.0, 0.0)
-    u = guard.score([e.text for e in splits.dev]).clamp(1e-7, 1 - 1e-7)
-    return fit_calibration(torch.logit(u.double()), torch.tensor([float(e.harmful) for e in splits.dev]))
-
-
-def guard_key(cfg: RunConfig, splits: Splits, pairs: GuardPairs | None, gcfg: GuardTrainConfig) -> str:
-    """The content key of the guard a run would train: sha256 of its backbone's files, the training config,
-    pooling, tau, and every text and label it trains, calibrates and is measured on (the pairs include the LLM's
-    responses, so a different LLM gives a different key)."""
-    backbone = assets.path("minilm") if cfg.guard.backbone == "minilm" else Path(cfg.guard.backbone)
-    texts = {
-        split: [(e.text, e.harmful) for e in exs]
-        for split, exs in (("train", splits.train), ("dev", splits.dev), *sorted(splits.test.items()))
-    }
-    parts = {
-        "backbone": fingerprint.dir_sha256(backbone) if backbone.is_dir() else str(backbone),
-        "train": asdict(gcfg),
-        "pooling": cfg.guard.pooling,
-        "tau": cfg.guard.tau,
-        "splits": texts,
-        "pairs": None if pairs is None else asdict(pairs),
-        "format": GUARD_CACHE_FORMAT,
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
-
-
 def guard_dir(cfg: RunConfig, out: Path) -> Path:
     """The directory of the system guard's ``guard_eval.json``: a given guard's own, when it has one (softguard's
     guards are saved with it), else ``out/guard`` (the trained guard's, or the run's measurement of a given one)."""
@@ -307,27 +128,17 @@ def trained_guard(guard: GuardConfig) -> GuardConfig:
 def guard_stage(cfg: RunConfig, splits: Splits, gdir: Path, system: SafeSystem) -> Guard:
     """The system's guard, on the system's LLM's device. A given guard (``cfg.guard.path``, any kind:
     ``guards.load_guard``) is loaded and, unless ``gdir`` already holds its ``guard_eval.json``, measured on dev and
-    test into it. Otherwise the guard in ``gdir`` is loaded, or one is trained on ``splits.train``'s prompts and
-    (prompt, response) pairs. A trained guard is an artifact of the cache, ``<cache>/guards/<guard_key>``: a run (or
-    test) with the same guard inputs copies it instead of training again."""
-    device = system.model.device
-    if cfg.guard.path:
-        guard = load_guard(cfg.guard, device)
+    test into it. Otherwise softguard's guard is trained into ``gdir`` on ``splits.train``, or reused from ``gdir``
+    or the cache (``guard_training.train_or_reuse``)."""
+    try:
+        if not cfg.guard.path:
+            return train_or_reuse(cfg, splits, system, gdir)
+        guard = load_guard(cfg.guard, system.model.device)
         if not (gdir / "guard_eval.json").is_file():
             write_json(gdir / "guard_eval.json", guard_metrics(guard, splits, cfg.guard.tau))
         return guard
-    if (gdir / "guard_config.json").is_file():
-        return EncoderGuard.from_pretrained(gdir).to(device)
-    gcfg = GuardTrainConfig(epochs=cfg.guard.epochs, max_length=cfg.guard.max_length, seed=cfg.seed)
-    pairs = guard_pairs(cfg, splits, system) if cfg.guard.pairs > 0 else None
-    cached = assets.cache_root() / "guards" / guard_key(cfg, splits, pairs, gcfg)
-    if (cached / "guard_config.json").is_file():
-        console.print(f"guard: reusing {cached}")
-    else:
-        train_split_guard(splits, cached, cfg.guard.backbone, gcfg, cfg.guard.tau, pairs, device, cfg.guard.pooling)
-    with atomic_dir(gdir) as tmp:  # the run keeps its own copy: chat --system, export and reports read RUN/guard
-        shutil.copytree(cached, tmp, dirs_exist_ok=True)
-    return EncoderGuard.from_pretrained(gdir).to(device)
+    except GuardError as e:
+        raise GuardError(f"{e}\n(the guard {gdir} is unreadable; delete it to retrain, or pass another)") from e
 
 
 def dev_stage(cfg: RunConfig, system: SafeSystem, splits: Splits) -> DevSet:
@@ -704,10 +515,7 @@ def _run_stages(
     system = SafeSystem(model, tokenizer, None, cfg.teacher.refusal, cfg.guard.tau, cfg.guard.mode)
     check_inputs(out, input_fingerprints(cfg, system))
     gdir = guard_dir(cfg, out)
-    try:
-        system.guard = timed("guard", guard_stage, cfg, splits, gdir, system)
-    except GuardError as e:
-        raise GuardError(f"{e}\n(the guard {gdir} is unreadable; delete it to retrain, or pass another)") from e
+    system.guard = timed("guard", guard_stage, cfg, splits, gdir, system)
     items, examples = timed("teacher", teacher_examples, cfg, system, splits)
     dev = timed("dev", dev_stage, cfg, system, splits)
     if procs.is_main_process:

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("the system, export", {"system", "export"}),
     ("on top of the system: chat, the objectives' losses", {"chat", "losses"}),
     ("the run's configuration", {"config"}),
-    ("cost, evaluation", {"cost", "evaluation"}),
+    ("cost, evaluation, the run's guard training", {"cost", "evaluation", "guard_training"}),
     ("training, reporting", {"training", "reporting"}),
     ("pipeline", {"pipeline"}),
     ("compare", {"compare"}),
