@@ -32,11 +32,12 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from accelerate import PartialState
@@ -45,8 +46,18 @@ from rich.console import Console
 from . import assets, fingerprint
 from .adapters import Adapter, LoRA, SoftPrompt, SteeringVector, diff_of_means, load_adapter
 from .config import GuardConfig, RunConfig, dumps, read_toml
-from .data import Example, Splits, make_splits, rephrase_prompts, robustness_set, seeded_sample
-from .evaluation import DevSet, agreement_by_set, fidelity, fidelity_examples, mixed_set_scores, score_set
+from .data import (
+    Example,
+    Splits,
+    load_jailbreaks,
+    make_splits,
+    rephrase_prompts,
+    robustness_set,
+    seeded_sample,
+    wrap_jailbreaks,
+)
+from .eval_suite import SETS, Suite
+from .evaluation import DevSet
 from .generation import generate
 from .guard_training import guard_metrics, train_or_reuse
 from .guards import Guard, GuardError, guard_kind, load_guard
@@ -60,19 +71,15 @@ from .system import SafeSystem, TeacherItem, hard_labels
 from .training import select_alpha, train
 
 console = Console(stderr=True)
+T = TypeVar("T")
 
 #: How long processes wait at a barrier for the main one (under ``accelerate launch``), which trains the guard, samples
 #: the teacher and evaluates alone: longer than torch's default (10 minutes with NCCL).
 WAIT_TIMEOUT = timedelta(hours=12)
-#: Held-out sets of the first report: harmful (refusal is good) and benign (compliance is good). The robust-* sets
-#: are test prompts reworded by transformations the training never uses (``eval_sets``).
+#: Held-out sets of ``softguard run`` (``eval_suite.SETS``: harmful, refusal is good; benign, compliance is good).
 EVAL_SETS: dict[str, bool] = {
-    "harmbench": True,
-    "strongreject": True,
-    "xstest-safe": False,
-    "benign": False,
-    "robust-harmful": True,
-    "robust-benign": False,
+    name: SETS[name]
+    for name in ("harmbench", "strongreject", "xstest-safe", "benign", "robust-harmful", "robust-benign")
 }
 
 
@@ -82,8 +89,17 @@ def _skip_above(cfg: RunConfig) -> float:
     return cfg.guard.tau if cfg.teacher.hard_labels else 0.99
 
 
-def _stage(msg: str) -> None:
-    console.rule(f"[bold]{msg}")
+class Timings(dict[str, float]):
+    """Seconds per stage name, summed over its calls (``compare`` runs some stages once per row)."""
+
+    def __call__(self, stage: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` under the stage's rule on the console; its seconds added to ``self[stage]``."""
+        console.rule(f"[bold]{stage}")
+        t0 = time.perf_counter()
+        value = fn(*args, **kwargs)
+        self[stage] = round(self.get(stage, 0.0) + time.perf_counter() - t0, 1)
+        console.print(f"{stage}: {self[stage]} s")
+        return value
 
 
 def fetch_stage(cfg: RunConfig) -> None:
@@ -123,6 +139,15 @@ GIVEN_GUARD_OPTIONS = ("unsafe_label", "unsafe_token", "safe_token")
 def trained_guard(guard: GuardConfig) -> GuardConfig:
     """``guard`` without its given guard: the config of softguard's guard trained with its training fields."""
     return replace(guard, path=None, kind=None, **{k: getattr(GuardConfig, k) for k in GIVEN_GUARD_OPTIONS})
+
+
+def system_stage(cfg: RunConfig, out: Path, device: torch.device) -> SafeSystem:
+    """The run's LLM on ``device`` in its ``SafeSystem`` (the guard comes from ``guard_stage``), after checking that
+    the run in ``out`` was started with the same input files (``check_inputs``)."""
+    model, tokenizer = load_model(cfg.model.name, device=device)
+    system = SafeSystem(model, tokenizer, None, cfg.teacher.refusal, cfg.guard.tau, cfg.guard.mode)
+    check_inputs(out, input_fingerprints(cfg, system))
+    return system
 
 
 def guard_stage(cfg: RunConfig, splits: Splits, gdir: Path, system: SafeSystem) -> Guard:
@@ -170,16 +195,25 @@ def dev_stage(cfg: RunConfig, system: SafeSystem, splits: Splits) -> DevSet:
     return DevSet(system.template(prompts), [e.harmful for e in harm + benign], decisions, examples)
 
 
-def eval_sets(cfg: RunConfig, splits: Splits) -> dict[str, list[Example]]:
-    """The ``EVAL_SETS``, ``cfg.eval.n`` seeded prompts each: test sets of ``splits``, and ``robust-harmful`` /
-    ``robust-benign``, the harmful and benign halves of ``data.robustness_set`` (reworded test prompts); then the
-    user's ``--eval-prompts`` set ``user:<stem>``, all of its prompts (``user_eval_prompts``)."""
-    robust = robustness_set(cfg.seed, splits.test, cfg.eval.n)
-    pools = splits.test | {
-        "robust-harmful": [e for e in robust if e.harmful],
-        "robust-benign": [e for e in robust if not e.harmful],
+def eval_sets(
+    cfg: RunConfig, splits: Splits, names: Collection[str] = EVAL_SETS, n_jailbreak: int = 0
+) -> dict[str, list[Example]]:
+    """The sets ``names`` (of ``eval_suite.SETS``), in order: ``cfg.eval.n`` seeded prompts of each test set of
+    ``splits``; ``robust-harmful`` / ``robust-benign``, as many of the harmful and benign halves of
+    ``data.robustness_set`` (reworded test prompts); ``jailbreak``, ``n_jailbreak`` HarmBench test prompts inside
+    jailbreak templates (``data.wrap_jailbreaks``). Then the user's ``--eval-prompts`` set ``user:<stem>``, all of
+    its prompts (``user_eval_prompts``)."""
+    pools = dict(splits.test)
+    if any(name.startswith("robust-") for name in names):
+        robust = robustness_set(cfg.seed, splits.test, cfg.eval.n)
+        pools["robust-harmful"] = [e for e in robust if e.harmful]
+        pools["robust-benign"] = [e for e in robust if not e.harmful]
+    sets = {
+        name: wrap_jailbreaks(splits.test["harmbench"], load_jailbreaks(), n_jailbreak, cfg.seed)
+        if name == "jailbreak"
+        else seeded_sample(pools[name], cfg.eval.n, cfg.seed)
+        for name in names
     }
-    sets = {name: seeded_sample(pools[name], cfg.eval.n, cfg.seed) for name in EVAL_SETS}
     own = user_eval_prompts(cfg, splits)
     return sets | ({own.name: own.examples()} if own else {})
 
@@ -219,59 +253,21 @@ def prompt_files(cfg: RunConfig, splits: Splits) -> dict[str, dict[str, Any]]:
 
 
 def evaluate_stage(cfg: RunConfig, system: SafeSystem, student: Adapter, splits: Splits) -> dict[str, Any]:
-    """Greedy generations of the three rows on every eval set (``eval_sets``); refusal rates (a user's set, of
-    harmful and benign prompts: ``mixed_set_scores``); decision agreement of the base and student rows with the
-    system (per set and per guard-confidence bin) and their mean per-token TV / KL to it; per-prompt records."""
-    sets = eval_sets(cfg, splits)
-    prompts = [e.text for exs in sets.values() for e in exs]
-    templated = system.template(prompts)
-    gen = dict(max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.gen_batch_size)
-    t0 = time.perf_counter()
-    base = generate(system.model, system.tokenizer, templated, desc="eval: base", **gen)
-    t_base = time.perf_counter() - t0
-    sys_out = system.respond(prompts, base)
-    t0 = time.perf_counter()
-    stud = generate(system.model, system.tokenizer, templated, student, desc="eval: student", **gen)
-    t_student = time.perf_counter() - t0
-    rows = {
-        "base": [g.text for g in base],
-        "system": [r.text for r in sys_out],
-        "student": [g.text for g in stud],
+    """The base, system and student rows on every eval set (``eval_sets``), measured by the evaluation suite
+    (``eval_suite.Suite``): per-set rates with intervals (a user's set, of harmful and benign prompts:
+    ``mixed_set_scores``), decision agreement of the base and student rows with the system (per set and per
+    guard-confidence bin), their TV / KL to the system and to the base model; per-prompt records."""
+    suite = Suite(cfg, system, eval_sets(cfg, splits))
+    rows = {row: suite.row(row, adapter) for row, adapter in (("base", None), ("system", None), ("student", student))}
+    return {
+        "rows": {row: r["sets"] for row, r in rows.items()},
+        "n": suite.sizes,
+        "generation_seconds": suite.seconds,
+        # the system agrees with itself: no agreement or fidelity row for it
+        "agreement": {row: rows[row]["agreement"] for row in ("base", "student")},
+        "fidelity": {row: rows[row]["fidelity"] for row in ("base", "student")},
+        "records": suite.records(),
     }
-    results: dict[str, Any] = {"rows": {}, "n": {name: len(s) for name, s in sets.items()}}
-    flags: dict[str, list[bool]] = {}
-    for row, texts in rows.items():
-        results["rows"][row], flags[row], start = {}, [], 0
-        for name, exs in sets.items():
-            # a user's set holds both labels: score_set's flags only, scored by mixed_set_scores
-            res = score_set(name, EVAL_SETS.get(name, True), texts[start : start + len(exs)], cfg.teacher.refusal)
-            results["rows"][row][name] = (
-                {"refusal_rate": res.refusal_rate, "score": res.score, "n": res.n}
-                if name in EVAL_SETS
-                else mixed_set_scores([e.harmful for e in exs], res.flags)
-            )
-            flags[row] += res.flags
-            start += res.n
-    results["generation_seconds"] = {"base": t_base, "student": t_student}
-    named = [(name, e) for name, exs in sets.items() for e in exs]
-    u = [r.u for r in sys_out]
-    results["agreement"] = {  # the system agrees with itself: no row for it
-        row: agreement_by_set([name for name, _ in named], flags[row], flags["system"], u, cfg.guard.tau, seed=cfg.seed)
-        for row in ("base", "student")
-    }
-    ids = [system.tokenizer(t, add_special_tokens=False)["input_ids"] for t in templated]
-    ref = fidelity_examples(ids, [g.token_ids for g in base], [r.flagged for r in sys_out], system.refusal_ids())
-    results["fidelity"] = {  # mean per-token TV / KL to the system along its responses (r* where it flags)
-        row: fidelity(system.model, system.tokenizer, adapter, ref, cfg.gen_batch_size)
-        for row, adapter in (("base", None), ("student", student))
-    }
-    records = [
-        {"set": name, "harmful": e.harmful, "category": e.category, "prompt": e.text, "guard_u": sys_out[i].u}
-        | {row: {"response": texts[i], "refused": flags[row][i]} for row, texts in rows.items()}
-        for i, (name, e) in enumerate(named)
-    ]
-    results["records"] = records
-    return results
 
 
 def check_config(cfg: RunConfig) -> None:
@@ -495,25 +491,13 @@ def _run_stages(
 ) -> Path:
     """``run``'s stages, in its locked and opened run directory ``out``; ``procs``: the launched processes."""
     torch.manual_seed(cfg.seed)
-    timings: dict[str, float] = {}
-    t_start = time.perf_counter()
-
-    def timed(name: str, fn, *args, **kwargs):
-        _stage(name)
-        t0 = time.perf_counter()
-        value = fn(*args, **kwargs)
-        timings[name] = round(time.perf_counter() - t0, 1)
-        console.print(f"{name}: {timings[name]} s")
-        return value
-
+    timed, t_start = Timings(), time.perf_counter()
     timed("fetch", fetch_stage, cfg)
     splits = make_splits(cfg.seed)
     own_files = prompt_files(cfg, splits)  # read and checked before the model loads
     for line in prompt_file_lines(own_files):
         console.print(line, markup=False, highlight=False)
-    model, tokenizer = load_model(cfg.model.name, device=device)
-    system = SafeSystem(model, tokenizer, None, cfg.teacher.refusal, cfg.guard.tau, cfg.guard.mode)
-    check_inputs(out, input_fingerprints(cfg, system))
+    system = system_stage(cfg, out, device)
     gdir = guard_dir(cfg, out)
     system.guard = timed("guard", guard_stage, cfg, splits, gdir, system)
     items, examples = timed("teacher", teacher_examples, cfg, system, splits)
@@ -529,20 +513,20 @@ def _run_stages(
     if not evaluate:
         write_json(
             out / "training.json",
-            {"config": asdict(cfg), "timings": timings, "training": summary, "prompt_files": own_files},
+            {"config": asdict(cfg), "timings": timed, "training": summary, "prompt_files": own_files},
         )
         console.print(f"[bold green]trained:[/] {sdir / 'best'}")
         procs.wait_for_everyone()
         return out
-    student = load_adapter(sdir / "best", model)
+    student = load_adapter(sdir / "best", system.model)
     results = timed("evaluate", evaluate_stage, cfg, system, student, splits)
     records = results.pop("records")
     atomic_write_text(out / "generations.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    timings["total"] = round(time.perf_counter() - t_start, 1)
+    timed["total"] = round(time.perf_counter() - t_start, 1)
     results.update(
         config=asdict(cfg),
-        timings=timings,
-        device=str(model.device),
+        timings=timed,
+        device=str(system.model.device),
         guard=read_json(gdir / "guard_eval.json"),
         training=summary,
         prompt_files=own_files,

@@ -60,7 +60,7 @@ def agreement_tables(results: dict[str, Any]) -> list[str]:
         "|---" * (len(cols) + 3) + "|",
     ]
     for row, by_set in agree.items():
-        f = fid.get(row, {})
+        f = fid.get(row, {}).get("system", {})
         lines.append(
             f"| {_row_title(row, results)} | "
             + " | ".join(_pct_ci(by_set[s]) for s in cols)

@@ -22,6 +22,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("on top of the system: chat, the objectives' losses", {"chat", "losses"}),
     ("the run's configuration", {"config"}),
     ("cost, evaluation, the run's guard training", {"cost", "evaluation", "guard_training"}),
+    ("the evaluation suite", {"eval_suite"}),
     ("training, reporting", {"training", "reporting"}),
     ("pipeline", {"pipeline"}),
     ("compare", {"compare"}),

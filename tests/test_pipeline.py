@@ -215,7 +215,10 @@ def test_render_report_uses_results_numbers():
         row: {"harmbench": cell(x, 4), "xstest-safe": cell(1.0, 4), "all": cell(x, 8) | {"by_confidence": by_conf}}
         for row, x in (("base", 0.75), ("student", 0.5))
     }
-    fid = {"base": {"tv": 0.125, "kl": 1.5}, "student": {"tv": 0.25, "kl": 0.75}}
+    fid = {
+        "base": {"system": {"tv": 0.125, "kl": 1.5}, "base": {"tv": 0.0, "kl": 0.0}},
+        "student": {"system": {"tv": 0.25, "kl": 0.75}, "base": {"tv": 0.5, "kl": 2.5}},
+    }
     md = render_report(res | {"agreement": agree, "fidelity": fid})
     assert md.index("## Fidelity") < md.index("## Safety and usefulness")  # agreement leads
     assert "| row | HarmBench (n=4) | XSTest-safe (n=4) | all (n=8) | TV to system | KL to system |" in md
@@ -290,8 +293,9 @@ def test_evaluate_stage_rows_records_and_rates_agree(tiny_lm, toy_guard):
         assert {b: c["n"] for b, c in bins.items()} == {">= 0.4": 18, "0.2-0.4": 1, "< 0.2": 2}
         assert bins["0.2-0.4"]["score"] == float(same["xstest-safe prompt 0"])
     # TV to the system: the base row differs from it only where the guard flags (r* vs the base model)
-    assert 0 < res["fidelity"]["base"]["tv"] < 1
-    assert res["fidelity"]["student"]["tv"] != res["fidelity"]["base"]["tv"]
+    to_system = {row: res["fidelity"][row]["system"] for row in ("base", "student")}
+    assert 0 < to_system["base"]["tv"] < 1
+    assert to_system["student"]["tv"] != to_system["base"]["tv"]
 
 
 def test_train_prompts_add_guard_labelled_rephrasings():
