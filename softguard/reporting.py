@@ -363,7 +363,7 @@ def render_compare_report(results: dict[str, Any]) -> str:
     benign = [s for s in results["n"] if s not in harmful]
     trusted, judge_note = judge_trust(results.get("judge", {}))
     judges = [j for j in next(iter(rows.values()))["judges"] if j != "judge" or trusted]
-    title = lambda s: f"{COMPARE_SET_TITLES.get(s, s)} (n={results['n'][s]})"  # noqa: E731
+    title = lambda s: f"{COMPARE_SET_TITLES.get(s) or set_title(s)} (n={results['n'][s]})"  # noqa: E731
     lines = [
         f"# softguard compare `{cfg['name']}`",
         "",

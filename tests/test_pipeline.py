@@ -296,6 +296,10 @@ def test_evaluate_stage_rows_records_and_rates_agree(tiny_lm, toy_guard):
     to_system = {row: res["fidelity"][row]["system"] for row in ("base", "student")}
     assert 0 < to_system["base"]["tv"] < 1
     assert to_system["student"]["tv"] != to_system["base"]["tv"]
+    # TV to the base model along its own benign responses: 0 for the base model itself
+    assert res["fidelity"]["base"]["base"] == {"tv": 0.0, "kl": 0.0} and res["fidelity"]["student"]["base"]["tv"] > 0
+    for row in ("base", "system", "student"):  # every rate with its bootstrap interval
+        assert all(c["ci"][0] <= c["score"] <= c["ci"][1] for c in res["rows"][row].values())
 
 
 def test_train_prompts_add_guard_labelled_rephrasings():
