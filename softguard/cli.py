@@ -58,10 +58,10 @@ def _print_metrics(metrics: dict) -> None:
 def cmd_guard_train(args: argparse.Namespace) -> None:
     from .config import PRESETS, update
     from .data import make_splits
+    from .guard_training import guard_pairs, train_split_guard
     from .guards import CONFIG_FILE, GuardTrainConfig
     from .io import read_json
     from .models import load_model, resolve_device
-    from .pipeline import guard_pairs, train_split_guard
 
     guard = {"tau": args.tau} | _given({"epochs": args.epochs, "pairs": args.pairs})
     # the guard stage of `softguard run [--quick]`
@@ -86,9 +86,9 @@ def cmd_guard_train(args: argparse.Namespace) -> None:
 
 def cmd_guard_eval(args: argparse.Namespace) -> None:
     from .data import make_splits
+    from .guard_training import guard_metrics
     from .guards import EncoderGuard, check_tau
     from .io import write_json
-    from .pipeline import guard_metrics
 
     check_tau(args.tau)
     metrics = guard_metrics(EncoderGuard.from_pretrained(args.guard), make_splits(args.seed), args.tau)

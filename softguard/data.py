@@ -517,6 +517,13 @@ class Splits:
         }
 
 
+def seeded_sample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
+    """A seeded sample of ``n`` examples (all of them when n is None or larger than the list)."""
+    if n is None or n >= len(examples):
+        return list(examples)
+    return random.Random(seed).sample(examples, n)
+
+
 def _dedup(examples: Iterable[Example], seen: set[str]) -> list[Example]:
     """Keep the first example of each normalized text not already in ``seen`` (which is updated)."""
     out = []

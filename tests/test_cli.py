@@ -128,7 +128,7 @@ def test_bad_guard_options_exit_2_before_any_work(argv, message, capsys, tmp_pat
         raise AssertionError("a refused option must not load or train anything")
 
     monkeypatch.setattr("softguard.models.load_model", no_work)
-    monkeypatch.setattr("softguard.pipeline.train_split_guard", no_work)
+    monkeypatch.setattr("softguard.guard_training.train_split_guard", no_work)
     monkeypatch.setattr("softguard.guards.EncoderGuard.from_pretrained", no_work)
     with pytest.raises(SystemExit) as exc:
         main([*argv, "--out", str(tmp_path / "out")])

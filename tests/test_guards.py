@@ -271,7 +271,7 @@ def test_response_pooling_averages_the_response_tokens_only(backbone, tmp_path):
 
 
 def test_refusal_preference_counts_prompts_whose_refusal_scores_safer(toy_guard):
-    from softguard.pipeline import GuardPairs, refusal_preference
+    from softguard.guard_training import GuardPairs, refusal_preference
 
     pairs = GuardPairs(
         ["a", "a", "b", "b", "c", "c", "d"],

@@ -215,7 +215,10 @@ def test_render_report_uses_results_numbers():
         row: {"harmbench": cell(x, 4), "xstest-safe": cell(1.0, 4), "all": cell(x, 8) | {"by_confidence": by_conf}}
         for row, x in (("base", 0.75), ("student", 0.5))
     }
-    fid = {"base": {"tv": 0.125, "kl": 1.5}, "student": {"tv": 0.25, "kl": 0.75}}
+    fid = {
+        "base": {"system": {"tv": 0.125, "kl": 1.5}, "base": {"tv": 0.0, "kl": 0.0}},
+        "student": {"system": {"tv": 0.25, "kl": 0.75}, "base": {"tv": 0.5, "kl": 2.5}},
+    }
     md = render_report(res | {"agreement": agree, "fidelity": fid})
     assert md.index("## Fidelity") < md.index("## Safety and usefulness")  # agreement leads
     assert "| row | HarmBench (n=4) | XSTest-safe (n=4) | all (n=8) | TV to system | KL to system |" in md
@@ -290,8 +293,13 @@ def test_evaluate_stage_rows_records_and_rates_agree(tiny_lm, toy_guard):
         assert {b: c["n"] for b, c in bins.items()} == {">= 0.4": 18, "0.2-0.4": 1, "< 0.2": 2}
         assert bins["0.2-0.4"]["score"] == float(same["xstest-safe prompt 0"])
     # TV to the system: the base row differs from it only where the guard flags (r* vs the base model)
-    assert 0 < res["fidelity"]["base"]["tv"] < 1
-    assert res["fidelity"]["student"]["tv"] != res["fidelity"]["base"]["tv"]
+    to_system = {row: res["fidelity"][row]["system"] for row in ("base", "student")}
+    assert 0 < to_system["base"]["tv"] < 1
+    assert to_system["student"]["tv"] != to_system["base"]["tv"]
+    # TV to the base model along its own benign responses: 0 for the base model itself
+    assert res["fidelity"]["base"]["base"] == {"tv": 0.0, "kl": 0.0} and res["fidelity"]["student"]["base"]["tv"] > 0
+    for row in ("base", "system", "student"):  # every rate with its bootstrap interval
+        assert all(c["ci"][0] <= c["score"] <= c["ci"][1] for c in res["rows"][row].values())
 
 
 def test_train_prompts_add_guard_labelled_rephrasings():
@@ -323,192 +331,6 @@ def test_train_rephrasings_option():
     for bad in (-1, len(TRAIN_TRANSFORMS) + 1):
         with pytest.raises(ValueError, match=rf"\[data\]: rephrasings must be in \[0, {len(TRAIN_TRANSFORMS)}\]"):
             preset("quick", data={"rephrasings": bad})
-
-
-# ------------------------------------------------------------------------------------------------------------
-# the guard's (prompt, response) pairs
-
-
-def _pair_splits(n_harm: int, n_benign: int):
-    from softguard.data import Example, Splits
-
-    train = [Example(f"harmful request number {i}", True, "t") for i in range(n_harm)]
-    train += [Example(f"benign question number {i}", False, "t") for i in range(n_benign)]
-    return Splits(train, [], {})
-
-
-def test_guard_pairs_labels_and_responses(tiny_lm, monkeypatch, tmp_path):
-    from softguard.generation import generate
-    from softguard.pipeline import GUARD_REFUSALS, guard_pairs
-    from softguard.refusal import is_refusal
-    from softguard.system import SafeSystem
-
-    monkeypatch.setenv("SOFTGUARD_CACHE", str(tmp_path))  # base samples are cached; keep them out of the real cache
-    model, tok = tiny_lm
-    cfg = preset("quick", guard={"pairs": 2}, teacher={"max_new_tokens": 4})
-    splits = _pair_splits(3, 3)
-    system = SafeSystem(model, tok, None)  # no guard needed yet
-    pairs = guard_pairs(cfg, splits, system)
-    assert len(pairs.prompts) == len(pairs.responses) == len(pairs.labels) == 4 * cfg.guard.pairs
-    harm = [p for p in dict.fromkeys(pairs.prompts) if p.startswith("harmful")]
-    benign = [p for p in dict.fromkeys(pairs.prompts) if p.startswith("benign")]
-    assert len(harm) == len(benign) == 2
-    # the base responses: one seeded sample per prompt, harmful prompts first
-    ref = generate(
-        model,
-        tok,
-        system.template(harm + benign),
-        max_new_tokens=4,
-        temperature=cfg.teacher.temperature,
-        seed=cfg.seed,
-        batch_size=cfg.gen_batch_size,
-        progress=False,
-    )
-    text = {
-        p: tok.decode(g.token_ids, skip_special_tokens=True).strip() for p, g in zip(harm + benign, ref, strict=True)
-    }
-    expected = []
-    for i, p in enumerate(harm):
-        expected += [(p, text[p], int(not is_refusal(text[p]))), (p, GUARD_REFUSALS[i], 0)]
-    for i, p in enumerate(benign):  # the base answer and an over-refusal: both safe
-        expected += [(p, text[p], 0), (p, GUARD_REFUSALS[i], 0)]
-    assert list(zip(pairs.prompts, pairs.responses, pairs.labels, strict=True)) == expected
-    assert sum(pairs.labels) == 2  # the tiny random model never refuses
-    assert pairs.subset([1, 4]).prompts == [pairs.prompts[1], pairs.prompts[4]]
-
-
-def test_guard_pairs_refusing_base_response_is_safe_and_refusals_cycle(tiny_lm, monkeypatch):
-    from softguard.pipeline import GUARD_REFUSALS, guard_pairs
-    from softguard.system import SafeSystem
-
-    model, tok = tiny_lm
-    cfg = preset("quick", guard={"pairs": 7})
-    splits = _pair_splits(7, 2)
-    system = SafeSystem(model, tok, None)
-    answers = {
-        "harmful request number 0": "I'm sorry, I can't do that.",
-        "harmful request number 3": "As an AI, I won't.",
-    }
-    calls = []
-
-    def fake_samples(prompts, **kw):
-        calls.append(kw)
-        return {p: [tok(answers.get(p, f"Sure, {p}."), add_special_tokens=False)["input_ids"]] for p in prompts}
-
-    monkeypatch.setattr(system, "base_samples", fake_samples)
-    pairs = guard_pairs(cfg, splits, system)
-    assert calls[0]["num_samples"] == 1 and calls[0]["seed"] == cfg.seed
-    assert len(pairs.labels) == 2 * 7 + 2 * 2  # all benign prompts are used when there are fewer than guard_pairs
-    harm_rows = list(zip(pairs.prompts[:14:2], pairs.responses[:14:2], pairs.labels[:14:2], strict=True))
-    for p, r, y in harm_rows:
-        assert y == (0 if p in answers else 1), (p, r)
-        assert r == answers.get(p, f"Sure, {p}.")
-    assert pairs.responses[1:14:2] == [GUARD_REFUSALS[i % len(GUARD_REFUSALS)] for i in range(7)]
-    assert pairs.labels[1:14:2] == [0] * 7 and pairs.labels[14:] == [0, 0, 0, 0]
-    assert pairs.responses[15::2] == list(GUARD_REFUSALS[:2])  # benign prompts: answer, then an over-refusal
-
-
-def _synthetic_pairs(n_prompts: int):
-    from softguard.pipeline import GuardPairs
-
-    pairs = GuardPairs([], [], [])
-    for i in range(n_prompts):
-        for j in range(1 + i % 3):
-            pairs.prompts.append(f"prompt {i}")
-            pairs.responses.append(f"response {i}.{j}")
-            pairs.labels.append((i + j) % 2)
-    return pairs
-
-
-def test_split_pairs_by_prompt():
-    from softguard.pipeline import split_pairs
-
-    pairs = _synthetic_pairs(20)
-    train, held = split_pairs(pairs, seed=0)
-    rows = lambda p: list(zip(p.prompts, p.responses, p.labels, strict=True))  # noqa: E731
-    assert sorted(rows(train) + rows(held)) == sorted(rows(pairs))  # a partition, rows intact
-    assert not set(train.prompts) & set(held.prompts)
-    assert len(set(held.prompts)) == 4  # round(0.2 * 20) prompts held out ...
-    for p in set(held.prompts):  # ... with all of their pairs
-        assert held.prompts.count(p) == pairs.prompts.count(p)
-    # the order of the rows is kept on each side
-    assert rows(held) == [r for r in rows(pairs) if r[0] in set(held.prompts)]
-    again = split_pairs(pairs, seed=0)
-    assert (rows(again[0]), rows(again[1])) == (rows(train), rows(held))
-    others = {tuple(sorted(set(split_pairs(pairs, seed=s)[1].prompts))) for s in range(1, 6)}
-    assert len(others | {tuple(sorted(set(held.prompts)))}) > 1  # the seed matters
-    assert len(set(split_pairs(pairs, seed=0, held_out=0.5)[1].prompts)) == 10
-    assert split_pairs(_synthetic_pairs(2), seed=0)[1].prompts == []  # round(0.4) = 0 prompts held out
-
-
-def test_train_split_guard_with_and_without_pairs(backbone, tmp_path):
-    from softguard.data import Example, Splits
-    from softguard.guards import EncoderGuard, GuardTrainConfig
-    from softguard.pipeline import GuardPairs, split_pairs, train_split_guard
-
-    def exs(kind: str, harmful: bool, n: int) -> list:
-        return [Example(f"{kind} prompt {i}", harmful, "t") for i in range(n)]
-
-    splits = Splits(
-        exs("bad", True, 8) + exs("good", False, 8),
-        exs("bad dev", True, 3) + exs("good dev", False, 3),
-        {"a": exs("bad test", True, 2) + exs("good test", False, 2)},
-    )
-    pairs = GuardPairs([], [], [])
-    for i in range(10):
-        pairs.prompts += [f"bad pair prompt {i}"] * 2
-        pairs.responses += [f"Sure, here is how {i}", "I can't help with that."]
-        pairs.labels += [1, 0]
-    gcfg = GuardTrainConfig(epochs=1, batch_size=8, max_length=32)
-    train_split_guard(splits, tmp_path / "g", str(backbone), gcfg, 0.5, pairs=pairs)
-    ev = json.loads((tmp_path / "g" / "guard_eval.json").read_text())
-    assert set(ev) == {"dev", "test", "pairs (held out)"}
-    _, held = split_pairs(pairs, gcfg.seed)
-    assert ev["pairs (held out)"]["n"] == len(held.labels) == 4
-    assert ev["pairs (held out)"]["n_positive"] == sum(held.labels) == 2
-    assert (ev["dev"]["n"], ev["test"]["n"]) == (6, 4)
-    guard = EncoderGuard.from_pretrained(tmp_path / "g")
-    assert guard.metadata["pairs"] == 20
-    assert guard.metadata["history"]["n"] == 16 + 16  # the train prompts and the 80 % of pairs not held out
-    # calibrated on dev: with the fitted (a, b), tau = 0.5 is the threshold the dev prompts chose
-    assert guard.calibration != (1.0, 0.0) and guard.calibration[0] > 0
-    train_split_guard(splits, tmp_path / "plain", str(backbone), gcfg, 0.5)
-    ev = json.loads((tmp_path / "plain" / "guard_eval.json").read_text())
-    assert set(ev) == {"dev", "test"}
-    plain = EncoderGuard.from_pretrained(tmp_path / "plain")
-    assert plain.metadata["pairs"] == 0 and plain.metadata["history"]["n"] == 16
-
-
-def test_guard_stage_trains_once_per_content_key(backbone, tiny_lm, tmp_path, monkeypatch):
-    """A trained guard is a cache artifact keyed by what it is trained on: a second run with the same inputs copies
-    it (no training), another guard config or other data trains anew."""
-    from softguard import pipeline
-    from softguard.data import Example, Splits
-    from softguard.system import SafeSystem
-
-    monkeypatch.setenv("SOFTGUARD_CACHE", str(tmp_path / "cache"))
-    exs = lambda kind, harmful, n: [Example(f"{kind} prompt {i}", harmful, "t") for i in range(n)]  # noqa: E731
-    splits = Splits(
-        exs("bad", True, 6) + exs("good", False, 6), exs("bad dev", True, 3) + exs("good dev", False, 3), {}
-    )
-    cfg = preset("quick", guard={"backbone": str(backbone), "pairs": 0, "max_length": 32})
-    model, tok = tiny_lm
-    system = SafeSystem(model, tok, None)
-    trained = []
-    real = pipeline.train_split_guard
-    monkeypatch.setattr(pipeline, "train_split_guard", lambda *a, **k: trained.append(a) or real(*a, **k))
-    first = pipeline.guard_stage(cfg, splits, tmp_path / "run1" / "guard", system)
-    second = pipeline.guard_stage(cfg, splits, tmp_path / "run2" / "guard", system)
-    assert len(trained) == 1  # the second run reused the cached guard
-    assert torch.equal(first.head.weight, second.head.weight) and first.calibration == second.calibration
-    assert (tmp_path / "run2" / "guard" / "guard_eval.json").read_text() == (
-        tmp_path / "run1" / "guard" / "guard_eval.json"
-    ).read_text()
-    pipeline.guard_stage(replace(cfg, guard=replace(cfg.guard, epochs=2)), splits, tmp_path / "run3" / "guard", system)
-    more = Splits(splits.train + exs("worse", True, 1), splits.dev, {})
-    pipeline.guard_stage(cfg, more, tmp_path / "run4" / "guard", system)
-    assert len(trained) == 3
-    assert len(list((tmp_path / "cache" / "guards").iterdir())) == 3
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -601,7 +423,6 @@ class _PairGuard:
         self.u = u
 
     def score(self, prompts, responses=None):
-        import torch
 
         if responses is None:
             return torch.tensor([self.u.get(p, 0.0) for p in prompts])
@@ -630,7 +451,6 @@ def combo_setup(tiny_lm, tmp_path_factory):
 def test_every_combination_trains(combo_setup, tmp_path, method, objective):
     """Each valid (method, objective) builds its examples as ``run`` does, trains (or, diff-of-means, selects
     alpha) one step into ``student/``, and leaves a loadable adapter of its class in ``best/``."""
-    import torch
 
     from softguard.adapters import LoRA, SoftPrompt, SteeringVector, load_adapter
     from softguard.losses import DistillExample, RLPrompt, build_examples, rl_prompts, sft_examples
