@@ -38,7 +38,7 @@ def row(d: Path) -> dict:
         "compliance_gap": {
             s: 100 * (rows["student"][s]["score"] - rows["system"][s]["score"]) for s in BENIGN if s in rows["student"]
         },
-        "tv_to_system": r["fidelity"]["student"]["system"]["tv"],
+        "tv_to_system": r["fidelity"]["student"].get("system", r["fidelity"]["student"])["tv"],  # older: {tv, kl}
     }
 
 
