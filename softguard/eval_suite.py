@@ -10,7 +10,7 @@ every metric reads them:
   ``--eval-prompts``) by its right decisions (``evaluation.mixed_set_scores``);
 - decision agreement with the system, per set, over all prompts and per bin of |u - tau|
   (``evaluation.agreement_by_set``);
-- fidelity: mean per-token TV and KL (``evaluation.fidelity``) to the system along its responses (r* where its
+- fidelity: mean per-token TV and KL (``evaluation.fidelities``) to the system along its responses (r* where its
   guard flags), and to the base model along its own responses to the benign prompts.
 
 The sets are built by ``pipeline.eval_sets``: ``run`` evaluates its ``EVAL_SETS``, ``compare`` its
@@ -30,7 +30,7 @@ from .evaluation import (
     SetResult,
     agreement_by_set,
     bootstrap_ci,
-    fidelity,
+    fidelities,
     fidelity_examples,
     mixed_set_scores,
     score_set,
@@ -92,10 +92,7 @@ class Suite:
             fid = {"system": {"tv": 0.0, "kl": 0.0}, "base": {"tv": float("nan"), "kl": float("nan")}}
         else:
             model, tok = self.system.model, self.system.tokenizer
-            fid = {
-                ref: fidelity(model, tok, adapter, examples, self.cfg.gen_batch_size)
-                for ref, examples in self.references.items()
-            }
+            fid = fidelities(model, tok, adapter, self.references, self.cfg.gen_batch_size)
         agreement = agreement_by_set(
             [s for s, _ in self.examples],
             self.refused[name],

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -245,11 +245,10 @@ def fidelity_examples(
     for ids, response, ref in zip(prompt_ids, responses, refuse, strict=True):
         target = refusal_ids if ref else response
         if target:
-            out.append(DistillExample(ids, list(target), float(len(target)), soft=not ref))
+            out.append(DistillExample(ids, list(target), float(len(target)), soft=not ref, refusal=ref))
     return out
 
 
-@torch.no_grad()
 def fidelity(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -263,24 +262,55 @@ def fidelity(
 
         D = sum_i w_i mean_t D(p_it, q_it) / sum_i w_i,   D in {TV(p, q), KL(p || q)},
 
-    the mean over all target tokens when w_i = number of tokens (``fidelity_examples``). Computed with
-    ``losses.collate`` (uniform token weights) and ``losses.loss_terms`` for the ``kl`` objective, which also
-    returns the TV. The bare model (``adapter`` None) is its own reference on ``soft`` examples (D = 0 there): only
-    the one-hot examples run, and every example still counts in the mean. No examples: nan."""
+    the mean over all target tokens when w_i = number of tokens (``fidelity_examples``). The bare model (``adapter``
+    None) is its own reference on ``soft`` examples (D = 0 there): only the one-hot examples run, and every example
+    still counts in the mean. No examples: nan. Several sets of examples at once: ``fidelities``."""
+    return fidelities(model, tokenizer, adapter, {"": examples}, batch_size)[""]
+
+
+@torch.no_grad()
+def fidelities(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    adapter: Adapter | None,
+    references: dict[str, list[DistillExample]],
+    batch_size: int = 8,
+) -> dict[str, dict[str, float]]:
+    """``fidelity`` against each of ``references`` (name -> examples); an example that several of them hold (the
+    same prompt, target and kind: the system's and the base model's reference share every benign prompt that the
+    system answers) runs once.
+
+    Per distinct example, mean_t D_t along its targets from ``losses.loss_terms`` for the ``kl`` objective (which
+    also returns the TV), with ``losses.collate`` in batches sorted by length; then each reference's weighted mean."""
+    distinct: dict[tuple, DistillExample] = {}
+    for ex in (e for exs in references.values() for e in exs):
+        if adapter is not None or not ex.soft:
+            distinct.setdefault(_fidelity_key(ex), replace(ex, weight=1.0))  # weighed below, per reference
+    keys = sorted(distinct, key=lambda k: len(k[0]) + len(k[1]))  # batches by length
     cfg, obj = TrainConfig(first_token_weight=1.0), get_objective("kl")
-    run = examples if adapter is not None else [e for e in examples if not e.soft]
-    ordered = sorted(run, key=lambda e: len(e.prompt_ids) + len(e.target_ids))  # batches by length
-    tv_sum = kl_sum = 0.0
+    means: dict[tuple, tuple[float, float]] = {}
     with _evaluating(model, adapter):
-        for start in range(0, len(ordered), batch_size):
-            chunk = ordered[start : start + batch_size]
-            batch = collate(chunk, tokenizer.pad_token_id, cfg, model.device)
+        for start in range(0, len(keys), batch_size):
+            chunk = keys[start : start + batch_size]
+            batch = collate([distinct[k] for k in chunk], tokenizer.pad_token_id, cfg, model.device)
             terms = loss_terms(model, adapter, batch, obj)
-            w = batch["tok_w"] * len(chunk)  # [N]: w_i / |target_i| on each token of example i
-            tv_sum += float((terms["tv"] * w).sum())
-            kl_sum += float((terms["d"] * w).sum())
-    total = sum(e.weight for e in examples)
-    return {"tv": tv_sum / total, "kl": kl_sum / total} if total else {"tv": float("nan"), "kl": float("nan")}
+            w = batch["tok_w"] * len(chunk)  # [N]: 1 / |target_i| on each token of example i (weight 1)
+            d = torch.stack([terms["tv"], terms["d"]], -1) * w[:, None]  # [N, 2]
+            per_example = d.new_zeros(len(chunk), 2).index_add(0, batch["row"], d)  # [B, 2]: mean_t TV, mean_t KL
+            means.update(zip(chunk, map(tuple, per_example.tolist()), strict=True))
+    out = {}
+    for name, examples in references.items():
+        total = sum(e.weight for e in examples)
+        if not total:
+            out[name] = {"tv": float("nan"), "kl": float("nan")}
+            continue
+        terms = [(e.weight, means.get(_fidelity_key(e), (0.0, 0.0))) for e in examples]  # bare model, soft: 0
+        out[name] = {m: sum(w * d[j] for w, d in terms) / total for j, m in enumerate(("tv", "kl"))}
+    return out
+
+
+def _fidelity_key(ex: DistillExample) -> tuple[tuple[int, ...], tuple[int, ...], bool]:
+    return tuple(ex.prompt_ids), tuple(ex.target_ids), ex.soft
 
 
 @dataclass

@@ -55,14 +55,16 @@ from .train_config import TrainConfig
 
 @dataclass
 class DistillExample:
-    """One training sequence: templated prompt ids, target response ids, branch weight, target kind, and for a
-    soft example the teacher's targets once computed (``teacher_targets``): the frozen model's top-K token ids
-    [n, K] at its n target positions and its log-probabilities coarse-grained onto them plus the rest [n, K + 1]."""
+    """One training sequence: templated prompt ids, target response ids, branch weight, target kind, whether its
+    target is the refusal r* (the refuse branch, or a refusal label of ``sft``), and for a soft example the
+    teacher's targets once computed (``teacher_targets``): the frozen model's top-K token ids [n, K] at its n
+    target positions and its log-probabilities coarse-grained onto them plus the rest [n, K + 1]."""
 
     prompt_ids: list[int]
     target_ids: list[int]
     weight: float
-    soft: bool  # True: teacher = frozen model's distributions; False: one-hot targets (r*)
+    soft: bool  # True: teacher = frozen model's distributions; False: one-hot targets (r*, or sft's labels)
+    refusal: bool = False  # the target is r*: ``Strategy.strata`` balances the batches on it
     teacher_ids: torch.Tensor | None = field(default=None, repr=False, compare=False)
     teacher_logp: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
@@ -88,7 +90,7 @@ def build_examples(items: list[TeacherItem], system: SafeSystem, min_weight: flo
             if w >= min_weight and r:
                 out.append(DistillExample(ids, r, w, soft=True))
         if it.rho >= min_weight:
-            out.append(DistillExample(ids, refusal, it.rho, soft=False))
+            out.append(DistillExample(ids, refusal, it.rho, soft=False, refusal=True))
     return out
 
 
@@ -103,8 +105,8 @@ def sft_examples(items: list[TeacherItem], system: SafeSystem) -> list[DistillEx
     for it, prompt in zip(items, system.template([it.prompt for it in items]), strict=True):
         ids = system.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         u = it.sample_u[0] if it.samples else max(it.rho, system.tau)
-        target = refusal if u >= system.tau or not it.samples[0] else it.samples[0]
-        out.append(DistillExample(ids, target, 1.0, soft=False))
+        refuses = u >= system.tau or not it.samples[0]
+        out.append(DistillExample(ids, refusal if refuses else it.samples[0], 1.0, soft=False, refusal=refuses))
     return out
 
 
@@ -339,6 +341,11 @@ class Strategy(ABC, Generic[E]):
         (default: as they are)."""
         return examples
 
+    def strata(self, examples: list[E]) -> list[bool]:
+        """The group of each example that every batch holds in its overall share (``training.batch_at``, with
+        ``TrainConfig.stratify``); default: one group."""
+        return [False] * len(examples)
+
     @abstractmethod
     def loss(self, step: Step, rows: list[E]) -> dict[str, torch.Tensor]:
         """Scalar means over ``rows``: "loss" (with gradient), then what the history logs beside it."""
@@ -378,6 +385,10 @@ class Distillation(Strategy[DistillExample]):
         if cfg.teacher_topk is None:
             return examples
         return teacher_targets(model, adapter, examples, cfg, pad_id, rank, world, progress)
+
+    def strata(self, examples: list[DistillExample]) -> list[bool]:
+        """The refuse branch (r*) and the keep branch."""
+        return [ex.refusal for ex in examples]
 
     def loss(self, step: Step, rows: list[DistillExample]) -> dict[str, torch.Tensor]:
         """The loss sum_i,t tok_w D and the TV likewise, each a weighted mean over ``rows``."""

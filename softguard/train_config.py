@@ -27,6 +27,7 @@ class TrainConfig:
     eval_every: int = 15
     dev_max_new_tokens: int = 16
     seed: int = 0
+    stratify: bool = True  # every batch holds the refuse and keep examples in their shares of all (``batch_at``)
     shared_prefix: bool = True  # run the rows' common beginning (soft prompt + template head) once per batch
     teacher_topk: int | None = 256  # keep-branch targets: the teacher's top-K + rest, once; None: exact, every step
     # reinforce only

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from softguard import evaluation
 from softguard.adapters import SoftPrompt
 from softguard.data import Example, load_mmlu_test
 from softguard.evaluation import (
@@ -214,6 +215,28 @@ def test_fidelity_with_soft_prompt(tiny_lm):
     assert res["tv"] == pytest.approx(tv_sum / n_tokens, rel=1e-4)
     assert res["kl"] == pytest.approx(kl_sum / n_tokens, rel=1e-4)
     assert sp.training and sp.attached_to is None
+
+
+def test_fidelities_share_examples(tiny_lm, monkeypatch):
+    """Several references at once give each one's ``fidelity``, and an example they share runs once."""
+    model, tok = tiny_lm
+    sp = SoftPrompt.for_model(model, tok, num_tokens=3, init="vocab", seed=2)
+    refusal = tok(DEFAULT_REFUSAL, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    responses = [tok(r, add_special_tokens=False)["input_ids"] for r in RESPONSES]
+    prompts = _ids(tok, PROMPTS)
+    refs = {
+        "system": fidelity_examples(prompts, responses, [True, False, False], refusal),
+        "base": fidelity_examples(prompts[1:], responses[1:], [False, False], refusal),  # both shared with system
+    }
+    alone = {name: fidelity(model, tok, sp, exs, batch_size=2) for name, exs in refs.items()}
+    rows = []
+    real = evaluation.collate
+    monkeypatch.setattr(evaluation, "collate", lambda batch, *a: rows.extend(batch) or real(batch, *a))
+    both = evaluation.fidelities(model, tok, sp, refs, batch_size=2)
+    assert len(rows) == 3  # 3 distinct examples, not 5
+    for name in refs:
+        assert both[name] == pytest.approx(alone[name], rel=1e-5)
+    assert both["system"]["tv"] != pytest.approx(both["base"]["tv"], rel=1e-3)
 
 
 def test_fidelity_without_examples_is_nan(tiny_lm):

@@ -453,7 +453,7 @@ def test_every_combination_trains(combo_setup, tmp_path, method, objective):
     alpha) one step into ``student/``, and leaves a loadable adapter of its class in ``best/``."""
 
     from softguard.adapters import LoRA, SoftPrompt, SteeringVector, load_adapter
-    from softguard.losses import DistillExample, RLPrompt, build_examples, rl_prompts, sft_examples
+    from softguard.losses import DistillExample, RLPrompt, build_examples, get_strategy, rl_prompts, sft_examples
     from softguard.pipeline import make_adapter
     from softguard.training import batch_at, select_alpha, train
 
@@ -483,13 +483,16 @@ def test_every_combination_trains(combo_setup, tmp_path, method, objective):
     elif objective == "sft":
         examples = sft_examples(items, system)
         assert [e.target_ids == system.refusal_ids() for e in examples] == [True, True, False, False]
+        assert get_strategy("sft").strata(examples) == [True, True, False, False]  # balanced on the label
     else:
         examples = build_examples(items, system, cfg.train.min_weight)
         assert all(isinstance(e, DistillExample) for e in examples)
         assert [e.soft for e in examples] == [False, False, True, True]  # r* for the flagged, keep for the rest
         # at init a LoRA / steering student is the teacher, so keep rows alone give no gradient: the one step's
         # batch must hold a refusal
-        assert any(not examples[i].soft for i in batch_at(0, len(examples), cfg.train.batch_size, cfg.train.seed))
+        strata = get_strategy(cfg.train.objective).strata(examples)
+        assert strata == [not e.soft for e in examples]  # balanced on the branch
+        assert any(not examples[i].soft for i in batch_at(0, strata, cfg.train.batch_size, cfg.train.seed))
     adapter = make_adapter(cfg, system, items)
     kind = {"soft-prompt": SoftPrompt, "lora": LoRA, "steering": SteeringVector}[method]
     assert type(adapter) is kind

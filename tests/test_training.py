@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import json
 import math
+import random
 
 import pytest
 import torch
@@ -225,19 +226,40 @@ def test_collate_real_examples(system, tiny_lm):
 
 def test_batch_at():
     n, bs = 12, 4
-    assert batch_at(5, n, bs, seed=0) == batch_at(5, n, bs, seed=0)
+    one = [0] * n
+    assert batch_at(5, one, bs, seed=0) == batch_at(5, one, bs, seed=0)
     for epoch in range(3):
-        batches = [batch_at(epoch * 3 + j, n, bs, seed=0) for j in range(3)]
+        batches = [batch_at(epoch * 3 + j, one, bs, seed=0) for j in range(3)]
         assert all(len(b) == bs for b in batches)
         assert sorted(i for b in batches for i in b) == list(range(n))  # one permutation per epoch
-    epochs = [[i for j in range(3) for i in batch_at(e * 3 + j, n, bs, seed=0)] for e in range(3)]
+    epochs = [[i for j in range(3) for i in batch_at(e * 3 + j, one, bs, seed=0)] for e in range(3)]
     assert epochs[0] != epochs[1] != epochs[2]
-    assert [batch_at(s, n, bs, seed=1) for s in range(3)] != [batch_at(s, n, bs, seed=0) for s in range(3)]
+    assert [batch_at(s, one, bs, seed=1) for s in range(3)] != [batch_at(s, one, bs, seed=0) for s in range(3)]
+    # one group: the seeded shuffle of range(n) itself
+    perm = list(range(n))
+    random.Random(0 * 1_000_003 + 1).shuffle(perm)
+    assert batch_at(3, one, bs, seed=0) == perm[:bs]
     # remainder: 10 examples, batch 4 -> 2 full batches per epoch, distinct indices
-    b0, b1 = batch_at(0, 10, 4, 0), batch_at(1, 10, 4, 0)
+    b0, b1 = batch_at(0, [0] * 10, 4, 0), batch_at(1, [0] * 10, 4, 0)
     assert len(set(b0) | set(b1)) == 8
     # fewer examples than a batch: every step is the whole (shuffled) set
-    assert sorted(batch_at(3, 3, 8, 0)) == [0, 1, 2]
+    assert sorted(batch_at(3, [0] * 3, 8, 0)) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("n_refuse", [40, 25, 13])
+def test_batch_at_stratified(n_refuse):
+    """Every batch holds each group in its share of the examples to within one row, still one permutation per
+    epoch; a plain shuffle of the same examples does not."""
+    n, bs = 80, 8
+    strata = [i < n_refuse for i in range(n)]  # the refusal examples first, as ``build_examples`` orders them
+    share = bs * n_refuse / n
+    for epoch in range(2):
+        batches = [batch_at(epoch * (n // bs) + j, strata, bs, seed=3) for j in range(n // bs)]
+        assert sorted(i for b in batches for i in b) == list(range(n))
+        counts = [sum(strata[i] for i in b) for b in batches]
+        assert all(abs(c - share) < 1 + 1e-9 for c in counts), counts
+    plain = [sum(strata[i] for i in batch_at(s, [0] * n, bs, seed=3)) for s in range(4 * n // bs)]
+    assert max(abs(c - share) for c in plain) > 1
 
 
 def test_lr_factor():
