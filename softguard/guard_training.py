@@ -80,7 +80,7 @@ def guard_pairs(cfg: RunConfig, splits: Splits, system: SafeSystem) -> GuardPair
     samples = system.base_samples(
         prompts,
         num_samples=1,
-        max_new_tokens=cfg.teacher.max_new_tokens,
+        max_new_tokens=cfg.guard.pair_tokens,
         temperature=cfg.teacher.temperature,
         seed=cfg.seed,
         batch_size=cfg.gen_batch_size,

@@ -115,7 +115,7 @@ def whole_run(model_dir: str, backbone_dir: str, out: Path) -> None:
         {
             "name": "tiny",
             "model": {"name": model_dir},
-            "guard": {"backbone": backbone_dir, "epochs": 1, "max_length": 32, "pairs": 2},
+            "guard": {"backbone": backbone_dir, "epochs": 1, "max_length": 32, "pairs": 2, "pair_tokens": 4},
             "data": {"n_train_harmful": 4, "n_train_benign": 4, "n_dev": 2},
             "teacher": {"samples": 1, "max_new_tokens": 4},
             "adapter": {"soft_prompt": {"num_tokens": 2}},

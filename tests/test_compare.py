@@ -170,7 +170,7 @@ def test_compare_end_to_end(tiny_lm, backbone, tmp_path):
         n_boot=50,
         run={
             "model": {"name": str(tmp_path / "lm")},
-            "guard": {"backbone": str(backbone), "pairs": 2, "max_length": 32},
+            "guard": {"backbone": str(backbone), "pairs": 2, "pair_tokens": 4, "max_length": 32},
             "data": {"n_train_harmful": 2, "n_train_benign": 2, "n_dev": 1, "eval_prompts": str(mine)},
             "teacher": {"max_new_tokens": 4},
             "eval": {"n": 1, "max_new_tokens": 4},

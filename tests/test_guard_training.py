@@ -46,7 +46,7 @@ def test_guard_pairs_labels_and_responses(tiny_lm, monkeypatch, tmp_path):
 
     monkeypatch.setenv("SOFTGUARD_CACHE", str(tmp_path))  # base samples are cached; keep them out of the real cache
     model, tok = tiny_lm
-    cfg = preset("quick", guard={"pairs": 2}, teacher={"max_new_tokens": 4})
+    cfg = preset("quick", guard={"pairs": 2, "pair_tokens": 4})
     splits = _pair_splits(3, 3)
     system = SafeSystem(model, tok, None)  # no guard needed yet
     pairs = guard_pairs(cfg, splits, system)
