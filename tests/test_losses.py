@@ -80,7 +80,7 @@ def test_a_new_objective_is_one_class(tiny_lm, toy_guard, tmp_path, monkeypatch)
     def fresh() -> SoftPrompt:
         return SoftPrompt.for_model(model, tok, num_tokens=4, init="text", init_text="Be safe and kind.")
 
-    first_rows = [examples[i] for i in batch_at(0, len(examples), cfg.batch_size, cfg.seed)]
+    first_rows = [examples[i] for i in batch_at(0, focal.strata(examples), cfg.batch_size, cfg.seed)]
     untrained = fresh()
     with torch.no_grad():
         expected = focal.loss(Step(model, tok, untrained, untrained, cfg, 0, range(4)), first_rows)

@@ -490,7 +490,7 @@ def test_every_combination_trains(combo_setup, tmp_path, method, objective):
         assert [e.soft for e in examples] == [False, False, True, True]  # r* for the flagged, keep for the rest
         # at init a LoRA / steering student is the teacher, so keep rows alone give no gradient: the one step's
         # batch must hold a refusal
-        strata = get_strategy(cfg.train.objective).strata(examples)
+        strata = get_strategy("tv").strata(examples)  # every distillation (and diff-of-means: its examples)
         assert strata == [not e.soft for e in examples]  # balanced on the branch
         assert any(not examples[i].soft for i in batch_at(0, strata, cfg.train.batch_size, cfg.train.seed))
     adapter = make_adapter(cfg, system, items)
