@@ -1,14 +1,17 @@
 """How well can the frozen LLM's own representation decide like the system? A linear probe.
 
     python docs/results/fidelity/probe.py runs/demo > docs/results/fidelity/probe.txt
+    python docs/results/fidelity/probe.py runs/demo 1000 > docs/results/fidelity/probe-1000.txt
 
-The student decides refuse / answer at the position that predicts the first response token (the last position of
-the templated prompt). This fits, for each of a few decoder layers, an L2-regularised logistic regression from the
+The student decides refuse / answer at the position that predicts the first response token (the last position of the
+templated prompt). This fits, for each of a few decoder layers, an L2-regularised logistic regression from the
 frozen model's hidden state there (no soft prompt) to the deployed system's prompt-level decision 1[u(x) >= tau]
-(the run's guard) on the run's 320 training prompts; the layer and the L2 weight are chosen on the run's 64 + 64
-dev prompts, and the chosen probe's agreement with the guard's decision is reported per test set of the run. A
-soft prompt can change these states (the prompt attends to it), so the probe is not a bound; it says whether the
-decision is already legible where the student has to make it, with as much training data as the student has.
+(the run's guard) on the run's 320 training prompts (or on N train-split prompts per class, the optional second
+argument: the guard labels any prompt, so more of them cost only the guard's and the probe's time); the layer and
+the L2 weight are chosen on the run's 64 + 64 dev prompts, and the chosen probe's agreement with the guard's
+decision is reported per test set of the run. A soft prompt can change these states (the prompt attends to it), so
+the probe is not a bound; it says whether the decision is already legible where the student has to make it, with as
+much training data as the student has.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from softguard.config import load
+from softguard.config import load, update
 from softguard.data import make_splits, seeded_sample
 from softguard.generation import tokenize_prompts
 from softguard.guards import EncoderGuard
@@ -63,9 +66,11 @@ def agreement(x: torch.Tensor, y: torch.Tensor, probe: tuple) -> float:
     return float(((((x[:, j] - mean) / std) @ w + b > 0).float() == y).float().mean())
 
 
-def main(run_dir: str) -> None:
+def main(run_dir: str, n_train: int | None = None) -> None:
     run = Path(run_dir)
     cfg = load(run / "config.toml")
+    if n_train is not None:
+        cfg = update(cfg, {"data": {"n_train_harmful": n_train, "n_train_benign": n_train}})
     splits = make_splits(cfg.seed)
     model, tokenizer = load_model(cfg.model.name)
     guard = EncoderGuard.from_pretrained(run / "guard")
@@ -102,4 +107,4 @@ def main(run_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None)
