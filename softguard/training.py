@@ -73,7 +73,7 @@ def batch_at(step: int, strata: Sequence[Hashable], batch_size: int, seed: int) 
     ``Strategy.strata``) is shuffled on its own and the groups are interleaved evenly (member k of a group of n_g
     at (k + offset_g) / n_g, offset_g ~ U[0, 1)), so every batch holds each group in its share of all examples,
     to within one row. One group: a plain shuffle. Without it a batch of 8 drawn from two equal groups has 6 or
-    more of one group 29 % of the time, and its step moves the whole soft prompt towards always or never refusing."""
+    more of one group 29 % of the time (docs/objectives.md §3: the expectation is the same, the variance lower)."""
     n = len(strata)
     per_epoch = max(1, n // batch_size)
     epoch, j = divmod(step, per_epoch)
