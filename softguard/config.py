@@ -294,7 +294,7 @@ PRESETS: dict[str, RunConfig] = {
     "quick": RunConfig(
         name="quick",
         # epochs chosen on dev among 1 and 3 (docs/results/guard): dev AUROC 0.945 vs 0.902
-        guard=GuardConfig(epochs=3, max_length=64, pairs=64),
+        guard=GuardConfig(epochs=3, max_length=64, pairs=64, pair_tokens=48),
         teacher=TeacherConfig(hard_labels=True, samples=1, max_new_tokens=48),
         # 64 dev prompts per class: with 16, one prompt is 3 points and the kept step was noise (docs/results/fidelity)
         data=DataConfig(n_train_harmful=160, n_train_benign=160, n_dev=64),

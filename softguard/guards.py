@@ -479,7 +479,7 @@ class GuardConfig:
     epochs: int = 2
     max_length: int = 128
     pairs: int = 400  # train prompts per class whose (prompt, base response) pairs also train the guard
-    pair_tokens: int = 48  # new tokens of those base responses (the guard's own: a teacher setting never changes it)
+    pair_tokens: int = 64  # new tokens of those base responses (the guard's own: a teacher setting never changes it)
     pooling: str = "all"  # EncoderGuard pooling: mean over all tokens, or over a pair's response tokens
 
     def __post_init__(self) -> None:

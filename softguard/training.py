@@ -218,7 +218,7 @@ def train(
     examples = strategy.prepare(
         model, adapter, examples, cfg, tokenizer.pad_token_id, rank, world, accelerator.is_main_process
     )
-    strata = strategy.strata(examples) if cfg.stratify else [0] * len(examples)
+    strata = strategy.strata(examples) if cfg.stratify else [False] * len(examples)
     student, optimizer = accelerator.prepare(adapter, optimizer)
     columns = [TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}")]
     with (
