@@ -287,7 +287,7 @@ def fidelities(
         if adapter is not None or not ex.soft:
             distinct.setdefault(_fidelity_key(ex), replace(ex, weight=1.0))  # weighed below, per reference
     keys = sorted(distinct, key=lambda k: len(k[0]) + len(k[1]))  # batches by length
-    cfg, obj = TrainConfig(first_tokens=0), get_objective("kl")
+    cfg, obj = TrainConfig(first_token_weight=1.0), get_objective("kl")
     means: dict[tuple, tuple[float, float]] = {}
     with _evaluating(model, adapter):
         for start in range(0, len(keys), batch_size):

@@ -118,16 +118,12 @@ def rl_prompts(prompts: list[str], system: SafeSystem) -> list[RLPrompt]:
     ]
 
 
-def token_weights(length: int, first_tokens: int, first_share: float) -> torch.Tensor:
-    """w_t = first_share / n_f on the first n_f = first_tokens tokens, (1 - first_share) / (length - n_f) on the
-    rest: the first tokens carry the same share of every example, whatever its length. An example of at most
-    ``first_tokens`` tokens, or ``first_tokens`` 0, gets the plain mean 1 / length (docs/objectives.md §3).
+def token_weights(length: int, first_tokens: int, first_token_weight: float) -> torch.Tensor:
+    """w_t = first_token_weight for t < first_tokens, else 1; normalised to sum to 1 (docs/objectives.md §3).
     -> [length]"""
-    if not 0 < first_tokens < length:
-        return torch.full((length,), 1.0 / length)
-    w = torch.full((length,), (1.0 - first_share) / (length - first_tokens))
-    w[:first_tokens] = first_share / first_tokens
-    return w
+    w = torch.ones(length)
+    w[:first_tokens] = first_token_weight
+    return w / w.sum()
 
 
 def shared_head(prompts: list[list[int]]) -> int:
@@ -163,7 +159,7 @@ def collate(batch: list[DistillExample], pad_id: int, cfg: TrainConfig, device: 
         row += [i] * n
         pos += range(start, start + n)
         target += ex.target_ids
-        tok_w.append(token_weights(n, cfg.first_tokens, cfg.first_token_share) * ex.weight / len(batch))
+        tok_w.append(token_weights(n, cfg.first_tokens, cfg.first_token_weight) * ex.weight / len(batch))
         soft += [ex.soft] * n
     as_long = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
     out = {
@@ -468,7 +464,7 @@ class Reinforce(Strategy[RLPrompt]):
             DistillExample(p.prompt_ids, g.token_ids or [tokenizer.eos_token_id], 1.0, soft=True)
             for p, g in zip(repeated, gens, strict=True)
         ]
-        batch = collate(examples, tokenizer.pad_token_id, replace(cfg, first_tokens=0), model.device)
+        batch = collate(examples, tokenizer.pad_token_id, replace(cfg, first_token_weight=1.0), model.device)
         logq = student_logp(model, step.student, batch)
         logq_y = logq.gather(-1, batch["target"][:, None]).squeeze(-1)
         w = batch["tok_w"] * len(examples)  # per-sample token weights, each row summing to 1

@@ -22,7 +22,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     max_grad_norm: float = 1.0
     first_tokens: int = 4  # the first response tokens decide refusal vs compliance ...
-    first_token_share: float = 0.5  # ... so they carry this share of every example's weight, whatever its length
+    first_token_weight: float = 4.0  # ... so they weigh this much more than later tokens
     min_weight: float = 1e-3
     eval_every: int = 15
     dev_max_new_tokens: int = 16
@@ -49,7 +49,7 @@ class TrainConfig:
                 "min_lr_ratio": "[0, 1]",
                 "max_grad_norm": "> 0",
                 "first_tokens": ">= 0",
-                "first_token_share": "(0, 1)",
+                "first_token_weight": "> 0",
                 "min_weight": "[0, 1)",
                 "eval_every": ">= 1",
                 "dev_max_new_tokens": ">= 1",

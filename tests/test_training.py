@@ -167,16 +167,12 @@ def test_build_examples_weights(system, tiny_lm):
 
 
 def test_token_weights():
-    w = token_weights(6, first_tokens=4, first_share=0.5)
-    assert w.tolist() == pytest.approx([0.5 / 4] * 4 + [0.5 / 2] * 2)
-    # the first tokens' share does not depend on the length: a 48-token answer and a 13-token refusal alike
-    for n in (5, 13, 48):
-        assert float(token_weights(n, 4, 0.6)[:4].sum()) == pytest.approx(0.6)
-    assert token_weights(2, 4, 0.5).tolist() == pytest.approx([0.5, 0.5])  # no later tokens: the plain mean
-    assert token_weights(4, 4, 0.9).tolist() == pytest.approx([0.25] * 4)
-    assert token_weights(5, 0, 0.5).tolist() == pytest.approx([0.2] * 5)
+    w = token_weights(6, first_tokens=4, first_token_weight=4.0)
+    assert w.tolist() == pytest.approx([4 / 18] * 4 + [1 / 18] * 2)
+    assert token_weights(2, 4, 4.0).tolist() == pytest.approx([0.5, 0.5])
+    assert token_weights(5, 0, 4.0).tolist() == pytest.approx([0.2] * 5)
     for n in (1, 3, 4, 9, 40):
-        assert float(token_weights(n, 4, 0.3).sum()) == pytest.approx(1.0)
+        assert float(token_weights(n, 4, 3.0).sum()) == pytest.approx(1.0)
 
 
 def _examples() -> list[DistillExample]:
@@ -189,7 +185,7 @@ def _examples() -> list[DistillExample]:
 
 def test_collate_positions_and_weights():
     exs = _examples()
-    cfg = TrainConfig(first_tokens=4, first_token_share=0.5)
+    cfg = TrainConfig(first_tokens=4, first_token_weight=4.0)
     b = collate(exs, pad_id=0, cfg=cfg, device=torch.device("cpu"))
     ids, mask = b["input_ids"], b["attention_mask"]
     assert ids.shape == mask.shape == (3, 9)
@@ -207,12 +203,12 @@ def test_collate_positions_and_weights():
     assert b["target"].tolist() == [7, 8, 9, 10, 11, 12, 21, 22, 31]
     assert bool(mask[b["row"], b["pos"]].all())  # predicting positions are real tokens
     assert b["soft"].tolist() == [True] * 6 + [False] * 2 + [True]
-    # per example, token weights sum to weight / B, the first 4 tokens carry half of it
+    # per example, token weights sum to weight / B, first tokens weigh 4x
     for i, ex in enumerate(exs):
         w = b["tok_w"][b["row"] == i]
         assert float(w.sum()) == pytest.approx(ex.weight / 3)
     w0 = b["tok_w"][b["row"] == 0]
-    assert w0.tolist() == pytest.approx([0.5 / 3 * x for x in [0.5 / 4] * 4 + [0.5 / 2] * 2])
+    assert w0.tolist() == pytest.approx([0.5 / 3 * x for x in [4 / 18] * 4 + [1 / 18] * 2])
     assert float(b["tok_w"].sum()) == pytest.approx((0.5 + 1.0 + 0.25) / 3)
 
 
