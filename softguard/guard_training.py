@@ -73,7 +73,8 @@ def guard_pairs(cfg: RunConfig, splits: Splits, system: SafeSystem) -> GuardPair
     benign prompt + a refusal (over-refusal: unhelpful, not unsafe) -> safe. The four kinds teach a guard reading
     (prompt, response) to judge the response: a refusal is safe whatever was asked, an answer is unsafe only when the
     request was harmful.
-    Base responses are one seeded sample per prompt, cached like the teacher's."""
+    Base responses are one seeded sample per prompt at temperature 1 (whatever the teacher's), cached like the
+    teacher's."""
     harm = seeded_sample([e for e in splits.train if e.harmful], cfg.guard.pairs, cfg.seed)
     benign = seeded_sample([e for e in splits.train if not e.harmful], cfg.guard.pairs, cfg.seed)
     prompts = [e.text for e in harm + benign]
@@ -81,7 +82,7 @@ def guard_pairs(cfg: RunConfig, splits: Splits, system: SafeSystem) -> GuardPair
         prompts,
         num_samples=1,
         max_new_tokens=cfg.guard.pair_tokens,
-        temperature=cfg.teacher.temperature,
+        temperature=1.0,  # the guard's own, like pair_tokens: a teacher setting never changes the system
         seed=cfg.seed,
         batch_size=cfg.gen_batch_size,
     )

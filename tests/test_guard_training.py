@@ -60,7 +60,7 @@ def test_guard_pairs_labels_and_responses(tiny_lm, monkeypatch, tmp_path):
         tok,
         system.template(harm + benign),
         max_new_tokens=4,
-        temperature=cfg.teacher.temperature,
+        temperature=1.0,
         seed=cfg.seed,
         batch_size=cfg.gen_batch_size,
         progress=False,
@@ -99,6 +99,10 @@ def test_guard_pairs_refusing_base_response_is_safe_and_refusals_cycle(tiny_lm, 
     monkeypatch.setattr(system, "base_samples", fake_samples)
     pairs = guard_pairs(cfg, splits, system)
     assert calls[0]["num_samples"] == 1 and calls[0]["seed"] == cfg.seed
+    # the pairs' responses are the guard's own: no teacher setting reaches them (the system stays the same)
+    greedy_teacher = preset("quick", guard={"pairs": 7}, teacher={"temperature": 0.0, "max_new_tokens": 16})
+    assert guard_pairs(greedy_teacher, splits, system) == pairs and calls[1] == calls[0]
+    assert calls[0]["temperature"] == 1.0 and calls[0]["max_new_tokens"] == cfg.guard.pair_tokens
     assert len(pairs.labels) == 2 * 7 + 2 * 2  # all benign prompts are used when there are fewer than guard_pairs
     harm_rows = list(zip(pairs.prompts[:14:2], pairs.responses[:14:2], pairs.labels[:14:2], strict=True))
     for p, r, y in harm_rows:
