@@ -2,8 +2,8 @@
 
 Rows: ``base`` (the LLM, greedy), ``system`` (the deployed two-model system: r* where its guard flags, else the base
 response) and any number of adapters (``run``'s student, ``compare``'s grid rows). ``Suite`` generates the base
-responses and the system's once; each further row's greedy responses are generated once, in ``Suite.row``, and
-every metric reads them:
+responses (once per model, prompts and settings: ``SafeSystem.greedy`` caches them on disk) and the system's once;
+each further row's greedy responses are generated once, in ``Suite.row``, and every metric reads them:
 
 - per set, refusal rate and score (refusal on a harmful set, compliance = 1 - refusal rate on a benign one) with a
   percentile bootstrap 95 % interval (``evaluation.SetResult``); a set of both labels (the user's
@@ -68,7 +68,12 @@ class Suite:
         self.set_results: dict[str, dict[str, SetResult]] = {}
         self.refused: dict[str, list[bool]] = {}
         self.seconds: dict[str, float] = {}
-        base = self._generate("base", None)
+        t0 = time.perf_counter()
+        base = system.greedy(
+            self.prompts, max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.gen_batch_size, desc="eval: base"
+        )
+        self.seconds["base"] = time.perf_counter() - t0
+        self._add("base", [g.text for g in base])
         sys_out = system.respond(self.prompts, base)
         self._add("system", [r.text for r in sys_out])
         self.guard_u = [r.u for r in sys_out]

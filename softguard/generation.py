@@ -28,6 +28,11 @@ class Generation:
     text: str
     token_ids: list[int]
 
+    @classmethod
+    def from_ids(cls, tokenizer: PreTrainedTokenizerBase, token_ids: list[int]) -> Generation:
+        """The response of ``token_ids``: its text decoded without special tokens and stripped."""
+        return cls(tokenizer.decode(token_ids, skip_special_tokens=True).strip(), token_ids)
+
 
 def tokenize_prompts(
     tokenizer: PreTrainedTokenizerBase, prompts: list[str], device: torch.device | str = "cpu"
@@ -213,6 +218,6 @@ def generate(
                 model, tokenizer, [prompts[i] for i in idx], adapter, prefix, max_new_tokens, temperature, gen
             )
             for i, row in zip(idx, rows, strict=True):
-                results[i] = Generation(tokenizer.decode(row, skip_special_tokens=True).strip(), row)
+                results[i] = Generation.from_ids(tokenizer, row)
             bar.advance(task, len(idx))
     return results  # type: ignore[return-value]

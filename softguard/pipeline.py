@@ -58,7 +58,6 @@ from .data import (
 )
 from .eval_suite import SETS, Suite
 from .evaluation import DevSet
-from .generation import generate
 from .guard_training import guard_metrics, train_or_reuse
 from .guards import Guard, GuardError, guard_kind, load_guard
 from .io import atomic_write_text, exclusive_lock, read_json, write_json
@@ -171,13 +170,8 @@ def dev_stage(cfg: RunConfig, system: SafeSystem, splits: Splits) -> DevSet:
     harm = seeded_sample([e for e in splits.dev if e.harmful], cfg.data.n_dev, cfg.seed)
     benign = seeded_sample([e for e in splits.dev if not e.harmful], cfg.data.n_dev, cfg.seed)
     prompts = [e.text for e in harm + benign]
-    base = generate(
-        system.model,
-        system.tokenizer,
-        system.template(prompts),
-        max_new_tokens=cfg.train.dev_max_new_tokens,
-        batch_size=cfg.gen_batch_size,
-        desc="dev: base",
+    base = system.greedy(
+        prompts, max_new_tokens=cfg.train.dev_max_new_tokens, batch_size=cfg.gen_batch_size, desc="dev: base"
     )
     decisions = [r.flagged or is_refusal(r.text) for r in system.respond(prompts, base)]
     items = system.teacher(

@@ -6,7 +6,8 @@ Notation (DESIGN §2): x a prompt, r a response, pi the frozen LLM, u the guard'
 - response-level guard: p_sys(r|x) = (1 - u(x, r)) pi(r|x) + rho(x) 1[r = r*],  rho(x) = E_{r'~pi} u(x, r')
 
 The deployed system replaces u by 1[u >= tau] (``respond``); training uses the soft u by default (``teacher``).
-Base samples r_k ~ pi(.|x) are generated once per (model weights, tokenizer, prompts, settings) and cached on disk.
+Base samples r_k ~ pi(.|x), and the base model's greedy responses, are generated once per (model weights, tokenizer,
+prompts, settings) and cached on disk.
 """
 
 from __future__ import annotations
@@ -141,6 +142,23 @@ class SafeSystem:
                 items.append(TeacherItem(p, float(uk.mean()), rs, uk.tolist()))
         return items
 
+    def greedy(
+        self,
+        prompts: list[str],
+        *,
+        max_new_tokens: int,
+        batch_size: int = 16,
+        cache_dir: str | Path | None = None,
+        desc: str = "base",
+    ) -> list[Generation]:
+        """The base model's greedy responses to (untemplated) ``prompts``, generated once and cached like the
+        samples (``base_samples``: a pass at temperature 0), so evaluation and dev sets cost their generation once
+        per model, prompts and settings."""
+        ids = self._sample_pass(
+            prompts, self._fingerprints(cache_dir), max_new_tokens, 0.0, 0, batch_size, cache_dir, desc
+        )
+        return [Generation.from_ids(self.tokenizer, r) for r in ids]
+
     def base_samples(
         self,
         prompts: list[str],
@@ -160,11 +178,7 @@ class SafeSystem:
         and chat template, the templated prompts, max_new_tokens, temperature, the pass's seed and the batch size
         (the sampler's random stream runs across batches, so batches of another size draw other samples).
         """
-        content = {
-            "model": fingerprint.model_sha256(self.model, cache_dir),
-            "dtype": str(self.model.dtype),
-            "tokenizer": fingerprint.tokenizer_sha256(self.tokenizer),
-        }
+        content = self._fingerprints(cache_dir)
         out: dict[str, list[list[int]]] = {p: [] for p in prompts}
         for k in range(num_samples):
             desc = f"base samples {k + 1}/{num_samples}"
@@ -175,6 +189,15 @@ class SafeSystem:
             ):
                 out[p].append(ids)
         return out
+
+    def _fingerprints(self, cache_dir: str | Path | None) -> dict[str, str]:
+        """What the base model's responses depend on besides the prompts and settings, by content: its weights,
+        dtype, tokenizer and chat template."""
+        return {
+            "model": fingerprint.model_sha256(self.model, cache_dir),
+            "dtype": str(self.model.dtype),
+            "tokenizer": fingerprint.tokenizer_sha256(self.tokenizer),
+        }
 
     def _sample_pass(
         self,
@@ -187,8 +210,8 @@ class SafeSystem:
         cache_dir: str | Path | None,
         desc: str,
     ) -> list[list[int]]:
-        """One sampled response per prompt, read from or written to the teacher cache; ``content``: the model's,
-        dtype's and tokenizer's fingerprints."""
+        """One response per prompt (sampled; greedy at temperature 0), read from or written to the teacher cache;
+        ``content``: the model's, dtype's and tokenizer's fingerprints."""
         templated = self.template(prompts)
         key = {
             **content,

@@ -1,5 +1,5 @@
-"""Caches keyed by content: the teacher-sample cache and a run directory's inputs follow the model's weights, the
-tokenizer and the guard's files, not their names or paths."""
+"""Caches keyed by content: the teacher-sample cache (and the greedy responses kept in it) and a run directory's
+inputs follow the model's weights, the tokenizer and the guard's files, not their names or paths."""
 
 from __future__ import annotations
 
@@ -74,6 +74,27 @@ def test_in_memory_models_are_keyed_by_their_tensors(tiny_lm, tmp_path):
     # the sampler's random stream runs across batches: another batch size is another entry
     SafeSystem(model, tok, None).base_samples(PROMPTS, cache_dir=tmp_path, batch_size=1, **SAMPLING)
     assert len(list((tmp_path / "teacher").glob("*.json"))) == 3
+
+
+def test_greedy_responses_are_generated_once(tiny_lm, tmp_path, monkeypatch):
+    """The base model's greedy responses (evaluation and dev sets): exactly ``generate``'s, read back from the cache
+    on the second call; other settings are another entry."""
+    import softguard.system
+    from softguard.generation import generate
+
+    model, tok = tiny_lm
+    system = SafeSystem(model, tok, None)
+    expected = generate(model, tok, system.template(PROMPTS), max_new_tokens=6, batch_size=2, progress=False)
+    first = system.greedy(PROMPTS, max_new_tokens=6, batch_size=2, cache_dir=tmp_path)
+    assert first == expected
+
+    def no_generate(*args, **kwargs):
+        raise AssertionError("generated again although cached")
+
+    monkeypatch.setattr(softguard.system, "generate", no_generate)
+    assert system.greedy(PROMPTS, max_new_tokens=6, batch_size=2, cache_dir=tmp_path) == first
+    with pytest.raises(AssertionError, match="generated again"):
+        system.greedy(PROMPTS, max_new_tokens=5, batch_size=2, cache_dir=tmp_path)
 
 
 def test_tokenizer_key_follows_its_definition_and_chat_template(tokenizer):
