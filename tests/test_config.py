@@ -163,7 +163,7 @@ def test_flags_override_the_file_which_overrides_the_preset(tmp_path):
     assert cfg.eval.n is None and cfg.train.eval_every == 50  # the full preset underneath
     quick = run_config(_args("--quick", "--config", str(f), "--steps", "3", "--lora-alpha", "8", "--seed", "2"))
     assert (quick.train.steps, quick.adapter.lora.alpha, quick.seed, quick.adapter.lora.rank) == (3, 8.0, 2, 4)
-    assert quick.eval.n == 64 and quick.teacher.hard_labels  # the quick preset underneath
+    assert quick.eval.n == 48 and quick.teacher.hard_labels  # the quick preset underneath
     assert run_config(_args("--config", str(f), "--lr", "0.5")).train.lr == 0.5
     with pytest.raises(ValueError, match="--num-tokens is a soft-prompt option; it does nothing for --method lora"):
         run_config(_args("--config", str(f), "--num-tokens", "5"))  # the file's method
