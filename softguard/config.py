@@ -295,9 +295,7 @@ PRESETS: dict[str, RunConfig] = {
         name="quick",
         # epochs chosen on dev among 1 and 3 (docs/results/guard): dev AUROC 0.945 vs 0.902
         guard=GuardConfig(epochs=3, max_length=64, pairs=64, pair_tokens=48),
-        # keep-branch targets of 16 tokens: the decision is in the first few, and a step costs less (dev agreement
-        # 0.711 vs 0.656 with 48 tokens, one seed each: docs/results/fidelity)
-        teacher=TeacherConfig(hard_labels=True, samples=1, max_new_tokens=16),
+        teacher=TeacherConfig(hard_labels=True, samples=1, max_new_tokens=48),
         # 64 dev prompts per class: with 16, one prompt is 3 points and the kept step was noise (docs/results/fidelity)
         data=DataConfig(n_train_harmful=160, n_train_benign=160, n_dev=64),
         eval=EvalConfig(n=48, max_new_tokens=32),  # 48 per set: `make demo` within 10 minutes here (README)
