@@ -131,7 +131,8 @@ def test_kill_9_in_every_stage_then_rerun_matches_an_uninterrupted_run(tiny_mode
     (tmp_path / "ref").mkdir()
     ref = Run(tmp_path / "ref", tiny_model_dir, backbone)
     ref.complete()
-    assert len(ref.teacher_files()) == 4  # guard pairs, teacher passes k = 0 and 1, dev
+    # guard pairs, teacher passes k = 0 and 1, dev samples, and the base model's greedy responses to dev and test
+    assert len(ref.teacher_files()) == 6
 
     (tmp_path / "killed").mkdir()
     run = Run(tmp_path / "killed", tiny_model_dir, backbone)
