@@ -298,7 +298,7 @@ PRESETS: dict[str, RunConfig] = {
         teacher=TeacherConfig(hard_labels=True, samples=1, max_new_tokens=48),
         # 64 dev prompts per class: with 16, one prompt is 3 points and the kept step was noise (docs/results/fidelity)
         data=DataConfig(n_train_harmful=160, n_train_benign=160, n_dev=64),
-        eval=EvalConfig(n=48, max_new_tokens=32),  # 48 per set: `make demo` within 10 minutes here (README)
+        eval=EvalConfig(n=48, max_new_tokens=32),  # 48 per set (was 64): `make demo` in ~11 minutes here (README)
         train=TrainConfig(steps=60, eval_every=30, dev_max_new_tokens=10),
     ),
     "full": RunConfig(name="full"),
