@@ -305,14 +305,14 @@ PRESETS: dict[str, RunConfig] = {
 }
 
 COMPARE_PRESETS: dict[str, CompareConfig] = {
-    # Sized for a 2-core CPU: three methods, each with the quick preset's training, 48 prompts per set.
+    # Sized for a 2-core CPU: three methods, each with the quick preset (its training and its 48 prompts per set).
     "quick": CompareConfig(
         name="compare-quick",
         objectives=["tv", "diff-of-means"],
         n_jailbreak=48,
         n_mmlu=100,
         n_cost=4,
-        run=replace(PRESETS["quick"], name="compare-quick", eval=EvalConfig(n=48, max_new_tokens=32)),
+        run=replace(PRESETS["quick"], name="compare-quick"),
     ),
     "full": CompareConfig(run=RunConfig(name="compare")),
 }
