@@ -443,9 +443,7 @@ def _run_options(r: argparse.ArgumentParser) -> None:
     """Options shared by ``run`` and ``train``; unset options keep the preset's values."""
     from .config import METHODS
 
-    r.add_argument(
-        "--quick", action="store_true", help="small preset sized for a 2-core CPU (~16 min once its guard is cached)"
-    )
+    r.add_argument("--quick", action="store_true", help="small preset sized for a 2-core CPU (~11 min once cached)")
     r.add_argument(
         "--config", metavar="FILE", help="a TOML run config (README: Config file), over the preset; flags override it"
     )

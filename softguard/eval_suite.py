@@ -68,12 +68,7 @@ class Suite:
         self.set_results: dict[str, dict[str, SetResult]] = {}
         self.refused: dict[str, list[bool]] = {}
         self.seconds: dict[str, float] = {}
-        t0 = time.perf_counter()
-        base = system.greedy(
-            self.prompts, max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.gen_batch_size, desc="eval: base"
-        )
-        self.seconds["base"] = time.perf_counter() - t0
-        self._add("base", [g.text for g in base])
+        base = self._generate("base", None)
         sys_out = system.respond(self.prompts, base)
         self._add("system", [r.text for r in sys_out])
         self.guard_u = [r.u for r in sys_out]
@@ -118,16 +113,15 @@ class Suite:
         ]
 
     def _generate(self, name: str, adapter: Adapter | None) -> list[Generation]:
+        """Row ``name``'s greedy responses, timed and scored (``_add``): without an adapter the base model's, read
+        from the cache when a run has generated them before (``SafeSystem.greedy``)."""
         t0 = time.perf_counter()
-        out = generate(
-            self.system.model,
-            self.system.tokenizer,
-            self.templated,
-            adapter,
-            max_new_tokens=self.cfg.eval.max_new_tokens,
-            batch_size=self.cfg.gen_batch_size,
-            desc=f"eval: {name}",
-        )
+        settings = {"max_new_tokens": self.cfg.eval.max_new_tokens, "batch_size": self.cfg.gen_batch_size}
+        if adapter is None:
+            out = self.system.greedy(self.prompts, desc=f"eval: {name}", **settings)
+        else:
+            model, tokenizer = self.system.model, self.system.tokenizer
+            out = generate(model, tokenizer, self.templated, adapter, desc=f"eval: {name}", **settings)
         self.seconds[name] = time.perf_counter() - t0
         self._add(name, [g.text for g in out])
         return out
