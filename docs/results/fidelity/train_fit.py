@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from softguard.adapters import load_adapter
+from softguard.adapters import Adapter, load_adapter
 from softguard.config import load
 from softguard.data import make_splits, seeded_sample
 from softguard.generation import generate
@@ -29,7 +29,9 @@ N = 64  # prompts per decision (train) and per class (dev)
 BINS = ((0.0, 0.15), (0.15, 0.2), (0.2, 0.5))
 
 
-def decide(system: SafeSystem, student, prompts: list[str], tau: float) -> tuple[list[bool], list[bool], list[float]]:
+def decide(
+    system: SafeSystem, student: Adapter, prompts: list[str], tau: float
+) -> tuple[list[bool], list[bool], list[float]]:
     """The student's greedy refusals, the system's flags 1[u >= tau] and the guard's u, per prompt."""
     u = system.guard.score(prompts).tolist()
     gens = generate(system.model, system.tokenizer, system.template(prompts), student, max_new_tokens=8, progress=False)
