@@ -64,10 +64,8 @@ def cmd_guard_train(args: argparse.Namespace) -> None:
     from .models import load_model, resolve_device
 
     guard = {"tau": args.tau} | _given({"epochs": args.epochs, "pairs": args.pairs})
-    # the guard stage of `softguard run [--quick]`
-    run_cfg = update(
-        PRESETS["quick" if args.quick else "full"], {"model": {"name": args.model}, "seed": args.seed, "guard": guard}
-    )
+    # the guard stage of `softguard run [--quick]` (both presets train the same guard)
+    run_cfg = update(PRESETS["full"], {"model": {"name": args.model}, "seed": args.seed, "guard": guard})
     g = run_cfg.guard
     cfg = GuardTrainConfig(epochs=g.epochs, lr=args.lr, max_length=g.max_length, seed=args.seed)
     out = Path(args.out)
@@ -358,15 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     gt = g.add_parser("train", help="fine-tune the guard on the train split's prompts and (prompt, response) pairs")
     gt.add_argument("--out", default="runs/guard")
     gt.add_argument("--backbone", default="minilm")
-    gt.add_argument("--quick", action="store_true", help="the quick preset's guard (3 epochs, 64 tokens, 64 pairs)")
-    gt.add_argument("--epochs", type=int, help="default: the preset's (full 2, quick 3)")
+    gt.add_argument("--epochs", type=int, help="default: the presets' (3)")
     gt.add_argument("--lr", type=float, default=3e-5)
     gt.add_argument("--tau", type=float, default=0.5)
     gt.add_argument("--seed", type=int, default=0)
     gt.add_argument(
         "--pairs",
         type=int,
-        help="train prompts per class whose (prompt, response) pairs also train it (default: full 400, quick 64)",
+        help="train prompts per class whose (prompt, response) pairs also train it (default: the presets' 64)",
     )
     gt.add_argument(
         "--pooling",
@@ -443,7 +440,11 @@ def _run_options(r: argparse.ArgumentParser) -> None:
     """Options shared by ``run`` and ``train``; unset options keep the preset's values."""
     from .config import METHODS
 
-    r.add_argument("--quick", action="store_true", help="small preset sized for a 2-core CPU (~11 min once cached)")
+    r.add_argument(
+        "--quick",
+        action="store_true",
+        help="small preset sized for a 2-core CPU (~10 min once cached); without it, the full preset (~1 h)",
+    )
     r.add_argument(
         "--config", metavar="FILE", help="a TOML run config (README: Config file), over the preset; flags override it"
     )
@@ -462,7 +463,7 @@ def _run_options(r: argparse.ArgumentParser) -> None:
         type=_labels,
         metavar="{soft,hard}",
         help="distill the guard's probabilities (soft) or the deployed system's decisions 1[u >= tau] (hard); "
-        "default: the preset's (quick: hard, full: soft)",
+        "default: the presets' (hard)",
     )
     _guard_options(r, "guard", "the system's guard instead of training one")
     r.add_argument("--guard-mode", choices=["prompt", "response"], help="the system's guard reads (default prompt)")

@@ -288,20 +288,36 @@ class CompareConfig:
             raise ValueError("objectives and seeds must each name at least one")
 
 
+#: The default guard of both presets, so that they distill the same system (the guard is cached by its config and
+#: trained once); epochs chosen on dev among 1 and 3 (docs/results/guard): dev AUROC 0.945 vs 0.902.
+PRESET_GUARD = GuardConfig(epochs=3, max_length=64, pairs=64, pair_tokens=48)
+#: Hard labels: with only 60 steps, distilling the soft mixture (this guard gives benign prompts u ~ 0.05, never 0)
+#: taught the student a prompt-independent "I'm sorry" (README, measured).
+PRESET_TEACHER = TeacherConfig(hard_labels=True, samples=1, max_new_tokens=48)
+
 PRESETS: dict[str, RunConfig] = {
-    # Sized for a 2-core CPU. Hard labels: with only 60 steps, distilling the soft mixture (this guard gives benign
-    # prompts u ~ 0.05, never 0) taught the student a prompt-independent "I'm sorry" (README, measured).
+    # `make demo`: about 10 minutes on a 2-core CPU once the guard and the base model's samples are cached (README).
     "quick": RunConfig(
         name="quick",
-        # epochs chosen on dev among 1 and 3 (docs/results/guard): dev AUROC 0.945 vs 0.902
-        guard=GuardConfig(epochs=3, max_length=64, pairs=64, pair_tokens=48),
-        teacher=TeacherConfig(hard_labels=True, samples=1, max_new_tokens=48),
+        guard=PRESET_GUARD,
+        teacher=PRESET_TEACHER,
         # 64 dev prompts per class: with 16, one prompt is 3 points and the kept step was noise (docs/results/fidelity)
         data=DataConfig(n_train_harmful=160, n_train_benign=160, n_dev=64),
-        eval=EvalConfig(n=48, max_new_tokens=32),  # 48 per set (was 64): `make demo` in ~11 minutes here (README)
+        eval=EvalConfig(n=48, max_new_tokens=32),
         train=TrainConfig(steps=60, eval_every=30, dev_max_new_tokens=10),
     ),
-    "full": RunConfig(name="full"),
+    # The largest run that fits an hour on a 2-core CPU (README, measured): the quick preset's system, 4x its training
+    # prompts, 4x its steps, 2x its dev set and 128 prompts per evaluation set. The whole train split does not fit:
+    # sampling the base model's answers to its ~5,000 prompts alone takes about 50 minutes here. RunConfig()'s own
+    # defaults are DESIGN's (whole train split, soft labels, 2 samples of 64 tokens, 400 steps), for a GPU.
+    "full": RunConfig(
+        name="full",
+        guard=PRESET_GUARD,
+        teacher=PRESET_TEACHER,
+        data=DataConfig(n_train_harmful=640, n_train_benign=640, n_dev=128),
+        eval=EvalConfig(n=128, max_new_tokens=32),
+        train=TrainConfig(steps=240, eval_every=80, dev_max_new_tokens=10),
+    ),
 }
 
 COMPARE_PRESETS: dict[str, CompareConfig] = {

@@ -35,7 +35,7 @@ from .evaluation import (
     mixed_set_scores,
     score_set,
 )
-from .generation import Generation, generate
+from .generation import GREEDY_BATCH_TOKENS, Generation, generate
 from .system import SafeSystem
 
 #: Every packaged evaluation set: name -> harmful (refusal is good) or benign (compliance is good). A set of
@@ -121,7 +121,8 @@ class Suite:
             out = self.system.greedy(self.prompts, desc=f"eval: {name}", **settings)
         else:
             model, tokenizer = self.system.model, self.system.tokenizer
-            out = generate(model, tokenizer, self.templated, adapter, desc=f"eval: {name}", **settings)
+            budget = {"max_batch_tokens": GREEDY_BATCH_TOKENS}
+            out = generate(model, tokenizer, self.templated, adapter, desc=f"eval: {name}", **settings, **budget)
         self.seconds[name] = time.perf_counter() - t0
         self._add(name, [g.text for g in out])
         return out

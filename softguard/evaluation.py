@@ -27,7 +27,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .adapters import Adapter, attached, decoder_hidden
 from .data import Example, MMLUQuestion
-from .generation import generate, tokenize_prompts
+from .generation import GREEDY_BATCH_TOKENS, generate, tokenize_prompts
 from .losses import DistillExample, collate, loss_terms
 from .models import chat_prompt
 from .objectives import OBJECTIVES, Objective, get_objective
@@ -357,6 +357,7 @@ def evaluate_dev(
         dev.prompts,
         adapter,
         max_new_tokens=cfg.dev_max_new_tokens,
+        max_batch_tokens=GREEDY_BATCH_TOKENS,
         desc="dev",
         progress=False,
     )

@@ -174,6 +174,29 @@ def stream(
         shown = text
 
 
+#: Padded prompt tokens per batch of greedy decoding (``generate``'s ``max_batch_tokens``): a batch of long prompts is
+#: split so that one long prompt does not pad 15 short ones to its length. On the quick preset's dev prompts (35-719
+#: tokens), prefill + 10 tokens took 27 s instead of 42 s, the same responses (README: Measured).
+GREEDY_BATCH_TOKENS = 2048
+
+
+def length_batches(lengths: list[int], order: list[int], batch_size: int, max_tokens: int | None) -> list[list[int]]:
+    """``order`` (indices into ``lengths``, shortest first) cut into consecutive batches of at most ``batch_size``
+    and, with ``max_tokens``, at most ``max_tokens`` padded tokens (batch size x its longest length; a prompt longer
+    than that alone)."""
+    batches: list[list[int]] = []
+    for i in order:
+        last = batches[-1] if batches else None
+        full = last is None or len(last) == batch_size
+        if not full and max_tokens is not None:
+            full = max(lengths[i], *(lengths[j] for j in last)) * (len(last) + 1) > max_tokens
+        if full:
+            batches.append([i])
+        else:
+            last.append(i)
+    return batches
+
+
 def generate(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -183,6 +206,7 @@ def generate(
     prefix: PrefixCache | None = None,
     max_new_tokens: int = 64,
     batch_size: int = 16,
+    max_batch_tokens: int | None = None,
     temperature: float = 0.0,
     seed: int | list[int] = 0,
     desc: str = "generate",
@@ -197,7 +221,9 @@ def generate(
     Pass either ``adapter`` (applied to every batch) or ``prefix`` (its cached keys and values reused). An adapter
     whose prefix is the same for every request (a soft prompt before everything) is turned into a ``PrefixCache``
     once per call, so no batch recomputes its k positions (the outputs are those of the uncached path, which
-    ``cache_prefix=False`` takes).
+    ``cache_prefix=False`` takes). Prompts are batched by length (characters), ``batch_size`` at a time and, with
+    ``max_batch_tokens``, at most that many padded prompt tokens per batch (``length_batches``; greedy callers pass
+    ``GREEDY_BATCH_TOKENS``; sampling keeps plain batches, whose random stream the teacher cache is keyed on).
     Returns ``Generation`` objects in the order of ``prompts``.
     """
     if adapter is not None and prefix is not None:
@@ -208,11 +234,13 @@ def generate(
         raise ValueError(f"{len(seed)} seeds for {len(prompts)} prompts; give one seed per prompt, or one int")
     shared = None if isinstance(seed, list) else torch.Generator().manual_seed(seed)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    lengths = [0] * len(prompts)  # prompt tokens, needed for the budget only
+    if max_batch_tokens is not None and prompts:
+        lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     results: list[Generation | None] = [None] * len(prompts)
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(desc, total=len(prompts))
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        for idx in length_batches(lengths, order, batch_size, max_batch_tokens):
             gen = shared if shared is not None else [torch.Generator().manual_seed(seed[i]) for i in idx]
             rows = _generate_batch(
                 model, tokenizer, [prompts[i] for i in idx], adapter, prefix, max_new_tokens, temperature, gen

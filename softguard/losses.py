@@ -23,21 +23,28 @@ student (decoder with the adapter, LM head only at those positions; the rows' co
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import torch
 from accelerate.utils import gather_object
 from rich.progress import Progress
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from . import assets, fingerprint
 from .adapters import Adapter, can_share_prefix, decoder_hidden, shared_prefix_hidden
 from .generation import generate
 from .guards import Guard
+from .io import write_tensors
 from .objectives import (
     OBJECTIVES,
     Objective,
@@ -237,15 +244,51 @@ def teacher_targets(
     rank: int = 0,
     world: int = 1,
     progress: bool = False,
+    cache_dir: str | Path | None = None,
 ) -> list[DistillExample]:
     """The keep branch's targets, computed once: ``examples`` with every soft one given the frozen model's top-K
     tokens (K = ``cfg.teacher_topk``) at its n target positions, ``teacher_ids`` [n, K] (int32), and its
     distributions coarse-grained onto those K tokens plus one bucket for the rest, ``teacher_logp`` [n, K + 1]
     (``objectives.coarse_grain``, docs/objectives.md §5), on the CPU. Batches of ``cfg.batch_size`` soft examples
     sorted by length; process ``rank`` of ``world`` (DDP) computes batches rank, rank + world, ... and gathers the
-    others' (the same batches as in one process, so the same numbers). ``progress``: show a progress bar."""
+    others' (the same batches as in one process, so the same numbers). ``progress``: show a progress bar.
+
+    The targets are cached under ``<cache>/targets/<key>.safetensors`` (``cache_dir``, else the default cache),
+    keyed by what determines them (``_targets_key``), so a rerun on the same examples reads them back."""
     length = lambda i: len(examples[i].prompt_ids) + len(examples[i].target_ids)  # noqa: E731
     soft = sorted((i for i, ex in enumerate(examples) if ex.soft), key=length)
+    if not soft:
+        return examples
+    key = _targets_key(model, examples, soft, cfg, cache_dir)
+    path = assets.cache_root(cache_dir) / "targets" / f"{key}.safetensors"
+    stored = _read_targets(path, [len(examples[i].target_ids) for i in soft])
+    if stored is not None:
+        done = dict(zip(soft, stored, strict=True))
+    else:
+        done = _compute_targets(model, adapter, examples, soft, cfg, pad_id, rank, world, progress)
+        if rank == 0 and len(done) == len(soft):
+            write_tensors(
+                path, {"ids": torch.cat([done[i][0] for i in soft]), "logp": torch.cat([done[i][1] for i in soft])}
+            )
+    return [
+        replace(ex, teacher_ids=done[i][0], teacher_logp=done[i][1]) if i in done else ex
+        for i, ex in enumerate(examples)
+    ]
+
+
+def _compute_targets(
+    model: PreTrainedModel,
+    adapter: Adapter | None,
+    examples: list[DistillExample],
+    soft: list[int],
+    cfg: TrainConfig,
+    pad_id: int,
+    rank: int,
+    world: int,
+    progress: bool,
+) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """``teacher_targets``' (ids [n, K], coarse log-probs [n, K + 1]) of the examples ``soft`` (index -> targets):
+    those of this process's batches, gathered from every process under DDP."""
     chunks = [soft[s : s + cfg.batch_size] for s in range(0, len(soft), cfg.batch_size)]
     done: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     with Progress(disable=not progress, transient=True) as bar:
@@ -259,10 +302,48 @@ def teacher_targets(
                 done[i] = (k_ids.int().cpu(), k_logp.cpu())
     if world > 1:
         done = {i: v for part in gather_object([done]) for i, v in part.items()}
-    return [
-        replace(ex, teacher_ids=done[i][0], teacher_logp=done[i][1]) if i in done else ex
-        for i, ex in enumerate(examples)
-    ]
+    return done
+
+
+def _targets_key(
+    model: PreTrainedModel,
+    examples: list[DistillExample],
+    soft: list[int],
+    cfg: TrainConfig,
+    cache_dir: str | Path | None,
+) -> str:
+    """The cache key of ``teacher_targets``: the frozen model's weights (``fingerprint.model_sha256``), dtype and
+    device type, K, the batch size and the shared-prefix setting (they group and lay out the batches, which moves
+    the numbers by float rounding), and the token ids of the soft examples in the order they are batched."""
+    h = hashlib.sha256()
+    settings = {
+        "model": fingerprint.model_sha256(model, cache_dir),
+        "dtype": str(model.dtype),
+        "device": model.device.type,
+        "topk": cfg.teacher_topk,
+        "batch_size": cfg.batch_size,
+        "shared_prefix": cfg.shared_prefix,
+    }
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    for i in soft:
+        h.update(json.dumps([examples[i].prompt_ids, examples[i].target_ids]).encode())
+    return h.hexdigest()[:32]
+
+
+def _read_targets(path: Path, sizes: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """The cached targets at ``path`` split per example (``sizes``: target lengths), or None when there are none
+    or the file does not hold them (a damaged entry is then recomputed and overwritten)."""
+    if not path.is_file():
+        return None
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError):
+        return None
+    ids, logp = tensors.get("ids"), tensors.get("logp")
+    n = sum(sizes)
+    if ids is None or logp is None or len(ids) != n or len(logp) != n or logp.shape[-1] != ids.shape[-1] + 1:
+        return None
+    return list(zip(ids.split(sizes), logp.split(sizes), strict=True))
 
 
 def loss_terms(

@@ -3,6 +3,7 @@ kinds, and `softguard run --config` end to end with each kind of guard on tiny r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -160,7 +161,7 @@ def test_flags_override_the_file_which_overrides_the_preset(tmp_path):
     f.write_text('name = "mine"\n[adapter]\nmethod = "lora"\n[adapter.lora]\nrank = 4\n[train]\nsteps = 9\n')
     cfg = run_config(_args("--config", str(f)))
     assert (cfg.name, cfg.adapter.lora.rank, cfg.train.steps, cfg.train.lr) == ("mine", 4, 9, 1e-3)
-    assert cfg.eval.n is None and cfg.train.eval_every == 50  # the full preset underneath
+    assert cfg.eval.n == 128 and cfg.train.eval_every == 80  # the full preset underneath
     quick = run_config(_args("--quick", "--config", str(f), "--steps", "3", "--lora-alpha", "8", "--seed", "2"))
     assert (quick.train.steps, quick.adapter.lora.alpha, quick.seed, quick.adapter.lora.rank) == (3, 8.0, 2, 4)
     assert quick.eval.n == 48 and quick.teacher.hard_labels  # the quick preset underneath
@@ -184,9 +185,8 @@ def test_guard_flags(tmp_path):
             "response",
         )
     )
-    assert cfg.guard == GuardConfig(
-        path="owner/g", kind="causal-lm", unsafe_token="Yes", safe_token="No", mode="response"
-    )
+    given = {"path": "owner/g", "kind": "causal-lm", "unsafe_token": "Yes", "safe_token": "No", "mode": "response"}
+    assert cfg.guard == dataclasses.replace(PRESETS["full"].guard, **given)
     assert run_config(_args("--guard", str(tmp_path), "--guard-unsafe-label", "1")).guard.unsafe_label == 1
     assert run_config(_args("--guard", str(tmp_path))).guard.path == str(tmp_path)
     with pytest.raises(SystemExit):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from softguard.adapters import SoftPrompt
-from softguard.generation import Generation, PrefixCache, generate, tokenize_prompts
+from softguard.generation import Generation, PrefixCache, generate, length_batches, tokenize_prompts
 from softguard.models import chat_prompt
 
 USER = ["Hi", "What is the capital of France?", "Write a haiku about autumn leaves falling on a quiet pond"]
@@ -60,6 +60,18 @@ def test_greedy_is_independent_of_batching(tiny_lm, prompts):
     pairs = generate(model, tok, prompts, max_new_tokens=6, batch_size=2, progress=False)
     alone = [generate(model, tok, [p], max_new_tokens=6, progress=False)[0] for p in prompts]
     assert [g.token_ids for g in together] == [g.token_ids for g in alone] == [g.token_ids for g in pairs]
+    lengths = [len(ids) for ids in tok(prompts, add_special_tokens=False)["input_ids"]]
+    budget = generate(model, tok, prompts, max_new_tokens=6, max_batch_tokens=2 * max(lengths) - 1, progress=False)
+    assert [g.token_ids for g in budget] == [g.token_ids for g in together]
+
+
+def test_length_batches_cap_size_and_padded_tokens():
+    lengths = [5, 50, 7, 6, 40, 300]
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)  # 0, 3, 2, 4, 1, 5
+    assert length_batches(lengths, order, 4, None) == [[0, 3, 2, 4], [1, 5]]
+    assert length_batches(lengths, order, 4, 100) == [[0, 3, 2], [4, 1], [5]]  # 4 x 40 > 100; 300 alone
+    assert length_batches(lengths, order, 2, 10_000) == [[0, 3], [2, 4], [1, 5]]
+    assert length_batches([], [], 4, 100) == []
 
 
 def test_batched_soft_prompt_equals_one_at_a_time(tiny_lm, prompts):

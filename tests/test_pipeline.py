@@ -22,7 +22,8 @@ def test_preset_overrides_top_level_and_train_fields():
     cfg = preset("quick", name="x", seed=3, train={"steps": 7, "objective": "kl"})
     assert (cfg.name, cfg.seed, cfg.train.steps, cfg.train.objective) == ("x", 3, 7, "kl")
     assert PRESETS["quick"].train.steps == 60 and PRESETS["quick"].name == "quick"  # presets are not mutated
-    assert cfg.teacher.hard_labels and not PRESETS["full"].teacher.hard_labels
+    assert PRESETS["full"].guard == PRESETS["quick"].guard  # both presets distill the same system
+    assert PRESETS["full"].data.n_train_harmful > PRESETS["quick"].data.n_train_harmful
 
 
 def test_unknown_preset_lists_presets():

@@ -3,6 +3,7 @@ kind) and the teacher targets computed once (top-K + rest: exact at K = V, a low
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -213,13 +214,16 @@ def test_cached_targets_exact_at_full_k_lower_below(tiny_lm, objective):
             assert approx[0] < exact[0]
 
 
-def test_teacher_targets_split_over_processes_equal_one_process(tiny_lm):
+def test_teacher_targets_split_over_processes_equal_one_process(tiny_lm, tmp_path):
     """Process r of W computes batches r, r + W, ... of the same length-sorted batches as one process."""
     model, tok = tiny_lm
     examples = templated(tok) * 2
     cfg = TrainConfig(teacher_topk=4, batch_size=2)
-    one = teacher_targets(model, None, examples, cfg, tok.pad_token_id)
-    parts = [teacher_targets(model, None, examples, cfg, tok.pad_token_id, rank, 2) for rank in (0, 1)]
+    one = teacher_targets(model, None, examples, cfg, tok.pad_token_id, cache_dir=tmp_path / "one")
+    parts = [
+        teacher_targets(model, None, examples, cfg, tok.pad_token_id, rank, 2, cache_dir=tmp_path / f"rank{rank}")
+        for rank in (0, 1)
+    ]
     for i, ex in enumerate(one):
         mine = [p[i] for p in parts if p[i].teacher_ids is not None]
         assert len(mine) == (1 if ex.soft else 0)
@@ -230,21 +234,61 @@ def test_teacher_targets_split_over_processes_equal_one_process(tiny_lm):
 
 def test_train_steps_use_the_cached_targets(tiny_lm, tmp_path, monkeypatch):
     """With ``teacher_topk`` the frozen model runs before the first step, never in a step; the logged loss is the
-    coarse-grained one."""
+    coarse-grained one. The targets are cached by content: a second training on the same examples reads them."""
     model, tok = tiny_lm
     examples = templated(tok)
     cfg = TrainConfig(objective="kl", steps=2, batch_size=len(examples), eval_every=100, teacher_topk=4)
     sp = make_adapter("soft-prompt", model, tok)
-    cached = teacher_targets(model, sp, examples, cfg, tok.pad_token_id)
+    fresh = copy.deepcopy(sp)
+    cached = teacher_targets(model, sp, examples, cfg, tok.pad_token_id, cache_dir=tmp_path / "elsewhere")
     batch = collate(cached, tok.pad_token_id, cfg, model.device)
     with torch.no_grad():
         expected = float((loss_terms(model, sp, batch, get_objective("kl"))["d"] * batch["tok_w"]).sum())
     monkeypatch.setattr(training, "evaluate_dev", lambda *a: {"dev_agreement": 0.0, "dev_tv": 0.0})
+    monkeypatch.setenv("SOFTGUARD_CACHE", str(tmp_path / "cache"))
     real_base_logp, calls = losses.base_logp, []
     monkeypatch.setattr(losses, "base_logp", lambda *a: calls.append(1) or real_base_logp(*a))
     state = training.train(model, tok, sp, examples, DevSet([], [], [], []), cfg, tmp_path / "run")
     assert len(calls) == 1  # one batch of teacher targets (3 soft examples, batch_size 4), before the steps
     assert state.history[0]["loss"] == pytest.approx(expected, rel=1e-5)
+    assert len(list((tmp_path / "cache" / "targets").glob("*.safetensors"))) == 1
+    again = training.train(model, tok, fresh, examples, DevSet([], [], [], []), cfg, tmp_path / "run2")
+    assert len(calls) == 1  # read back, not recomputed
+    assert [r["loss"] for r in again.history] == [r["loss"] for r in state.history]
+
+
+def test_cached_targets_keyed_by_content_and_damage_recomputed(tiny_lm, tmp_path, monkeypatch):
+    """Another K, batch size or example set is another cache entry; an entry that does not hold the examples'
+    targets (damaged, or another shape) is recomputed and replaced; a read-back equals the computed targets."""
+    model, tok = tiny_lm
+    examples, pad = templated(tok), tok.pad_token_id
+    real_base_logp, calls = losses.base_logp, []
+    monkeypatch.setattr(losses, "base_logp", lambda *a: calls.append(1) or real_base_logp(*a))
+
+    def run(cfg: TrainConfig, exs: list[DistillExample] = examples) -> list[DistillExample]:
+        return teacher_targets(model, None, exs, cfg, pad, cache_dir=tmp_path)
+
+    first = run(TrainConfig(teacher_topk=4, batch_size=4))
+    assert len(calls) == 1
+    again = run(TrainConfig(teacher_topk=4, batch_size=4))
+    assert len(calls) == 1
+    for a, b in zip(first, again, strict=True):
+        assert (a.teacher_ids is None) == (b.teacher_ids is None) == (not a.soft)
+        if a.soft:
+            assert torch.equal(a.teacher_ids, b.teacher_ids) and torch.equal(a.teacher_logp, b.teacher_logp)
+    run(TrainConfig(teacher_topk=5, batch_size=4))
+    run(TrainConfig(teacher_topk=4, batch_size=2))  # two batches
+    run(TrainConfig(teacher_topk=4, batch_size=4), examples[:3])
+    assert len(calls) == 1 + 1 + 2 + 1
+    entries = sorted((tmp_path / "targets").glob("*.safetensors"))
+    assert len(entries) == 4
+    for entry in entries:
+        entry.write_bytes(b"not a safetensors file")
+    recomputed = run(TrainConfig(teacher_topk=4, batch_size=4))
+    assert len(calls) == 6 and len(list((tmp_path / "targets").glob("*.safetensors"))) == 4
+    assert torch.equal(recomputed[0].teacher_logp, first[0].teacher_logp)
+    run(TrainConfig(teacher_topk=4, batch_size=4))
+    assert len(calls) == 6  # the rewritten entry is read back
 
 
 def test_mixed_cached_targets_and_bad_topk_are_refused(tiny_lm):
