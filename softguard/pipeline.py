@@ -20,7 +20,7 @@ Layout of ``runs/<name>/``::
 Every stage whose output already exists is reused, so an interrupted run (even by kill -9) picks up where it
 stopped (training resumes from ``student/last``) and ends with the numbers of an uninterrupted run; a run whose
 config or input files (``inputs.json``) changed is refused instead. Two presets: ``quick`` (sized for a 2-core
-CPU, ~11 minutes once its guard and samples are cached) and ``full``.
+CPU, ~10 minutes once its guard and samples are cached) and ``full`` (~1 hour there).
 
 Under ``accelerate launch`` the main process prepares alone (run dir, guard, teacher samples: all written to disk)
 while the others wait; they then read what it wrote, so every process trains on the same data (``training.train``
