@@ -121,8 +121,15 @@ class Suite:
             out = self.system.greedy(self.prompts, desc=f"eval: {name}", **settings)
         else:
             model, tokenizer = self.system.model, self.system.tokenizer
-            budget = {"max_batch_tokens": GREEDY_BATCH_TOKENS}
-            out = generate(model, tokenizer, self.templated, adapter, desc=f"eval: {name}", **settings, **budget)
+            out = generate(
+                model,
+                tokenizer,
+                self.templated,
+                adapter,
+                desc=f"eval: {name}",
+                max_batch_tokens=GREEDY_BATCH_TOKENS,
+                **settings,
+            )
         self.seconds[name] = time.perf_counter() - t0
         self._add(name, [g.text for g in out])
         return out
