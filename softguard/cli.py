@@ -175,6 +175,8 @@ def run_config(args: argparse.Namespace):
     if args.config:
         base = load(args.config, base)
     given = _overrides(args, RUN_FLAGS)
+    if args.seed is not None:  # one seed for the whole run: the data's (``seed``) and the training's
+        given.setdefault("train", {})["seed"] = args.seed
     _verdicts(args, "guard", given.setdefault("guard", {}))
     method = args.method or base.adapter.method
     objective = args.objective or base.train.objective
@@ -502,7 +504,12 @@ def _run_options(r: argparse.ArgumentParser) -> None:
         "--lora-targets", type=lambda s: s.split(","), help="comma-separated module names (default q_proj,v_proj)"
     )
     r.add_argument("--steering-layer", type=int, help="decoder layer of the steering vector (default: the middle)")
-    r.add_argument("--seed", type=int)
+    r.add_argument(
+        "--seed",
+        type=int,
+        help="seed of the whole run: splits, sampled prompts, teacher samples, adapter initialisation and batch "
+        "order (sets seed and train.seed)",
+    )
     r.add_argument("--no-resume", action="store_true", help="fail instead of resuming when the run directory exists")
     r.add_argument("--device", default="auto", help=DEVICE_HELP)
 

@@ -104,7 +104,8 @@ def row_config(cfg: CompareConfig, row: Row) -> RunConfig:
     """The shared RunConfig with the row's method (its options from ``cfg.run.adapter`` when that is the run's
     method, else the method's defaults), objective, training seed and the method's learning rate.
 
-    The seed changes the adapter's initialisation and the batch order; teacher samples stay shared."""
+    The seed changes the batch order and a random initialisation (LoRA's, a vocab- or normal-initialised soft
+    prompt's; a text-initialised one starts the same); teacher samples stay shared."""
     train = replace(cfg.run.train, objective=row.objective, seed=row.seed, lr=METHODS[row.method].lr)
     section = METHODS[row.method].section
     adapter = AdapterConfig(method=row.method, **{section: getattr(cfg.run.adapter, section)})

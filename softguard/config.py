@@ -331,7 +331,8 @@ COMPARE_PRESETS: dict[str, CompareConfig] = {
         n_cost=4,
         run=replace(PRESETS["quick"], name="compare-quick"),
     ),
-    "full": CompareConfig(run=RunConfig(name="compare")),
+    # Every row with the full preset's system, data and training (`softguard run`'s default); `--seeds 3` for spreads.
+    "full": CompareConfig(run=replace(PRESETS["full"], name="compare")),
 }
 
 C = TypeVar("C")

@@ -278,17 +278,17 @@ def check_guard(guard: GuardConfig) -> None:
 
 
 def make_adapter(cfg: RunConfig, system: SafeSystem, items: list[TeacherItem]) -> Adapter:
-    """A fresh adapter of ``cfg.adapter.method`` for the system's model (diff-of-means: v from the flagged/passed
-    prompts)."""
+    """A fresh adapter of ``cfg.adapter.method`` for the system's model, initialised from the training seed
+    (``cfg.train.seed``, which ``compare``'s seeds vary; diff-of-means: v from the flagged/passed prompts)."""
     model, tokenizer, method = system.model, system.tokenizer, cfg.adapter.method
     if method == "soft-prompt":
         sp = cfg.adapter.soft_prompt
         return SoftPrompt.for_model(
-            model, tokenizer, sp.num_tokens, init=sp.init, seed=cfg.seed, placement=sp.placement
+            model, tokenizer, sp.num_tokens, init=sp.init, seed=cfg.train.seed, placement=sp.placement
         )
     if method == "lora":
         lora = cfg.adapter.lora
-        return LoRA.for_model(model, lora.rank, lora.alpha, lora.dropout, lora.targets, cfg.seed)
+        return LoRA.for_model(model, lora.rank, lora.alpha, lora.dropout, lora.targets, cfg.train.seed)
     learned = cfg.train.objective != "diff-of-means"
     sv = SteeringVector.for_model(model, cfg.adapter.steering.layer, learned=learned)
     if not learned:

@@ -26,7 +26,7 @@ class TrainConfig:
     min_weight: float = 1e-3
     eval_every: int = 15
     dev_max_new_tokens: int = 16
-    seed: int = 0
+    seed: int = 0  # the adapter's initialisation and the batch order (the run's ``seed`` picks the data)
     stratify: bool = True  # every batch holds the refuse and keep examples in their shares of all (``batch_at``)
     shared_prefix: bool = True  # run the rows' common beginning (soft prompt + template head) once per batch
     teacher_topk: int | None = 256  # keep-branch targets: the teacher's top-K + rest, once; None: exact, every step

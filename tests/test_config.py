@@ -69,6 +69,12 @@ def test_dump_writes_none_as_the_none_string_and_sections_as_tables():
     assert read_toml(text)["teacher"]["refusal"] == 'Nope: "no".\n\tNot\x7f ever ✋ \\ done'
 
 
+def test_compare_presets_train_each_row_as_the_run_preset_of_the_same_name():
+    for name in ("quick", "full"):
+        row_run = COMPARE_PRESETS[name].run
+        assert dataclasses.replace(row_run, name=PRESETS[name].name) == PRESETS[name]
+
+
 def test_examples_parse_and_demo_is_the_quick_preset():
     """examples/demo.toml is `make demo`'s config: exactly the quick preset named demo, over either base."""
     demo = preset("quick", name="demo")
@@ -164,6 +170,7 @@ def test_flags_override_the_file_which_overrides_the_preset(tmp_path):
     assert cfg.eval.n == 128 and cfg.train.eval_every == 80  # the full preset underneath
     quick = run_config(_args("--quick", "--config", str(f), "--steps", "3", "--lora-alpha", "8", "--seed", "2"))
     assert (quick.train.steps, quick.adapter.lora.alpha, quick.seed, quick.adapter.lora.rank) == (3, 8.0, 2, 4)
+    assert quick.train.seed == 2  # --seed seeds the training too (initialisation, batch order)
     assert quick.eval.n == 48 and quick.teacher.hard_labels  # the quick preset underneath
     assert run_config(_args("--config", str(f), "--lr", "0.5")).train.lr == 0.5
     with pytest.raises(ValueError, match="--num-tokens is a soft-prompt option; it does nothing for --method lora"):

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -19,10 +18,9 @@ from softguard.io import LockedError, atomic_dir, atomic_write_text, changed_fil
 
 def disk_full(monkeypatch) -> None:
     """Every text file softguard.io opens for writing fails its write with ENOSPC, as on a full disk."""
-    real = os.fdopen
 
-    def fdopen(fd, *args, **kwargs):
-        f = real(fd, *args, **kwargs)
+    def open_(path, *args, **kwargs):
+        f = open(path, *args, **kwargs)  # noqa: SIM115 (returned to softguard.io's own `with`)
 
         def write(_text):
             raise OSError(errno.ENOSPC, "No space left on device")
@@ -30,7 +28,7 @@ def disk_full(monkeypatch) -> None:
         f.write = write
         return f
 
-    monkeypatch.setattr(sgio, "os", types.SimpleNamespace(**{**vars(os), "fdopen": fdopen}))
+    monkeypatch.setattr(sgio, "open", open_, raising=False)
 
 
 def test_failed_text_write_keeps_the_old_file_and_names_the_path(tmp_path, monkeypatch):

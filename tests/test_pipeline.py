@@ -448,6 +448,26 @@ def combo_setup(tiny_lm, tmp_path_factory):
     return system, prompts, items, dev
 
 
+@pytest.mark.parametrize("method", ["soft-prompt", "lora"])
+def test_adapter_initialisation_follows_the_training_seed(combo_setup, method):
+    """``compare``'s seeds (``train.seed``) change a random initialisation (a text-initialised soft prompt has
+    none); the data seed alone does not."""
+    from softguard.pipeline import make_adapter
+
+    system, _, items, _ = combo_setup
+    options = {"soft-prompt": {"soft_prompt": {"num_tokens": 4, "init": "vocab"}}, "lora": {"lora": {"rank": 2}}}[
+        method
+    ]
+
+    def init(**overrides) -> list[torch.Tensor]:
+        cfg = preset("quick", adapter={"method": method} | options, **overrides)
+        return [v.detach().clone() for v in make_adapter(cfg, system, items).state_dict().values()]
+
+    base = init()
+    assert all(torch.equal(a, b) for a, b in zip(base, init(seed=5), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(base, init(train={"seed": 5}), strict=True))
+
+
 @pytest.mark.parametrize(("method", "objective"), COMBOS)
 def test_every_combination_trains(combo_setup, tmp_path, method, objective):
     """Each valid (method, objective) builds its examples as ``run`` does, trains (or, diff-of-means, selects
