@@ -32,12 +32,14 @@ import torch
 from report import update_section  # bench/ is sys.path[0] when this file runs as a script
 
 from softguard.adapters import SoftPrompt, load_adapter, resolve_adapter_dir
+from softguard.config import load
 from softguard.cost import CostResult, measure_row_isolated, measure_rows, param_bytes
 from softguard.data import make_splits
 from softguard.export import export
 from softguard.generation import tokenize_prompts
-from softguard.guards import EncoderGuard
+from softguard.guards import EncoderGuard, load_guard
 from softguard.models import chat_prompt, load_model
+from softguard.pipeline import system_guard
 from softguard.system import SafeSystem
 
 MODEL = "smollm2-135m"
@@ -78,7 +80,7 @@ def peft_cost(peft_model, tok, prompts: list[str], n: int, sp: SoftPrompt) -> Co
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", help="a softguard run dir: its soft prompt and guard (default: fresh ones)")
+    ap.add_argument("--run", help="a run dir: its model, soft prompt and guard (any kind); default: fresh ones")
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--num-tokens", type=int, default=100, help="soft prompt length when no --run is given")
@@ -86,7 +88,9 @@ def main() -> None:
     ap.add_argument("--out", default="BENCHMARKS.md")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model, tok = load_model(MODEL)
+    run_cfg = load(Path(args.run) / "config.toml") if args.run else None
+    model_name = run_cfg.model.name if run_cfg else MODEL
+    model, tok = load_model(model_name)
     splits = make_splits(0)
     users = [e.text for e in (splits.test["benign"][: args.prompts // 2] + splits.test["harmbench"][:200])]
     users = [u for u in users if len(u) < 400][: args.prompts]  # short chat requests, as on a device
@@ -94,8 +98,9 @@ def main() -> None:
     n = args.new_tokens
     with tempfile.TemporaryDirectory() as tmp:
         if args.run:
-            sp_dir, guard_dir = resolve_adapter_dir(args.run), Path(args.run) / "guard"
-            sp, guard = load_adapter(sp_dir, model), EncoderGuard.from_pretrained(guard_dir)
+            # the run's own system: its trained guard (RUN/guard) or the guard it was given, of any kind
+            sp_dir, guard_dir = resolve_adapter_dir(args.run), system_guard(run_cfg.guard, Path(args.run))
+            sp, guard = load_adapter(sp_dir, model), load_guard(guard_dir)
             if not isinstance(sp, SoftPrompt):
                 ap.error(f"{sp_dir} holds a {sp.method!r} adapter; this benchmark compares soft prompts")
         else:
@@ -126,7 +131,7 @@ def main() -> None:
         results = measure_rows(model, tok, prompts, {k: v[0] for k, v in rows.items()}, users=users, max_new_tokens=n)
         results["PEFT prompt tuning generate"] = peft_cost(peft_model, tok, prompts, n, sp)
         for name, (_, isolated) in rows.items():
-            alone = measure_row_isolated(MODEL, prompts, users=users, max_new_tokens=n, **isolated)
+            alone = measure_row_isolated(model_name, prompts, users=users, max_new_tokens=n, **isolated)
             results[name].peak_memory_mb = alone.peak_memory_mb
     order = [*list(rows)[:3], "PEFT prompt tuning generate", *list(rows)[3:]]
     llm_bytes, base = param_bytes(model), results["base LLM"]
@@ -134,10 +139,11 @@ def main() -> None:
     def cell(value: float, fmt: str) -> str:
         return "-" if math.isnan(value) else format(value, fmt)
 
+    title = "SmolLM2-135M-Instruct" if model_name == MODEL else model_name
     lines = [
         "# Inference benchmark",
         "",
-        f"SmolLM2-135M-Instruct, fp32, CPU ({platform.processor() or platform.machine()}, {args.threads} threads), "
+        f"{title}, fp32, CPU ({platform.processor() or platform.machine()}, {args.threads} threads), "
         f"torch {torch.__version__}; {len(prompts)} prompts one at a time, greedy, {n} new tokens each "
         "(EOS ignored); soft prompt before everything; measured with `softguard.cost`. Weights = the LLM, adapter, "
         "prefix cache and guard. Peak memory = the peak RSS of a fresh process while it runs that row alone (weights "
