@@ -445,7 +445,7 @@ def _run_options(r: argparse.ArgumentParser) -> None:
     r.add_argument(
         "--quick",
         action="store_true",
-        help="small preset sized for a 2-core CPU (~10 min once cached); without it, the full preset (~1 h)",
+        help="small preset sized for a 2-core CPU (~10 min once cached); without it, the full preset (~47 min)",
     )
     r.add_argument(
         "--config", metavar="FILE", help="a TOML run config (README: Config file), over the preset; flags override it"

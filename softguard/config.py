@@ -306,8 +306,8 @@ PRESETS: dict[str, RunConfig] = {
         eval=EvalConfig(n=48, max_new_tokens=32),
         train=TrainConfig(steps=60, eval_every=30, dev_max_new_tokens=10),
     ),
-    # Sized for an hour on a 2-core CPU (an estimate from the quick run's stage costs, not measured yet): the quick
-    # preset's system, 4x its training prompts, 4x its steps, 2x its dev set and 128 prompts per evaluation set. The
+    # 47 minutes on a 2-core CPU once make demo has cached the guard (measured, README): the quick preset's system,
+    # 4x its training prompts, 4x its steps, 2x its dev set and 128 prompts per evaluation set. The
     # whole train split does not fit: sampling the base model's answers to its ~5,000 prompts alone takes about 50
     # minutes here. RunConfig()'s own defaults are DESIGN's (whole train split, soft labels, 2 samples of 64 tokens,
     # 400 steps), for a GPU.
