@@ -440,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_options(r: argparse.ArgumentParser) -> None:
     """Options shared by ``run`` and ``train``; unset options keep the preset's values."""
-    from .config import METHODS, PLACEMENTS
+    from .config import METHODS
 
     r.add_argument(
         "--quick",
@@ -496,11 +496,7 @@ def _run_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--rl-samples", type=int, help="reinforce: samples per prompt K >= 2 (default 2)")
     r.add_argument("--kl-coef", type=float, help="reinforce: weight of the KL(q || pi) penalty (default 0.05)")
     r.add_argument("--num-tokens", type=int, help="soft prompt length k")
-    r.add_argument(
-        "--placement",
-        choices=PLACEMENTS,
-        help="soft prompt before everything (start), just before the user's message (user) or just after it (end)",
-    )
+    r.add_argument("--placement", choices=["start", "user"], help="soft prompt before everything or the user's message")
     r.add_argument("--lora-rank", type=int)
     r.add_argument("--lora-alpha", type=float)
     r.add_argument("--lora-dropout", type=float)

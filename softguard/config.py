@@ -122,7 +122,7 @@ class SoftPromptConfig:
 
     num_tokens: int = 100  # k
     init: str = "text"
-    placement: str = "start"  # before everything, "user" (just before the user's message) or "end" (just after it)
+    placement: str = "start"  # before everything, or "user" (just before the user's message)
 
     def __post_init__(self) -> None:
         require(self, {"num_tokens": ">= 1", "init": INITS, "placement": PLACEMENTS})

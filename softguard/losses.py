@@ -195,17 +195,18 @@ def loss_hidden(
     """The decoder's final hidden states [M, d] at the batch's loss positions (all N, or where ``select`` [N] is
     True), running only the rows that own one.
 
-    With ``head`` in the batch, ``can_share_prefix(model)`` and an adapter that ``shares_prefix``, the rows' common
-    first ``head`` tokens and the adapter's inserted positions run once, the rows' own tokens packed after them
-    (``shared_prefix_hidden``); otherwise every row runs whole, left padded (``decoder_hidden``, where a loss
-    position p is at p + P, P the adapter's inserted positions, which all come before the loss positions)."""
+    With ``head`` in the batch and ``can_share_prefix(model)``, the rows' common first ``head`` tokens and the
+    adapter's inserted positions run once, the rows' own tokens packed after them (``shared_prefix_hidden``);
+    otherwise every row runs whole, left padded (``decoder_hidden``, where a loss position p is at p + P, P the
+    adapter's inserted positions, which all come before the loss positions)."""
     row, pos = batch["row"], batch["pos"]
     if select is not None:
         row, pos = row[select], pos[select]
     rows = torch.unique(row)  # sorted
     ids, mask, local = batch["input_ids"][rows], batch["attention_mask"][rows], torch.searchsorted(rows, row)
-    head, base = batch.get("head"), getattr(adapter, "module", adapter)  # DDP wraps the adapter as ``.module``
-    if head is None or not can_share_prefix(model) or (base is not None and not base.shares_prefix):
+    head = batch.get("head")
+    if head is None or not can_share_prefix(model):
+        base = getattr(adapter, "module", adapter)  # DDP wraps the adapter as ``.module``
         hidden = decoder_hidden(model, adapter, ids, mask)  # [b, P + T, d]
         return hidden[local, pos + (base.prefix_length if base is not None else 0)]
     own = (mask == 0).sum(-1) + head  # [b]: index of each row's first token after the shared head

@@ -17,7 +17,7 @@ from softguard.adapters import (
     load_adapter,
 )
 from softguard.adapters.base import CONFIG_NAME, WEIGHTS_NAME
-from softguard.adapters.soft_prompt import template_head, template_tail
+from softguard.adapters.soft_prompt import template_head
 from softguard.assets import sha256_file
 from softguard.generation import PrefixCache, generate, tokenize_prompts
 from softguard.models import chat_prompt
@@ -41,7 +41,6 @@ def test_text_init_is_cycled_text_embeddings(tiny_lm):
         "init_text": text,
         "placement": "start",
         "head": [],
-        "tail": [],
     }
     assert sp.prompt.requires_grad
 
@@ -148,7 +147,7 @@ def _batch(tok, texts: list[str]):
     return tokenize_prompts(tok, [chat_prompt(tok, t) for t in texts])
 
 
-@pytest.mark.parametrize("placement", ["start", "user", "end"])
+@pytest.mark.parametrize("placement", ["start", "user"])
 def test_padding_does_not_change_hidden_states(tiny_lm, placement):
     """With the soft prompt after the padding and positions counted from it, a left-padded row gives the same
     hidden states as the same prompt alone, wherever the soft prompt is placed."""
@@ -350,22 +349,20 @@ def test_user_placement_refuses_a_prompt_without_the_head(tiny_lm):
     assert out.shape[1] == len(sp.head) + 2
 
 
-@pytest.mark.parametrize("placement", ["user", "end"])
-def test_placement_after_the_start_has_no_prefix_cache(tiny_lm, placement):
+def test_user_placement_has_no_prefix_cache(tiny_lm):
     model, tok = tiny_lm
-    sp = SoftPrompt.for_model(model, tok, num_tokens=2, placement=placement)
+    sp = SoftPrompt.for_model(model, tok, num_tokens=2, placement="user")
     with pytest.raises(AdapterError, match="no fixed leading prefix"):
         PrefixCache(model, sp)
 
 
-@pytest.mark.parametrize("placement", ["user", "end"])
-def test_placement_save_load_generates_the_same(tiny_lm, tmp_path, placement):
+def test_user_placement_save_load_generates_the_same(tiny_lm, tmp_path):
     model, tok = tiny_lm
-    sp = SoftPrompt.for_model(model, tok, num_tokens=4, init="normal", sigma=0.5, seed=2, placement=placement)
+    sp = SoftPrompt.for_model(model, tok, num_tokens=4, init="normal", sigma=0.5, seed=2, placement="user")
     sp.save_pretrained(tmp_path / "sp")
     loaded = load_adapter(tmp_path / "sp", model)
     assert isinstance(loaded, SoftPrompt)
-    assert (loaded.placement, loaded.head, loaded.tail) == (placement, sp.head, sp.tail)
+    assert (loaded.placement, loaded.head) == ("user", sp.head)
     assert loaded.config() == sp.config() and torch.equal(loaded.prompt, sp.prompt)
     prompts = [chat_prompt(tok, u) for u in ("Hi", "What is the capital of France?", "Write a haiku about rain")]
     gen = dict(max_new_tokens=6, batch_size=len(prompts), progress=False)
@@ -377,80 +374,13 @@ def test_placement_save_load_generates_the_same(tiny_lm, tmp_path, placement):
     start.prompt.data.copy_(sp.prompt.data)
     at_start = generate(model, tok, prompts, start, **gen)
     assert [g.token_ids for g in at_start] != [g.token_ids for g in ours]  # the placement matters
-    alone = [generate(model, tok, [p], sp, **gen | {"batch_size": 1})[0].token_ids for p in prompts]
-    assert alone == [g.token_ids for g in ours]  # batched with left padding = one at a time
 
 
-# ------------------------------------------------------------------------------------------------------------
-# placement "end": P just after the user's message, before the template's tail that opens the answer
-
-
-def test_end_placement_records_the_template_tail(tiny_lm):
-    model, tok = tiny_lm
-    sp = SoftPrompt.for_model(model, tok, num_tokens=3, placement="end")
-    ids = tok(chat_prompt(tok, "x"), add_special_tokens=False)["input_ids"]
-    n = len(sp.tail)
-    assert 0 < n < len(ids) and ids[-n:] == sp.tail == template_tail(tok)
-    assert tok.decode(ids[:-n]).endswith("x")  # the message ends right before the tail
-    assert tok.decode(sp.tail).endswith("assistant\n")
-    assert sp.config()["placement"] == "end" and sp.config()["tail"] == sp.tail and sp.head == []
-    assert not sp.prefix_cacheable and not sp.shares_prefix
-    assert SoftPrompt.for_model(model, tok, num_tokens=3, placement="user").shares_prefix
-    with pytest.raises(AdapterError, match="tail token ids"):
-        SoftPrompt(num_tokens=2, hidden_size=32, placement="end")
-
-
-def test_end_placement_inserts_before_the_last_tail(tiny_lm):
-    """P goes before the tail in every left-padded row, also when a response follows it (a training row), and
-    after the latest user message of a conversation."""
-    model, tok = tiny_lm
-    sp = SoftPrompt.for_model(model, tok, num_tokens=3, init="normal", sigma=0.5, placement="end")
-    k, n = 3, len(sp.tail)
-    conversation = tok.apply_chat_template(
-        [
-            {"role": "user", "content": "Hi"},
-            {"role": "assistant", "content": "Hello!"},
-            {"role": "user", "content": "Bye"},
-        ],
-        tokenize=False,
-        add_generation_prompt=True,
-    )
-    prompts = [
-        chat_prompt(tok, "Hi"),
-        chat_prompt(tok, "Tell me a long story about a brave little toaster"),
-        conversation,
-    ]
-    ids, mask = tokenize_prompts(tok, prompts)
-    t = ids.shape[1]
-    assert sp.insert_at(mask, ids).squeeze(-1).tolist() == [t - n] * 3
-    response = torch.tensor([[40, 41, 2]] * 3)  # a training row: prompt + response, the response after the tail
-    rows, rows_mask = torch.cat([ids, response], 1), torch.cat([mask, torch.ones_like(response)], 1)
-    assert sp.insert_at(rows_mask, rows).squeeze(-1).tolist() == [t - n] * 3
-    embeds = model.get_input_embeddings()(rows)
-    out, new_mask = sp.wrap_inputs(embeds, rows_mask, rows)
-    for i in range(3):
-        s = t - n
-        assert torch.equal(out[i], torch.cat([embeds[i, :s], sp.prompt.detach(), embeds[i, s:]]))
-        assert torch.equal(
-            new_mask[i], torch.cat([rows_mask[i, :s], torch.ones(k, dtype=mask.dtype), rows_mask[i, s:]])
-        )
-
-
-def test_end_placement_refuses_a_prompt_without_the_tail(tiny_lm):
-    model, tok = tiny_lm
-    sp = SoftPrompt.for_model(model, tok, num_tokens=2, placement="end")
-    for prompts in (["plain text, no template"], [chat_prompt(tok, "Hi"), "Hi"], ["x"]):
-        ids, mask = tokenize_prompts(tok, prompts)
-        with pytest.raises(AdapterError, match="chat template tail"):
-            sp.wrap_inputs(model.get_input_embeddings()(ids), mask, ids)
-
-
-@pytest.mark.parametrize("placement", ["user", "end"])
-def test_export_refuses_placements_other_than_start(tiny_lm, tmp_path, placement):
+def test_export_refuses_user_placement(tiny_lm, tmp_path):
     from softguard.export import export
 
     model, tok = tiny_lm
-    SoftPrompt.for_model(model, tok, num_tokens=2, placement=placement).save_pretrained(tmp_path / "sp")
+    SoftPrompt.for_model(model, tok, num_tokens=2, placement="user").save_pretrained(tmp_path / "sp")
     for fmt in ("peft", "safetensors"):
         with pytest.raises(ValueError, match="placement"):
             export(tmp_path / "sp", tmp_path / "out", fmt)

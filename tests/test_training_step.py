@@ -104,30 +104,6 @@ def test_shared_prefix_gives_the_loss_and_gradients_of_whole_rows(tiny_lm, kind,
     assert_same(loss_and_grads(model, adapter, batches[0], shared, "tv"), tv_whole)
 
 
-def test_end_placement_trains_whole_rows_with_p_before_the_tail(tiny_lm, monkeypatch):
-    """A soft prompt after the user's message differs per row from where it sits, so the shared-prefix path is not
-    taken; log q at the loss positions equals a forward of ``prompt minus tail | P | tail | target`` built by hand."""
-    model, tok = tiny_lm
-    sp = SoftPrompt.for_model(model, tok, num_tokens=3, init="normal", sigma=0.5, placement="end")
-    examples = templated(tok)
-    monkeypatch.setattr(losses, "shared_prefix_hidden", None)  # must not be called
-    batch = collate(examples, tok.pad_token_id, TrainConfig(), model.device)
-    assert batch["head"] >= 24  # the rows do share a beginning; the adapter's placement rules the path out
-    with torch.no_grad():
-        got = student_logp(model, sp, batch)
-        emb, n, at = model.get_input_embeddings(), len(sp.tail), 0
-        for ex in examples:
-            ids = torch.tensor(ex.prompt_ids + ex.target_ids)
-            cut = len(ex.prompt_ids) - n
-            embeds = torch.cat([emb(ids[:cut]), sp.prompt, emb(ids[cut:])])[None]
-            logits = model(inputs_embeds=embeds).logits[0]
-            first = len(ex.prompt_ids) + sp.num_tokens - 1  # the position that predicts the first target token
-            want = torch.log_softmax(logits[first : first + len(ex.target_ids)].float(), -1)
-            assert torch.allclose(got[at : at + len(ex.target_ids)], want, atol=1e-5)
-            at += len(ex.target_ids)
-    assert at == got.shape[0]
-
-
 def test_shared_prefix_with_eager_attention(make_lm, tokenizer):
     model = make_lm(len(tokenizer), seed=4)
     model.set_attn_implementation("eager")

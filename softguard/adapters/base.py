@@ -57,13 +57,6 @@ class Adapter(nn.Module, abc.ABC):
         """True when the inserted positions come first and are the same for every request (a KV prefix cache)."""
         return False
 
-    @property
-    def shares_prefix(self) -> bool:
-        """True when rows that begin with the same tokens stay identical there with the adapter applied, so their
-        common beginning can run once in training (``shared_prefix_hidden``); False when the adapter inserts
-        positions after the prompt (a soft prompt placed at the end)."""
-        return True
-
     def wrap_inputs(
         self, embeds: torch.Tensor, attention_mask: torch.Tensor, input_ids: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,6 @@
 """Soft prompt: k learned vectors P in R^{k x d} inserted into the input embeddings (DESIGN §3).
 
-Three placements:
+Two placements:
 
 - ``start`` (default): before everything. With left padding, row i of a batch becomes ``[pad]*n_i + P + tokens_i``:
   with position ids counted over real positions P occupies positions 0..k-1 in every row, in training and in
@@ -8,11 +8,6 @@ Three placements:
 - ``user``: just before the user's message. The chat template's fixed head (system turn + user header, ``head``
   token ids, recorded at creation) is kept first: ``[pad]*n_i + head + P + message_i...``. Every prompt must start
   with that head; the soft prompt of a conversation sits before its first user message.
-- ``end``: just after the user's message, before the template's tail that opens the answer (``tail`` token ids,
-  recorded at creation: SmolLM2's ``<|im_end|>\n<|im_start|>assistant\n``): ``[pad]*n_i + tokens_i + P + tail``,
-  at the tail's last occurrence, i.e. after the latest user message of a conversation. Unlike the two placements
-  above, P here follows the prompt, so its positions attend to the request and can carry what it asks into the
-  answer; the price is that P is computed anew for every request (no prefix cache, no shared prefix in training).
 
 The LLM itself is untouched.
 """
@@ -28,7 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..models import chat_prompt
 from .base import Adapter, AdapterError
 
-PLACEMENTS = ("start", "user", "end")
+PLACEMENTS = ("start", "user")
 INITS = ("text", "vocab", "normal")
 
 #: Default initialisation text, cycled to length k.
@@ -51,7 +46,6 @@ class SoftPrompt(Adapter):
         init_text: str = "",
         placement: str = "start",
         head: list[int] | None = None,
-        tail: list[int] | None = None,
     ):
         super().__init__()
         if num_tokens < 1:
@@ -60,12 +54,9 @@ class SoftPrompt(Adapter):
             raise AdapterError(f"unknown placement {placement!r}; choose one of: {', '.join(PLACEMENTS)}")
         if placement == "user" and not head:
             raise AdapterError("placement 'user' needs the chat template's head token ids (use SoftPrompt.for_model)")
-        if placement == "end" and not tail:
-            raise AdapterError("placement 'end' needs the chat template's tail token ids (use SoftPrompt.for_model)")
         self.num_tokens, self.hidden_size, self.init, self.init_text = num_tokens, hidden_size, init, init_text
         self.placement = placement
         self.head = list(head or []) if placement == "user" else []
-        self.tail = list(tail or []) if placement == "end" else []
         self.prompt = nn.Parameter(torch.zeros(num_tokens, hidden_size))
 
     def config(self) -> dict[str, Any]:
@@ -76,7 +67,6 @@ class SoftPrompt(Adapter):
             "init_text": self.init_text,
             "placement": self.placement,
             "head": self.head,
-            "tail": self.tail,
         }
 
     @classmethod
@@ -91,8 +81,7 @@ class SoftPrompt(Adapter):
         seed: int = 0,
         placement: str = "start",
     ) -> SoftPrompt:
-        """A soft prompt sized for ``model`` (and, for placements ``user`` and ``end``, for ``tokenizer``'s chat
-        template),
+        """A soft prompt sized for ``model`` (and, for ``placement="user"``, for ``tokenizer``'s chat template),
         initialised by ``init``:
 
         - ``text``: embeddings of ``init_text`` cycled to length k;
@@ -104,8 +93,7 @@ class SoftPrompt(Adapter):
         """
         d = model.get_input_embeddings().embedding_dim
         head = template_head(tokenizer) if placement == "user" else None
-        tail = template_tail(tokenizer) if placement == "end" else None
-        sp = cls(num_tokens, d, init, init_text if init == "text" else "", placement, head, tail)
+        sp = cls(num_tokens, d, init, init_text if init == "text" else "", placement, head)
         g = torch.Generator().manual_seed(seed)
         if init == "normal":
             values = torch.randn(num_tokens, d, generator=g) * sigma
@@ -133,10 +121,6 @@ class SoftPrompt(Adapter):
     def prefix_cacheable(self) -> bool:
         return self.placement == "start"
 
-    @property
-    def shares_prefix(self) -> bool:
-        return self.placement != "end"
-
     def check_model(self, model: PreTrainedModel) -> None:
         d = model.get_input_embeddings().embedding_dim
         if d != self.hidden_size:
@@ -146,13 +130,10 @@ class SoftPrompt(Adapter):
             )
 
     def insert_at(self, attention_mask: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        """Index [B, 1] where P goes in each left-padded row: after the padding, plus the head for ``user``; at the
-        tail's last occurrence for ``end``."""
+        """Index [B, 1] where P goes in each left-padded row: after the padding, plus the head for ``user``."""
         n_pad = (attention_mask == 0).long().sum(-1, keepdim=True)  # [B, 1]
         if self.placement == "start":
             return n_pad
-        if self.placement == "end":
-            return self._tail_at(attention_mask, input_ids)
         n = len(self.head)
         cols = (n_pad + torch.arange(n, device=input_ids.device)).clamp(max=input_ids.shape[1] - 1)  # [B, n]
         head = torch.tensor(self.head, device=input_ids.device)
@@ -162,21 +143,6 @@ class SoftPrompt(Adapter):
                 "for; template prompts with the same tokenizer and default system prompt"
             )
         return n_pad + n
-
-    def _tail_at(self, attention_mask: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        """Index [B, 1] of the last occurrence of ``tail`` among each row's real tokens."""
-        n, t, dev = len(self.tail), input_ids.shape[1], input_ids.device
-        last = torch.full((input_ids.shape[0], 1), -1, device=dev)
-        if t >= n:  # windows [B, t - n + 1, n] equal to the tail and starting on a real token
-            found = (input_ids.unfold(1, n, 1) == torch.tensor(self.tail, device=dev)).all(-1)
-            found &= attention_mask[:, : t - n + 1] == 1
-            last = torch.where(found, torch.arange(t - n + 1, device=dev), -1).max(-1, keepdim=True).values
-        if bool((last < 0).any()):
-            raise AdapterError(
-                "a prompt does not end with the chat template tail this soft prompt (placement 'end') was made for "
-                "(the tokens that open the assistant's answer); template prompts with the same tokenizer"
-            )
-        return last
 
     def wrap_inputs(
         self, embeds: torch.Tensor, attention_mask: torch.Tensor, input_ids: torch.Tensor
@@ -196,25 +162,11 @@ class SoftPrompt(Adapter):
         return out, mask
 
 
-def _template_around(tokenizer: PreTrainedTokenizerBase) -> tuple[str, str]:
-    """The chat template's text before and after the user's message (generation prompt included)."""
-    sentinel = "\u2063softguard\u2063"
-    text = chat_prompt(tokenizer, sentinel)
-    i = text.index(sentinel)
-    return text[:i], text[i + len(sentinel) :]
-
-
 def template_head(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """Token ids of the chat template before the user's message (system turn + user header)."""
-    head = _template_around(tokenizer)[0]
+    sentinel = "\u2063softguard\u2063"
+    text = chat_prompt(tokenizer, sentinel)
+    head = text[: text.index(sentinel)]
     if not head:
         raise AdapterError("this chat template puts nothing before the user's message; use placement 'start'")
     return tokenizer(head, add_special_tokens=False)["input_ids"]
-
-
-def template_tail(tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """Token ids of the chat template after the user's message (end of turn + the assistant's header)."""
-    tail = _template_around(tokenizer)[1]
-    if not tail:
-        raise AdapterError("this chat template puts nothing after the user's message; use placement 'start'")
-    return tokenizer(tail, add_special_tokens=False)["input_ids"]
