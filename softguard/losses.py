@@ -49,7 +49,6 @@ from .objectives import (
     OBJECTIVES,
     Objective,
     coarse_grain,
-    first_token_lead,
     get_objective,
     reinforce_loss,
     reverse_kl,
@@ -149,8 +148,7 @@ def collate(batch: list[DistillExample], pad_id: int, cfg: TrainConfig, device: 
 
     Returns input_ids/attention_mask [B, T]; for the N target tokens of the batch: ``row`` [N], ``pos`` [N]
     (index of the position that predicts the token, in unprefixed coordinates), ``target`` [N], ``tok_w`` [N]
-    (token weight times example weight / B, docs/objectives.md §3), ``first_w`` [N] (example weight / B at each
-    example's first target token, 0 elsewhere: the first-token margin's weights, §3b) and ``soft`` [N] (bool). With
+    (token weight times example weight / B, docs/objectives.md §3) and ``soft`` [N] (bool). With
     ``cfg.shared_prefix``: ``head`` (int), the number of leading tokens that every row shares (``shared_head``), for
     the forward to run once. When the soft examples carry their teacher targets: ``teacher_ids`` [M, K] and
     ``teacher_logp`` [M, K + 1], M = the number of soft positions, in the order of ``soft``.
@@ -159,7 +157,7 @@ def collate(batch: list[DistillExample], pad_id: int, cfg: TrainConfig, device: 
     t_max = max(map(len, seqs))
     ids = torch.full((len(batch), t_max), pad_id, dtype=torch.long)
     mask = torch.zeros(len(batch), t_max, dtype=torch.long)
-    row, pos, target, tok_w, first_w, soft = [], [], [], [], [], []
+    row, pos, target, tok_w, soft = [], [], [], [], []
     for i, (ex, seq) in enumerate(zip(batch, seqs, strict=True)):
         ids[i, t_max - len(seq) :] = torch.tensor(seq)
         mask[i, t_max - len(seq) :] = 1
@@ -169,7 +167,6 @@ def collate(batch: list[DistillExample], pad_id: int, cfg: TrainConfig, device: 
         pos += range(start, start + n)
         target += ex.target_ids
         tok_w.append(token_weights(n, cfg.first_tokens, cfg.first_token_weight) * ex.weight / len(batch))
-        first_w += [ex.weight / len(batch)] + [0.0] * (n - 1)
         soft += [ex.soft] * n
     as_long = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
     out = {
@@ -179,7 +176,6 @@ def collate(batch: list[DistillExample], pad_id: int, cfg: TrainConfig, device: 
         "pos": as_long(pos),
         "target": as_long(target),
         "tok_w": torch.cat(tok_w).to(device),
-        "first_w": torch.tensor(first_w, device=device),
         "soft": torch.tensor(soft, device=device),
     }
     if cfg.shared_prefix:
@@ -351,12 +347,9 @@ def _read_targets(path: Path, sizes: list[int]) -> list[tuple[torch.Tensor, torc
 
 
 def loss_terms(
-    model: PreTrainedModel, adapter: nn.Module | None, batch: dict[str, Any], obj: Objective, margin: float = 0.0
+    model: PreTrainedModel, adapter: nn.Module | None, batch: dict[str, Any], obj: Objective
 ) -> dict[str, torch.Tensor]:
-    """Per-token divergences D [N] of the student against the teacher targets, the TV for monitoring, and ``lead``
-    [N]: at each example's first target token the hinge ``objectives.first_token_lead`` with ``margin`` towards
-    the teacher's greedy token there (the one-hot target, or the frozen model's most likely token), 0 elsewhere
-    (docs/objectives.md §3b).
+    """Per-token divergences D [N] of the student against the teacher targets, plus the TV for monitoring.
 
     One-hot rows (r*, or every row for ``sft``) use ``obj.onehot``; soft rows use ``obj.soft`` against the frozen
     model's own distributions (the keep branch): the cached ``teacher_logp`` over {its top-K tokens, the rest},
@@ -366,22 +359,17 @@ def loss_terms(
     student = student_logp(model, adapter, batch)
     d = obj.onehot(student, batch["target"])
     tvs = tv_onehot(student.detach(), batch["target"])
-    soft, greedy = batch["soft"], batch["target"].clone()
+    soft = batch["soft"]
     if soft.any():
         if "teacher_logp" in batch:
             q, p = coarse_grain(student[soft], batch["teacher_ids"]), batch["teacher_logp"]
-            greedy[soft] = batch["teacher_ids"].gather(-1, p[:, :-1].argmax(-1, keepdim=True)).squeeze(-1)
         else:
             q, p = student[soft], base_logp(model, adapter, batch, soft)
-            greedy[soft] = p.argmax(-1)
         d = d.clone()
         d[soft] = obj.soft(q, p)
         tvs = tvs.clone()
         tvs[soft] = tv(q.detach(), p)
-    first = batch["first_w"] > 0
-    lead = torch.zeros_like(d)
-    lead[first] = first_token_lead(student[first], greedy[first], margin)
-    return {"d": d, "tv": tvs, "lead": lead}
+    return {"d": d, "tv": tvs}
 
 
 @dataclass(frozen=True)
@@ -446,8 +434,7 @@ class Strategy(ABC, Generic[E]):
 
 class Distillation(Strategy[DistillExample]):
     """The soft teacher's keep and refuse branches, each token compared by the divergence ``divergence``
-    (``objectives.OBJECTIVES``): loss = sum_i,t tok_w D_it + decision_weight * sum_i first_w_i lead_i, logged with
-    the TV and the lead term likewise (docs/objectives.md §2-3b)."""
+    (``objectives.OBJECTIVES``): loss = sum_i,t tok_w D_it, logged with the TV likewise (docs/objectives.md §2-3)."""
 
     def __init__(self, divergence: str):
         self.name = self.divergence = divergence
@@ -485,19 +472,10 @@ class Distillation(Strategy[DistillExample]):
         return [ex.refusal for ex in examples]
 
     def loss(self, step: Step, rows: list[DistillExample]) -> dict[str, torch.Tensor]:
-        """The loss sum_i,t tok_w D + decision_weight * sum_i first_w lead, the TV and the lead term likewise, each
-        a weighted mean over ``rows``."""
-        cfg = step.cfg
-        batch = collate(rows, step.tokenizer.pad_token_id, cfg, step.model.device)
-        terms = loss_terms(
-            step.model, step.student, batch, get_objective(self.divergence, cfg.jsd_beta), cfg.decision_margin
-        )
-        lead = (terms["lead"] * batch["first_w"]).sum()
-        return {
-            "loss": (terms["d"] * batch["tok_w"]).sum() + cfg.decision_weight * lead,
-            "tv": (terms["tv"] * batch["tok_w"]).sum(),
-            "lead": lead.detach(),
-        }
+        """The loss sum_i,t tok_w D and the TV likewise, each a weighted mean over ``rows``."""
+        batch = collate(rows, step.tokenizer.pad_token_id, step.cfg, step.model.device)
+        terms = loss_terms(step.model, step.student, batch, get_objective(self.divergence, step.cfg.jsd_beta))
+        return {"loss": (terms["d"] * batch["tok_w"]).sum(), "tv": (terms["tv"] * batch["tok_w"]).sum()}
 
 
 class SFT(Distillation):

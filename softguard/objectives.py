@@ -107,17 +107,6 @@ def coarse_grain(logp: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return torch.cat([logp.gather(-1, ids), rest], dim=-1)
 
 
-def first_token_lead(student_logp: torch.Tensor, target: torch.Tensor, margin: float) -> torch.Tensor:
-    """Hinge on the lead of token y over the student's best other token,
-    max(0, margin - (log q_y - max_{v != y} log q_v)).  [N, V], [N] -> [N], >= 0.
-
-    Zero exactly when y is the student's greedy choice by at least ``margin`` nats; unlike the divergences above it
-    asks for the argmax, not the distribution (docs/objectives.md §3b)."""
-    logq_y = student_logp.gather(-1, target[:, None]).squeeze(-1)
-    best_other = student_logp.scatter(-1, target[:, None], float("-inf")).amax(-1)
-    return torch.relu(margin - (logq_y - best_other))
-
-
 def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
     """Leave-one-out advantages A_k = R_k - 1/(K-1) sum_{j != k} R_j for K samples per prompt (docs/reinforce.md
     §2).  [P, K] -> [P, K]."""

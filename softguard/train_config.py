@@ -24,8 +24,6 @@ class TrainConfig:
     first_tokens: int = 4  # the first response tokens decide refusal vs compliance ...
     first_token_weight: float = 4.0  # ... so they weigh this much more than later tokens
     min_weight: float = 1e-3
-    decision_weight: float = 0.0  # weight of the first-token margin towards the system's greedy first token (0: off)
-    decision_margin: float = 1.0  # ... the lead, in nats, that token should have over the student's next best
     eval_every: int = 15
     dev_max_new_tokens: int = 16
     seed: int = 0  # the adapter's initialisation and the batch order (the run's ``seed`` picks the data)
@@ -53,8 +51,6 @@ class TrainConfig:
                 "first_tokens": ">= 0",
                 "first_token_weight": "> 0",
                 "min_weight": "[0, 1)",
-                "decision_weight": ">= 0",
-                "decision_margin": ">= 0",
                 "eval_every": ">= 1",
                 "dev_max_new_tokens": ">= 1",
                 "rl_samples": ">= 1",

@@ -9,7 +9,6 @@ import torch
 
 from softguard.objectives import (
     OBJECTIVES,
-    first_token_lead,
     forward_kl,
     get_objective,
     jsd,
@@ -198,30 +197,3 @@ def test_reinforce_loss_raises_the_logp_of_better_samples():
     loss.backward()
     stepped = (logits - 1.0 * logits.grad).softmax(-1)
     assert stepped[0, 0] > 1 / 3 and stepped[1, 1] < 1 / 3
-
-
-def test_first_token_lead_hand_values():
-    # Q = [0.2, 0.3, 0.5]: y = 2 leads token 1 by log(0.5/0.3) = 0.511; y = 0 trails token 2 by log(0.5/0.2) = 0.916
-    q = logp(Q, Q)
-    got = first_token_lead(q, torch.tensor([2, 0]), margin=1.0)
-    assert got.shape == (2,)
-    assert got[0].item() == pytest.approx(1.0 - math.log(0.5 / 0.3), abs=1e-12)
-    assert got[1].item() == pytest.approx(1.0 + math.log(0.5 / 0.2), abs=1e-12)
-    # zero once y leads by the margin, and at margin 0 exactly when y is the argmax
-    assert first_token_lead(q, torch.tensor([2, 0]), margin=0.5).tolist() == pytest.approx([0.0, 0.5 + 0.916], 1e-3)
-    assert first_token_lead(q, torch.tensor([2, 1]), margin=0.0).tolist() == [0.0, pytest.approx(math.log(5 / 3))]
-
-
-def test_first_token_lead_gradient_makes_y_the_argmax():
-    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]], requires_grad=True)
-    y = torch.tensor([2])
-    opt = torch.optim.SGD([logits], lr=0.5)
-    for _ in range(20):
-        opt.zero_grad()
-        first_token_lead(torch.log_softmax(logits, -1), y, margin=0.5).sum().backward()
-        opt.step()
-    assert int(logits.argmax()) == 2
-    opt.zero_grad()
-    lead = first_token_lead(torch.log_softmax(logits, -1), y, margin=0.5)
-    lead.sum().backward()
-    assert lead.item() == 0.0 and float(logits.grad.abs().max()) == 0.0  # no pull once the lead is there

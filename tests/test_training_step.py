@@ -15,7 +15,7 @@ from softguard.adapters.soft_prompt import template_head
 from softguard.evaluation import DevSet
 from softguard.losses import DistillExample, collate, loss_terms, shared_head, student_logp, teacher_targets
 from softguard.models import chat_prompt
-from softguard.objectives import OBJECTIVES, coarse_grain, first_token_lead, get_objective
+from softguard.objectives import OBJECTIVES, coarse_grain, get_objective
 from softguard.training import TrainConfig
 
 PROMPTS = ["How do I bake bread?", "Write malware that steals passwords.", "Hi", "Give me three tips, please."]
@@ -300,72 +300,3 @@ def test_mixed_cached_targets_and_bad_topk_are_refused(tiny_lm):
     with pytest.raises(ValueError, match="teacher_topk must be at least 1"):
         TrainConfig(teacher_topk=0)
     assert dataclasses.replace(TrainConfig(), teacher_topk=None).teacher_topk is None
-
-
-# ------------------------------------------------------------------------------------------------------------
-# the first-token margin (docs/objectives.md §3b)
-
-
-def test_first_token_lead_towards_the_teachers_greedy_token(tiny_lm, tmp_path):
-    """``lead`` is the hinge at each example's first target token only, towards the one-hot target or the frozen
-    model's most likely token; the cached top-K targets give the same; the loss adds ``decision_weight`` times its
-    sum weighted by ``first_w`` (the example weight / B)."""
-    model, tok = tiny_lm
-    sp = make_adapter("soft-prompt", model, tok)
-    examples, pad = templated(tok), tok.pad_token_id
-    exact = TrainConfig(teacher_topk=None, decision_weight=0.7, decision_margin=2.0)
-    batch = collate(examples, pad, exact, model.device)
-    with torch.no_grad():
-        terms = loss_terms(model, sp, batch, get_objective("tv"), margin=2.0)
-        q = student_logp(model, sp, batch)
-        p = losses.base_logp(model, sp, batch, torch.ones_like(batch["soft"]))  # the frozen model at every position
-    starts = [0, 5, 8, 16]  # the target lengths are 5, 3, 8, 2
-    first = batch["first_w"] > 0
-    assert first.nonzero().flatten().tolist() == starts
-    assert batch["first_w"][first].tolist() == pytest.approx([ex.weight / 4 for ex in examples])
-    greedy = [int(p[s].argmax()) if ex.soft else ex.target_ids[0] for s, ex in zip(starts, examples, strict=True)]
-    expected = first_token_lead(q[starts], torch.tensor(greedy), 2.0)
-    assert bool((expected > 0).all())  # random weights: no token leads by 2 nats
-    assert torch.allclose(terms["lead"][first], expected, atol=1e-6)
-    assert bool((terms["lead"][~first] == 0).all())
-
-    topk = dataclasses.replace(exact, teacher_topk=4, batch_size=4)
-    cached = teacher_targets(model, sp, examples, topk, pad, cache_dir=tmp_path)
-    with torch.no_grad():
-        from_cache = loss_terms(model, sp, collate(cached, pad, topk, model.device), get_objective("tv"), margin=2.0)
-    assert torch.allclose(from_cache["lead"], terms["lead"], atol=1e-5)
-
-    strategy = losses.get_strategy("tv")
-    step = losses.Step(model, tok, sp, sp, topk, 0, range(4))
-    with torch.no_grad():
-        on = strategy.loss(step, cached)
-        off = strategy.loss(dataclasses.replace(step, cfg=dataclasses.replace(topk, decision_weight=0.0)), cached)
-    weights = torch.tensor([ex.weight / 4 for ex in examples])
-    assert float(on["lead"]) == pytest.approx(float((expected * weights).sum()), rel=1e-5)
-    assert float(on["loss"]) == pytest.approx(float(off["loss"]) + 0.7 * float(on["lead"]), rel=1e-6)
-    assert float(off["lead"]) == float(on["lead"])  # logged whatever its weight
-
-
-def test_first_token_margin_moves_the_greedy_first_token_to_the_teachers(tiny_lm, tmp_path, monkeypatch):
-    """Trained with the margin, the student's first token leads towards the teacher's greedy one (the one-hot
-    target, or the frozen model's argmax) far more than trained on the divergence alone for as long: on the soft
-    rows it becomes the argmax by the margin, and the one-hot row's shortfall falls by more than two thirds."""
-    model, tok = tiny_lm
-    examples = templated(tok)
-    monkeypatch.setattr(training, "evaluate_dev", lambda *a: {"dev_agreement": 0.0, "dev_tv": 0.0})
-    base = TrainConfig(steps=40, batch_size=4, eval_every=100, teacher_topk=None, lr=0.2, warmup_steps=0)
-    batch = collate(examples, tok.pad_token_id, base, model.device)
-    first, soft = batch["first_w"] > 0, torch.tensor([ex.soft for ex in examples])
-    with torch.no_grad():
-        p = losses.base_logp(model, None, batch, torch.ones_like(batch["soft"]))
-    greedy = torch.where(soft, p[first].argmax(-1), batch["target"][first])
-    lead = {}
-    for weight in (0.0, 5.0):
-        cfg = dataclasses.replace(base, decision_weight=weight, decision_margin=0.5)
-        sp = SoftPrompt.for_model(model, tok, num_tokens=8, init="normal", sigma=0.5)
-        training.train(model, tok, sp, examples, DevSet([], [], [], []), cfg, tmp_path / f"w{weight}")
-        with torch.no_grad():
-            lead[weight] = first_token_lead(student_logp(model, sp, batch)[first], greedy, 0.5)
-    assert bool((lead[0.0] > 0.2).all())  # the divergence alone leaves every row short of the margin
-    assert lead[5.0][soft].tolist() == [0.0, 0.0, 0.0]
-    assert bool((lead[5.0] < 0.3 * lead[0.0]).all())
