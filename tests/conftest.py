@@ -72,6 +72,25 @@ def make_lm():
     return make_tiny_llama
 
 
+#: The user's cache entries the tests share (fetched assets, converted models, fingerprints, locks, and the guards and
+#: teacher samples of the real packaged model, so that integration tests reuse what ``make demo`` computed).
+SHARED_CACHE = ("assets", "fingerprints", "guards", "locks", "models", "teacher")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache(tmp_path_factory):
+    """The tests' cache root: a temporary directory whose ``SHARED_CACHE`` entries link to the user's cache and whose
+    others start empty, so that the teacher targets the tests compute (mostly of tiny random models) do not
+    accumulate in the user's cache."""
+    real, root = assets.cache_root(), tmp_path_factory.mktemp("cache")
+    for name in SHARED_CACHE:
+        (real / name).mkdir(parents=True, exist_ok=True)
+        (root / name).symlink_to(real / name, target_is_directory=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SOFTGUARD_CACHE", str(root))
+        yield
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread():
     """Tiny models gain nothing from intra-op threads; on a shared 2-core machine they only add overhead."""
