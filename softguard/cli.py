@@ -394,8 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--config", metavar="FILE", help="a TOML compare config (README: Config file); flags override it")
     cp.add_argument("--name", help="run name (default: the preset's)")
     cp.add_argument("--runs-dir", default="runs")
-    cp.add_argument("--methods", help="comma-separated, e.g. soft-prompt,lora,steering")
-    cp.add_argument("--objectives", help="comma-separated, e.g. tv,kl,sft,diff-of-means (invalid pairs skipped)")
+    cp.add_argument("--methods", type=_names, help="comma-separated, e.g. soft-prompt,lora,steering")
+    cp.add_argument(
+        "--objectives", type=_names, help="comma-separated, e.g. tv,kl,sft,diff-of-means (invalid pairs skipped)"
+    )
     cp.add_argument("--seeds", type=int, help="training seeds per cell: seed, seed+1, ... (mean and spread)")
     cp.add_argument("--seed", type=int, default=0, help="first training seed")
     _guard_options(cp, "judge", "an extra judge guard (besides the refusal detector and half-B judge)")
@@ -500,9 +502,7 @@ def _run_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--lora-rank", type=int)
     r.add_argument("--lora-alpha", type=float)
     r.add_argument("--lora-dropout", type=float)
-    r.add_argument(
-        "--lora-targets", type=lambda s: s.split(","), help="comma-separated module names (default q_proj,v_proj)"
-    )
+    r.add_argument("--lora-targets", type=_names, help="comma-separated module names (default q_proj,v_proj)")
     r.add_argument("--steering-layer", type=int, help="decoder layer of the steering vector (default: the middle)")
     r.add_argument(
         "--seed",
@@ -519,6 +519,11 @@ def _labels(value: str) -> bool:
     if value not in ("soft", "hard"):
         raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from 'soft', 'hard')")
     return value == "hard"
+
+
+def _names(value: str) -> list[str]:
+    """A comma-separated list of names, empty entries dropped (the config says what an empty list means)."""
+    return [name for name in value.split(",") if name]
 
 
 def _label(value: str) -> str | int:

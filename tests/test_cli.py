@@ -239,3 +239,25 @@ def test_prompt_file_options(tmp_path, capsys, monkeypatch):
         assert exc.value.code == 2
         assert message in " ".join(capsys.readouterr().out.split())
     assert not runs.exists()
+
+
+def test_compare_grid_flags_are_comma_separated_lists(tmp_path, capsys, monkeypatch):
+    """`--methods a,b --objectives c --seeds 3` reach the CompareConfig as lists, as the help text says."""
+    seen = {}
+
+    def fake_compare(cfg, runs_dir, resume, device):
+        seen["cfg"] = cfg
+        (tmp_path / "report.md").write_text("report")
+        return tmp_path
+
+    monkeypatch.setattr("softguard.compare.compare", fake_compare)
+    main(
+        ["compare", "--quick", "--methods", "soft-prompt,lora", "--objectives", "tv,kl", "--seeds", "3", "--seed", "2"]
+    )
+    cfg = seen["cfg"]
+    assert (cfg.methods, cfg.objectives, cfg.seeds) == (["soft-prompt", "lora"], ["tv", "kl"], [2, 3, 4])
+    assert capsys.readouterr().out.strip() == "report"
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "--quick", "--methods", "soft-prompt,nope"])
+    assert exc.value.code == 2
+    assert "methods must be some of" in capsys.readouterr().out
