@@ -34,8 +34,10 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .adapters import AdapterError, read_adapter_config, resolve_adapter_dir
 from .adapters.soft_prompt import INITS, PLACEMENTS
 from .checks import require
+from .fingerprint import dir_sha256
 from .guards import GuardConfig
 from .io import read_toml
 from .losses import TRAIN_OBJECTIVES, check_objective
@@ -179,12 +181,19 @@ METHODS: dict[str, Method] = {
 
 @dataclass
 class AdapterConfig:
-    """The method and its options; the sub-section of any other method must keep its defaults."""
+    """The method and its options; the sub-section of any other method must keep its defaults.
+
+    ``init_from``: a saved adapter of the same method and shape (an adapter directory, or a run directory: its
+    ``student/best``) whose weights start the training instead of the method's initialisation (a warm start, e.g.
+    distillation after a run trained on the decision alone). Stored as the resolved directory with its content hash
+    ``init_from_sha256`` (filled in; a given one must match), so a changed adapter is a changed config."""
 
     method: str = "soft-prompt"
     soft_prompt: SoftPromptConfig = field(default_factory=SoftPromptConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     steering: SteeringConfig = field(default_factory=SteeringConfig)
+    init_from: str | None = None
+    init_from_sha256: str | None = None
 
     def __post_init__(self) -> None:
         require(self, {"method": tuple(METHODS)})
@@ -194,6 +203,28 @@ class AdapterConfig:
                 continue
             changed = next(f.name for f in fields(section) if getattr(section, f.name) != getattr(m.config(), f.name))
             raise ValueError(f"{m.section}.{changed} is a {name} option; it does nothing for method {self.method}")
+        self._check_init_from()
+
+    def _check_init_from(self) -> None:
+        """Resolve ``init_from`` to an adapter directory of this method and fill in (or check) its hash."""
+        if self.init_from is None:
+            if self.init_from_sha256 is not None:
+                raise ValueError("init_from_sha256 is set without init_from: give the adapter too, or neither")
+            return
+        path = resolve_adapter_dir(Path(self.init_from).expanduser().resolve())
+        try:
+            saved = read_adapter_config(path).get("method")
+        except AdapterError as e:
+            raise ValueError(f"init_from: {e}") from e
+        if saved != self.method:
+            raise ValueError(f"init_from: {path} holds a {saved!r} adapter; this run trains {self.method!r}")
+        sha = dir_sha256(path)
+        if self.init_from_sha256 is not None and self.init_from_sha256 != sha:
+            raise ValueError(
+                f"init_from: {path} has changed (sha256 {sha}, expected {self.init_from_sha256}); "
+                "remove init_from_sha256 to use it as it is now"
+            )
+        self.init_from, self.init_from_sha256 = str(path), sha
 
     @property
     def options(self) -> Any:
@@ -245,6 +276,8 @@ class RunConfig:
             raise ValueError(f"unknown objective {objective!r}; choose one of: {', '.join(METHODS[method].objectives)}")
         if objective in TRAIN_OBJECTIVES:  # the objective's own parameters (jsd beta)
             check_objective(self.train)
+        if objective == "diff-of-means" and self.adapter.init_from is not None:
+            raise ValueError("diff-of-means computes its vector from the prompts; init_from is for a trained adapter")
         needs_pairs = objective == "reinforce" or self.guard.mode == "response"
         if needs_pairs and self.guard.path is None and self.guard.pairs <= 0:
             why = "reinforce's reward 1 - u(x, r)" if objective == "reinforce" else "a response-level system"
@@ -286,6 +319,8 @@ class CompareConfig:
             raise ValueError(f"methods must be some of {', '.join(METHODS)}, got {self.methods}")
         if not self.objectives or not self.seeds:
             raise ValueError("objectives and seeds must each name at least one")
+        if self.run.adapter.init_from is not None:
+            raise ValueError("init_from warm-starts one run's adapter; compare trains every row from its method's init")
 
 
 #: The default guard of both presets, so that they distill the same system (the guard is cached by its config and

@@ -44,7 +44,7 @@ from accelerate import PartialState
 from rich.console import Console
 
 from . import assets, fingerprint
-from .adapters import Adapter, LoRA, SoftPrompt, SteeringVector, diff_of_means, load_adapter
+from .adapters import Adapter, LoRA, SoftPrompt, SteeringVector, diff_of_means, load_adapter, warm_start
 from .config import GuardConfig, RunConfig, dumps, read_toml
 from .data import (
     Example,
@@ -279,7 +279,15 @@ def check_guard(guard: GuardConfig) -> None:
 
 def make_adapter(cfg: RunConfig, system: SafeSystem, items: list[TeacherItem]) -> Adapter:
     """A fresh adapter of ``cfg.adapter.method`` for the system's model, initialised from the training seed
-    (``cfg.train.seed``, which ``compare``'s seeds vary; diff-of-means: v from the flagged/passed prompts)."""
+    (``cfg.train.seed``, which ``compare``'s seeds vary; diff-of-means: v from the flagged/passed prompts), or with
+    the weights of the saved adapter ``cfg.adapter.init_from`` (``warm_start``)."""
+    adapter = _fresh_adapter(cfg, system, items)
+    if cfg.adapter.init_from is not None:
+        warm_start(adapter, load_adapter(cfg.adapter.init_from, system.model))
+    return adapter
+
+
+def _fresh_adapter(cfg: RunConfig, system: SafeSystem, items: list[TeacherItem]) -> Adapter:
     model, tokenizer, method = system.model, system.tokenizer, cfg.adapter.method
     if method == "soft-prompt":
         sp = cfg.adapter.soft_prompt

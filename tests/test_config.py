@@ -132,6 +132,38 @@ def test_an_option_of_another_method_is_refused_however_the_config_is_made():
     AdapterConfig(method="lora", lora=LoRAConfig(rank=4))  # its own options are fine
 
 
+def test_init_from_resolves_a_run_to_its_adapter_and_records_its_hash(tmp_path):
+    """A run directory resolves to its ``student/best``; the hash is filled in, round-trips through TOML, and a
+    changed adapter, another method, a missing directory or a stray hash are refused before any work."""
+    from softguard.adapters import SoftPrompt, SteeringVector
+    from softguard.fingerprint import dir_sha256
+
+    best = tmp_path / "run" / "student" / "best"
+    SoftPrompt(num_tokens=2, hidden_size=4, init="vocab").save_pretrained(best)
+    cfg = preset("quick", adapter={"init_from": str(tmp_path / "run")})
+    assert cfg.adapter.init_from == str(best.resolve())
+    assert cfg.adapter.init_from_sha256 == dir_sha256(best)
+    (tmp_path / "c.toml").write_text(dumps(cfg))
+    assert load(tmp_path / "c.toml", RunConfig()) == cfg
+
+    with pytest.raises(ValueError, match="holds a 'soft-prompt' adapter; this run trains 'lora'"):
+        preset("quick", adapter={"method": "lora", "init_from": str(best)})
+    with pytest.raises(ValueError, match=r"init_from: .*adapter_config\.json is missing"):
+        preset("quick", adapter={"init_from": str(tmp_path / "nothing")})
+    with pytest.raises(ValueError, match="init_from_sha256 is set without init_from"):
+        preset("quick", adapter={"init_from_sha256": "ab"})
+    steering = tmp_path / "steering"
+    SteeringVector(hidden_size=4, layer=0, num_layers=2).save_pretrained(steering)
+    with pytest.raises(ValueError, match="diff-of-means computes its vector"):
+        adapter = {"method": "steering", "init_from": str(steering)}
+        preset("quick", adapter=adapter, train={"objective": "diff-of-means"})
+    SoftPrompt(num_tokens=3, hidden_size=4, init="vocab").save_pretrained(best)  # the adapter changes
+    with pytest.raises(ValueError, match="has changed"):
+        load(tmp_path / "c.toml", RunConfig())
+    with pytest.raises(ValueError, match="compare trains every row"):
+        update(COMPARE_PRESETS["quick"], {"run": {"adapter": {"init_from": str(best)}}})
+
+
 def test_bad_config_file_names_the_file(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[train]\nsteps = 0\n")

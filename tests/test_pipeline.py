@@ -468,6 +468,31 @@ def test_adapter_initialisation_follows_the_training_seed(combo_setup, method):
     assert not all(torch.equal(a, b) for a, b in zip(base, init(train={"seed": 5}), strict=True))
 
 
+@pytest.mark.parametrize("method", ["soft-prompt", "lora"])
+def test_init_from_starts_from_the_saved_weights(combo_setup, tmp_path, method):
+    """``adapter.init_from``: the fresh adapter takes the saved one's weights exactly (not its own seed's); a saved
+    adapter of another shape is refused with the difference."""
+    from softguard.adapters import AdapterError
+    from softguard.pipeline import make_adapter
+
+    system, _, items, _ = combo_setup
+    options = {"soft-prompt": {"soft_prompt": {"num_tokens": 4, "init": "vocab"}}, "lora": {"lora": {"rank": 2}}}
+    other = {"soft-prompt": {"soft_prompt": {"num_tokens": 5, "init": "vocab"}}, "lora": {"lora": {"rank": 3}}}
+    saved = make_adapter(preset("quick", adapter={"method": method} | options[method]), system, items)
+    with torch.no_grad():
+        for p in saved.trainable_parameters():
+            p.add_(torch.randn_like(p))  # weights no initialisation makes
+    saved.save_pretrained(tmp_path / "run" / "student" / "best")
+
+    warm = preset("quick", adapter={"method": method, "init_from": str(tmp_path / "run")} | options[method])
+    got = make_adapter(warm, system, items).state_dict()
+    want = saved.state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    mismatched = preset("quick", adapter={"method": method, "init_from": str(tmp_path / "run")} | other[method])
+    with pytest.raises(AdapterError, match=r"num_tokens|rank"):
+        make_adapter(mismatched, system, items)
+
+
 @pytest.mark.parametrize(("method", "objective"), COMBOS)
 def test_every_combination_trains(combo_setup, tmp_path, method, objective):
     """Each valid (method, objective) builds its examples as ``run`` does, trains (or, diff-of-means, selects

@@ -15,6 +15,7 @@ from .base import (
     embed_inputs,
     read_adapter_config,
     shared_prefix_hidden,
+    warm_start,
 )
 from .lora import LoRA
 from .soft_prompt import DEFAULT_INIT_TEXT, SoftPrompt
@@ -57,4 +58,5 @@ __all__ = [
     "load_adapter",
     "resolve_adapter_dir",
     "shared_prefix_hidden",
+    "warm_start",
 ]

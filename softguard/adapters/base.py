@@ -146,6 +146,24 @@ class Adapter(nn.Module, abc.ABC):
         """Raise ``AdapterError`` when the adapter cannot be used with ``model``."""
 
 
+#: ``config()`` keys that say how an adapter was initialised or regularised, not what its weights mean.
+_INIT_KEYS = frozenset({"init", "init_text", "dropout"})
+
+
+def warm_start(adapter: Adapter, saved: Adapter) -> None:
+    """Copy ``saved``'s weights into ``adapter`` (a fresh adapter of the run's config). Both must be the same method
+    and shape: their ``config()`` may differ only in how they were initialised (and LoRA's dropout)."""
+    mine = {k: v for k, v in adapter.config().items() if k not in _INIT_KEYS}
+    theirs = {k: v for k, v in saved.config().items() if k not in _INIT_KEYS}
+    if saved.method != adapter.method or mine != theirs:
+        diff = {k: (theirs.get(k), mine.get(k)) for k in mine.keys() | theirs.keys() if theirs.get(k) != mine.get(k)}
+        raise AdapterError(
+            f"cannot start this {adapter.method} adapter from a saved {saved.method} one: they differ in "
+            f"(saved, this run) {diff or 'method'}; give the run the saved adapter's options"
+        )
+    adapter.load_state_dict(saved.state_dict())
+
+
 def read_adapter_config(in_dir: str | Path) -> dict[str, Any]:
     """An adapter directory's ``adapter_config.json``, reporting a missing or corrupt file by name."""
     path = Path(in_dir) / CONFIG_NAME
