@@ -50,6 +50,7 @@ from .objectives import (
     Objective,
     coarse_grain,
     get_objective,
+    kl_onehot,
     reinforce_loss,
     reverse_kl,
     rloo_advantages,
@@ -146,9 +147,11 @@ def shared_head(prompts: list[list[int]]) -> int:
 def collate(batch: list[DistillExample], pad_id: int, cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
     """Left-pad ``prompt + target`` and list the loss positions.
 
-    Returns input_ids/attention_mask [B, T]; for the N target tokens of the batch: ``row`` [N], ``pos`` [N]
+    Returns input_ids/attention_mask [B, T]; for the N loss terms of the batch: ``row`` [N], ``pos`` [N]
     (index of the position that predicts the token, in unprefixed coordinates), ``target`` [N], ``tok_w`` [N]
-    (token weight times example weight / B, docs/objectives.md §3) and ``soft`` [N] (bool). With
+    (token weight times example weight / B, docs/objectives.md §3), ``soft`` [N] (bool) and ``decision`` [N]
+    (bool): with ``cfg.decision_weight`` lambda > 0, every example's first target token is listed a second time,
+    after all the others, as a decision term (cross-entropy in ``loss_terms``, tok_w = lambda * weight / B). With
     ``cfg.shared_prefix``: ``head`` (int), the number of leading tokens that every row shares (``shared_head``), for
     the forward to run once. When the soft examples carry their teacher targets: ``teacher_ids`` [M, K] and
     ``teacher_logp`` [M, K + 1], M = the number of soft positions, in the order of ``soft``.
@@ -158,6 +161,7 @@ def collate(batch: list[DistillExample], pad_id: int, cfg: TrainConfig, device: 
     ids = torch.full((len(batch), t_max), pad_id, dtype=torch.long)
     mask = torch.zeros(len(batch), t_max, dtype=torch.long)
     row, pos, target, tok_w, soft = [], [], [], [], []
+    decision: list[tuple[int, int, int, float]] = []  # (row, pos, first target token, tok_w)
     for i, (ex, seq) in enumerate(zip(batch, seqs, strict=True)):
         ids[i, t_max - len(seq) :] = torch.tensor(seq)
         mask[i, t_max - len(seq) :] = 1
@@ -168,6 +172,15 @@ def collate(batch: list[DistillExample], pad_id: int, cfg: TrainConfig, device: 
         target += ex.target_ids
         tok_w.append(token_weights(n, cfg.first_tokens, cfg.first_token_weight) * ex.weight / len(batch))
         soft += [ex.soft] * n
+        if cfg.decision_weight > 0 and n:
+            decision.append((i, start, ex.target_ids[0], cfg.decision_weight * ex.weight / len(batch)))
+    n_tokens = len(row)
+    for i, p, y, w in decision:
+        row.append(i)
+        pos.append(p)
+        target.append(y)
+        soft.append(False)
+        tok_w.append(torch.tensor([w]))
     as_long = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
     out = {
         "input_ids": ids.to(device),
@@ -177,6 +190,7 @@ def collate(batch: list[DistillExample], pad_id: int, cfg: TrainConfig, device: 
         "target": as_long(target),
         "tok_w": torch.cat(tok_w).to(device),
         "soft": torch.tensor(soft, device=device),
+        "decision": torch.arange(len(row), device=device) >= n_tokens,
     }
     if cfg.shared_prefix:
         out["head"] = shared_head([ex.prompt_ids for ex in batch])
@@ -355,7 +369,8 @@ def loss_terms(
     model's own distributions (the keep branch): the cached ``teacher_logp`` over {its top-K tokens, the rest},
     against which the student is coarse-grained the same way (each divergence then a lower bound of the full one,
     see ``objectives.coarse_grain``), or else computed here over the whole vocabulary, without gradient
-    (docs/objectives.md §2, §4-5)."""
+    (docs/objectives.md §2, §4-5). Decision terms (``collate``) are the cross-entropy -log q(y), whatever ``obj``,
+    and count 0 in the TV: the monitored TV stays that of the responses (docs/objectives.md §3)."""
     student = student_logp(model, adapter, batch)
     d = obj.onehot(student, batch["target"])
     tvs = tv_onehot(student.detach(), batch["target"])
@@ -369,6 +384,11 @@ def loss_terms(
         d[soft] = obj.soft(q, p)
         tvs = tvs.clone()
         tvs[soft] = tv(q.detach(), p)
+    decision = batch["decision"]
+    if decision.any():
+        d, tvs = d.clone(), tvs.clone()
+        d[decision] = kl_onehot(student[decision], batch["target"][decision])
+        tvs[decision] = 0.0
     return {"d": d, "tv": tvs}
 
 
@@ -545,7 +565,8 @@ class Reinforce(Strategy[RLPrompt]):
             DistillExample(p.prompt_ids, g.token_ids or [tokenizer.eos_token_id], 1.0, soft=True)
             for p, g in zip(repeated, gens, strict=True)
         ]
-        batch = collate(examples, tokenizer.pad_token_id, replace(cfg, first_token_weight=1.0), model.device)
+        plain = replace(cfg, first_token_weight=1.0, decision_weight=0.0)  # per-sample means of log q, nothing else
+        batch = collate(examples, tokenizer.pad_token_id, plain, model.device)
         logq = student_logp(model, step.student, batch)
         logq_y = logq.gather(-1, batch["target"][:, None]).squeeze(-1)
         w = batch["tok_w"] * len(examples)  # per-sample token weights, each row summing to 1

@@ -23,6 +23,9 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     first_tokens: int = 4  # the first response tokens decide refusal vs compliance ...
     first_token_weight: float = 4.0  # ... so they weigh this much more than later tokens
+    # lambda: each example also pays lambda * its weight * -log q(first target token), whatever its length and the
+    # objective: the decision (refuse or answer) by cross-entropy, beside the responses (docs/objectives.md §3)
+    decision_weight: float = 0.0
     min_weight: float = 1e-3
     eval_every: int = 15
     dev_max_new_tokens: int = 16
@@ -50,6 +53,7 @@ class TrainConfig:
                 "max_grad_norm": "> 0",
                 "first_tokens": ">= 0",
                 "first_token_weight": "> 0",
+                "decision_weight": ">= 0",
                 "min_weight": "[0, 1)",
                 "eval_every": ">= 1",
                 "dev_max_new_tokens": ">= 1",

@@ -212,6 +212,52 @@ def test_collate_positions_and_weights():
     assert float(b["tok_w"].sum()) == pytest.approx((0.5 + 1.0 + 0.25) / 3)
 
 
+def test_collate_decision_terms():
+    """decision_weight lambda lists each example's first target token once more, after all the response tokens,
+    weighted lambda * weight / B; the response tokens are exactly those of lambda = 0."""
+    exs = _examples()
+    cpu = torch.device("cpu")
+    plain = collate(exs, pad_id=0, cfg=TrainConfig(), device=cpu)
+    b = collate(exs, pad_id=0, cfg=TrainConfig(decision_weight=2.0), device=cpu)
+    n = len(plain["row"])
+    assert len(b["row"]) == n + len(exs)
+    for k in ("row", "pos", "target", "tok_w", "soft"):
+        assert torch.equal(b[k][:n], plain[k])
+    assert not bool(plain["decision"].any())
+    assert b["decision"].tolist() == [False] * n + [True] * len(exs)
+    firsts = [plain["row"].tolist().index(i) for i in range(len(exs))]  # each example's first target token
+    assert b["row"][n:].tolist() == [0, 1, 2]
+    assert torch.equal(b["pos"][n:], plain["pos"][firsts])
+    assert b["target"][n:].tolist() == [ex.target_ids[0] for ex in exs] == [7, 21, 31]
+    assert b["tok_w"][n:].tolist() == pytest.approx([2.0 * ex.weight / 3 for ex in exs])
+    assert not bool(b["soft"][n:].any())
+
+
+def test_decision_terms_are_cross_entropy_beside_any_objective(tiny_lm, system):
+    """With lambda > 0 the loss is the lambda = 0 loss plus lambda * sum_i weight_i / B * -log q(y_i1), for TV and
+    KL alike; the logged TV is unchanged (the decision terms count 0 in it)."""
+    model, tok = tiny_lm
+    sp = SoftPrompt.for_model(model, tok, num_tokens=3, init="normal", sigma=0.5)
+    items = [TeacherItem(BENIGN[0], 0.3, [[10, 11, 12]], [0.3]), TeacherItem(HARMFUL[1], 0.8, [[40, 41]], [0.8])]
+    exs = build_examples(items, system)
+    cpu, lam = torch.device("cpu"), 0.7
+    plain = collate(exs, tok.pad_token_id, TrainConfig(), cpu)
+    b = collate(exs, tok.pad_token_id, TrainConfig(decision_weight=lam), cpu)
+    with torch.no_grad():
+        logq = losses.student_logp(model, sp, plain)
+    firsts = [plain["row"].tolist().index(i) for i in range(len(exs))]
+    ce = -logq[firsts, plain["target"][firsts]]  # -log q(first target token) of each example
+    extra = sum(lam * ex.weight / len(exs) * float(c) for ex, c in zip(exs, ce, strict=True))
+    for objective in ("tv", "kl"):
+        with torch.no_grad():
+            t0 = loss_terms(model, sp, plain, get_objective(objective))
+            t1 = loss_terms(model, sp, b, get_objective(objective))
+        loss0, loss1 = (float((t["d"] * x["tok_w"]).sum()) for t, x in ((t0, plain), (t1, b)))
+        assert extra > 0.01
+        assert loss1 == pytest.approx(loss0 + extra, rel=1e-5)
+        assert float((t1["tv"] * b["tok_w"]).sum()) == pytest.approx(float((t0["tv"] * plain["tok_w"]).sum()))
+
+
 def test_collate_real_examples(system, tiny_lm):
     _, tok = tiny_lm
     items = [TeacherItem(BENIGN[0], 0.3, [[10, 11, 12, 13, 14]], [0.3]), TeacherItem(HARMFUL[0], 1.0, [], [])]
@@ -349,13 +395,19 @@ def _loss(model, sp, batch, objective) -> float:
         return float((loss_terms(model, sp, batch, get_objective(objective))["d"] * batch["tok_w"]).sum())
 
 
-@pytest.mark.parametrize("objective", ["tv", "kl"])
-def test_training_lowers_the_loss(train_setup, tmp_path, objective):
+@pytest.mark.parametrize(("objective", "decision_weight"), [("tv", 0.0), ("kl", 0.0), ("tv", 1.0)])
+def test_training_lowers_the_loss(train_setup, tmp_path, objective, decision_weight):
     model, tok, examples, dev, cfg = train_setup
     # the exact teacher: this random model's next-token distributions are nearly flat, so that a top-K + rest
     # coarse-graining keeps little of them (test_training_step checks training on cached targets)
     cfg = dataclasses.replace(
-        cfg, objective=objective, steps=6, batch_size=len(examples), eval_every=6, teacher_topk=None
+        cfg,
+        objective=objective,
+        steps=6,
+        batch_size=len(examples),
+        eval_every=6,
+        teacher_topk=None,
+        decision_weight=decision_weight,
     )
     sp = _fresh(model, tok)
     batch = collate(examples, tok.pad_token_id, cfg, torch.device("cpu"))
