@@ -190,10 +190,11 @@ def _training_line(cfg: dict[str, Any], tr: dict[str, Any]) -> str:
             f"on dev: {tr['best_alpha']}. The loss column is the held-out loss."
         )
     t = cfg["train"]
+    decision = f", decision terms weighted {t['decision_weight']:g}" if t.get("decision_weight") else ""
     return (
-        f"{tr['prompts']} training prompts -> {tr['examples']} examples ({tr['keep_examples']} keep-branch, "
-        f"{tr['refuse_examples']} one-hot); {t['steps']} steps of batch {t['batch_size']}, lr {t['lr']}; "
-        f"adapter selected on dev at step {tr['best_step']}."
+        f"{tr['prompts']} training prompts -> {tr['examples']} examples ({tr['keep_examples']} with soft labels from the "
+        f"frozen model, {tr['refuse_examples']} with one-hot labels{decision}); {t['steps']} "
+        f"steps of batch {t['batch_size']}, lr {t['lr']}; adapter selected on dev at step {tr['best_step']}."
     )
 
 

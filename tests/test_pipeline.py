@@ -232,7 +232,10 @@ def test_render_report_uses_results_numbers():
     assert "| 2 | 0.500 | 0.250 | 0.75 | 1.00 | 0.50 |" in md
     assert "10 added parameters, 40 bytes" in md
     assert "| student (lora, kl) | 50.0 | 75.0 |" in md
+    assert "3 examples (2 with soft labels from the frozen model, 1 with one-hot labels); 2 steps" in md
     assert "adapter selected on dev at step 2" in md
+    cfg = res["config"] | {"train": res["config"]["train"] | {"decision_weight": 1.5}}
+    assert "1 with one-hot labels, decision terms weighted 1.5); 2 steps" in render_report(res | {"config": cfg})
     assert "## Wall time (seconds)\n\nguard: 1.0 | total: 2.0" in md
     assert "## Wall time (seconds on cuda:0)" in render_report(res | {"device": "cuda:0"})
     assert "Held-out pairs" not in md  # no held-out pairs in this guard_eval
