@@ -192,9 +192,9 @@ def _training_line(cfg: dict[str, Any], tr: dict[str, Any]) -> str:
     t = cfg["train"]
     decision = f", decision terms weighted {t['decision_weight']:g}" if t.get("decision_weight") else ""
     return (
-        f"{tr['prompts']} training prompts -> {tr['examples']} examples ({tr['keep_examples']} with soft labels from the "
-        f"frozen model, {tr['refuse_examples']} with one-hot labels{decision}); {t['steps']} "
-        f"steps of batch {t['batch_size']}, lr {t['lr']}; adapter selected on dev at step {tr['best_step']}."
+        f"{tr['prompts']} training prompts -> {tr['examples']} examples ({tr['keep_examples']} with soft labels "
+        f"from the frozen model, {tr['refuse_examples']} with one-hot labels{decision}); {t['steps']} steps of batch "
+        f"{t['batch_size']}, lr {t['lr']}; adapter selected on dev at step {tr['best_step']}."
     )
 
 
