@@ -86,12 +86,10 @@ class RLPrompt:
     prompt_ids: list[int]
 
 
-def build_examples(
-    items: list[TeacherItem], system: SafeSystem, min_weight: float = 1e-3, refusal_tokens: int | None = None
-) -> list[DistillExample]:
+def build_examples(items: list[TeacherItem], system: SafeSystem, min_weight: float = 1e-3) -> list[DistillExample]:
     """Teacher items -> weighted examples of the keep branch ((1 - u_k)/K) and the refuse branch (rho)
-    (docs/objectives.md §2); the refuse branch's target is r* + EOS, or its first ``refusal_tokens`` tokens."""
-    refusal = system.refusal_ids()[:refusal_tokens]
+    (docs/objectives.md §2)."""
+    refusal = system.refusal_ids()
     out = []
     for it, prompt in zip(items, system.template([it.prompt for it in items]), strict=True):
         ids = system.tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -104,15 +102,13 @@ def build_examples(
     return out
 
 
-def sft_examples(
-    items: list[TeacherItem], system: SafeSystem, refusal_tokens: int | None = None
-) -> list[DistillExample]:
-    """Hard guard labels as targets: r* + EOS (or its first ``refusal_tokens`` tokens) when the system flags x
-    (u >= tau), else the base response r_1 (docs/objectives.md §6).
+def sft_examples(items: list[TeacherItem], system: SafeSystem) -> list[DistillExample]:
+    """Hard guard labels as targets: r* + EOS when the system flags x (u >= tau), else the base response r_1
+    (docs/objectives.md §6).
 
     u is the first sample's score u(x, r_1) for a response-level guard, u(x) for a prompt-level one (an item
     without samples was skipped because u(x) was high, so it is flagged)."""
-    refusal = system.refusal_ids()[:refusal_tokens]
+    refusal = system.refusal_ids()
     out = []
     for it, prompt in zip(items, system.template([it.prompt for it in items]), strict=True):
         ids = system.tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -472,7 +468,7 @@ class Distillation(Strategy[DistillExample]):
         self, system: SafeSystem, prompts: list[str], items: list[TeacherItem], cfg: TrainConfig
     ) -> list[DistillExample]:
         """The keep and refuse branches' weighted examples (``build_examples``)."""
-        return build_examples(items, system, cfg.min_weight, cfg.refusal_tokens)
+        return build_examples(items, system, cfg.min_weight)
 
     def prepare(
         self,
@@ -513,7 +509,7 @@ class SFT(Distillation):
         self, system: SafeSystem, prompts: list[str], items: list[TeacherItem], cfg: TrainConfig
     ) -> list[DistillExample]:
         """r* + EOS where the system flags the prompt, else its base response (``sft_examples``)."""
-        return sft_examples(items, system, cfg.refusal_tokens)
+        return sft_examples(items, system)
 
 
 class Reinforce(Strategy[RLPrompt]):

@@ -185,7 +185,7 @@ def dev_stage(cfg: RunConfig, system: SafeSystem, splits: Splits) -> DevSet:
     )
     if cfg.teacher.hard_labels:
         items = hard_labels(items, cfg.guard.tau)
-    examples = build_examples(items, system, cfg.train.min_weight, cfg.train.refusal_tokens)
+    examples = build_examples(items, system, cfg.train.min_weight)
     return DevSet(system.template(prompts), [e.harmful for e in harm + benign], decisions, examples)
 
 

@@ -26,7 +26,6 @@ class TrainConfig:
     # lambda: each example also pays lambda * its weight * -log q(first target token), whatever its length and the
     # objective: the decision (refuse or answer) by cross-entropy, beside the responses (docs/objectives.md §3)
     decision_weight: float = 0.0
-    refusal_tokens: int | None = None  # the refuse branch trains on r*'s first n tokens (None: all of r* and EOS)
     min_weight: float = 1e-3
     eval_every: int = 15
     dev_max_new_tokens: int = 16
@@ -64,7 +63,5 @@ class TrainConfig:
                 "kl_coef": ">= 0",
             },
         )
-        if self.refusal_tokens is not None and self.refusal_tokens < 1:
-            raise ValueError(f"refusal_tokens must be at least 1 (or None: all of r*), got {self.refusal_tokens}")
         if self.teacher_topk is not None and self.teacher_topk < 1:
             raise ValueError(f"teacher_topk must be at least 1 (or None: the exact teacher), got {self.teacher_topk}")

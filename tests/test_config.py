@@ -104,7 +104,6 @@ def test_examples_parse_and_demo_is_the_quick_preset():
         ({"train": {"steps": 2.5}}, r"\[train\] steps must be an integer, got 2.5"),
         ({"train": {"steps": True}}, r"\[train\] steps must be an integer, got True"),
         ({"train": {"decision_weight": -1.0}}, r"decision_weight must be >= 0, got -1.0"),
-        ({"train": {"refusal_tokens": 0}}, r"refusal_tokens must be at least 1 \(or None: all of r\*\), got 0"),
         ({"teacher": {"hard_labels": 1}}, r"\[teacher\] hard_labels must be true or false, got 1"),
         ({"eval": {"n": "all"}}, r"\[eval\] n must be an integer or \"none\", got 'all'"),
         ({"adapter": {"lora": {"targets": "q_proj"}}}, r"\[adapter.lora\] targets must be a list of a string"),

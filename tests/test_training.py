@@ -164,10 +164,6 @@ def test_build_examples_weights(system, tiny_lm):
     # a larger min_weight drops the light examples
     heavy = build_examples(items, system, min_weight=0.45)
     assert [(ex.weight, ex.soft) for ex in heavy] == [(1.0, False), (1.0, True), (0.9995, False), (0.5, False)]
-    # refusal_tokens cuts the refuse branch's target to r*'s first tokens; the keep branch is unchanged
-    short = build_examples(items, system, min_weight=1e-3, refusal_tokens=2)
-    assert [ex.target_ids for ex in short] == [refusal[:2] if not ex.soft else ex.target_ids for ex in exs]
-    assert [ex.target_ids for ex in short if not ex.soft] == [refusal[:2]] * 4 and len(refusal) > 2
 
 
 def test_token_weights():
@@ -599,8 +595,6 @@ def test_sft_examples_targets(system, tiny_lm):
     ]
     out = losses.sft_examples(items, system)
     assert [e.target_ids for e in out] == [r_star, [504, 1345, 2], r_star, r_star, r_star, [11, 2], r_star]
-    cut = [e.target_ids for e in losses.sft_examples(items, system, refusal_tokens=1)]
-    assert cut == [r_star[:1], [504, 1345, 2], r_star[:1], r_star[:1], r_star[:1], [11, 2], r_star[:1]]
     assert [e.prompt_ids for e in out] == [prompt_ids(tok, it.prompt) for it in items]
     assert all(e.weight == 1.0 and e.soft is False for e in out)
     low_tau = SafeSystem(system.model, tok, system.guard, tau=0.05)
