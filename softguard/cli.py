@@ -63,7 +63,8 @@ def cmd_guard_train(args: argparse.Namespace) -> None:
     from .io import read_json
     from .models import load_model, resolve_device
 
-    guard = {"tau": args.tau} | _given({"epochs": args.epochs, "pairs": args.pairs})
+    given = {"epochs": args.epochs, "pairs": args.pairs, "truncation": args.truncation, "contexts": args.contexts}
+    guard = {"tau": args.tau, "backbone": args.backbone, "pooling": args.pooling} | _given(given)
     # the guard stage of `softguard run [--quick]` (both presets train the same guard)
     run_cfg = update(PRESETS["full"], {"model": {"name": args.model}, "seed": args.seed, "guard": guard})
     g = run_cfg.guard
@@ -77,7 +78,7 @@ def cmd_guard_train(args: argparse.Namespace) -> None:
 
         model, tokenizer = load_model(args.model, device=device)
         pairs = guard_pairs(run_cfg, splits, SafeSystem(model, tokenizer, None, tau=args.tau))
-    train_split_guard(splits, args.out, args.backbone, cfg, args.tau, pairs, device, args.pooling)
+    train_split_guard(splits, args.out, g, cfg, pairs, device)
     _print_metrics(read_json(Path(args.out) / "guard_eval.json"))
     console.print(f"guard saved to {args.out}")
 
@@ -372,6 +373,17 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["all", "response"],
         default="all",
         help="pairs: mean over all tokens, or over the response's tokens only",
+    )
+    gt.add_argument(
+        "--truncation",
+        choices=["right", "head-tail"],
+        help="a prompt longer than the window: keep its beginning (right) or its head and tail (head-tail); "
+        "default: the presets'",
+    )
+    gt.add_argument(
+        "--contexts",
+        type=int,
+        help="train prompts per class also trained after a long passage of other train text (default: the presets')",
     )
     gt.add_argument("--model", default="smollm2-135m", help="the LLM whose responses make the pairs")
     gt.add_argument("--device", default="auto", help=DEVICE_HELP)

