@@ -65,9 +65,9 @@ def contextual_prompts(train: list[Example], n: int, seed: int) -> list[Example]
 
     A prompt-level guard pools over every token of its window, so a short request under a long document (a task
     about a pasted article, a role-play preamble) reads like the document: HarmBench's contextual behaviours, a
-    100-900-token context and then a one-line request, were flagged 26 % of the time against 79 % for the same
-    requests alone (docs/results/guard). The same passages above harmful and benign requests teach that the label
-    is the request's. Empty when n is 0 or the split has no text that long."""
+    100-900-token context and then a one-line request, were flagged 19.8 % of the time against 85.8 % for the plain
+    requests by a guard cut on the right (docs/results/guard). The same passages above harmful and benign requests
+    teach that the label is the request's. Empty when n is 0 or the split has no text that long."""
     rng = random.Random(seed)
     passages = [e.text for e in train if not e.harmful and len(e.text) > PASSAGE_MIN_CHARS]
     if n == 0 or not passages:
