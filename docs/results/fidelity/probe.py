@@ -2,12 +2,14 @@
 
     python docs/results/fidelity/probe.py runs/demo > docs/results/fidelity/probe.txt
     python docs/results/fidelity/probe.py runs/demo 1000 > docs/results/fidelity/probe-1000.txt
+    python docs/results/fidelity/probe.py runs/demo 160 2 > docs/results/fidelity/probe-g15-reph2.txt
 
 The student decides refuse / answer at the position that predicts the first response token (the last position of the
 templated prompt). This fits, for each of a few decoder layers, an L2-regularised logistic regression from the
 frozen model's hidden state there (no soft prompt) to the deployed system's prompt-level decision 1[u(x) >= tau]
 (the run's guard) on the run's 320 training prompts (or on N train-split prompts per class, the optional second
-argument: the guard labels any prompt, so more of them cost only the guard's and the probe's time); the layer and
+argument: the guard labels any prompt, so more of them cost only the guard's and the probe's time; the optional third
+argument adds that many rewordings of each, ``data.rephrasings``); the layer and
 the L2 weight are chosen on the run's 64 + 64 dev prompts, and the chosen probe's agreement with the guard's
 decision is reported per test set of the run. A soft prompt can change these states (the prompt attends to it), so
 the probe is not a bound; it says whether the decision is already legible where the student has to make it, with as
@@ -66,11 +68,12 @@ def agreement(x: torch.Tensor, y: torch.Tensor, probe: tuple) -> float:
     return float(((((x[:, j] - mean) / std) @ w + b > 0).float() == y).float().mean())
 
 
-def main(run_dir: str, n_train: int | None = None) -> None:
+def main(run_dir: str, n_train: int | None = None, rephrasings: int = 0) -> None:
     run = Path(run_dir)
     cfg = load(run / "config.toml")
     if n_train is not None:
         cfg = update(cfg, {"data": {"n_train_harmful": n_train, "n_train_benign": n_train}})
+    cfg = update(cfg, {"data": {"rephrasings": rephrasings}})
     splits = make_splits(cfg.seed)
     model, tokenizer = load_model(cfg.model.name)
     guard = EncoderGuard.from_pretrained(run / "guard")
@@ -107,4 +110,4 @@ def main(run_dir: str, n_train: int | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None)
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None, int(sys.argv[3]) if len(sys.argv) > 3 else 0)
