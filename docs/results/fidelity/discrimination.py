@@ -34,8 +34,13 @@ def first_token_logp(model, tok, prompts: list[str], adapter) -> torch.Tensor:
     return torch.stack(rows)
 
 
+def greedy_lead(logp: torch.Tensor, i_id: int) -> torch.Tensor:
+    """Greedy lead of token ``i_id`` [n]: log q(i_id) - max over the other tokens of log q (> 0: it is the argmax)."""
+    return logp[:, i_id] - logp.scatter(-1, torch.full((len(logp), 1), i_id), float("-inf")).amax(-1)
+
+
 def line(name: str, logp: torch.Tensor, refuses: list[bool], i_id: int) -> str:
-    lead = logp[:, i_id] - logp.scatter(-1, torch.full((len(logp), 1), i_id), float("-inf")).amax(-1)
+    lead = greedy_lead(logp, i_id)
     greedy_i = (lead > 0).tolist()
     share = sum(g == r for g, r in zip(greedy_i, refuses, strict=True)) / len(refuses)
     return (
