@@ -181,10 +181,12 @@ def run_config(args: argparse.Namespace):
     _verdicts(args, "guard", given.setdefault("guard", {}))
     method = args.method or base.adapter.method
     objective = args.objective or base.train.objective
-    if objective in ("sft", "reinforce", "diff-of-means") and args.labels is not None:
+    if method == "gate" and args.objective is None:
+        objective = "logistic"
+    if objective in ("sft", "reinforce", "diff-of-means", "logistic") and args.labels is not None:
         raise ValueError(
             f"--labels does not apply to --objective {objective}: sft trains on the deployed system's hard "
-            "labels, reinforce on the guard's reward, diff-of-means on flagged vs passed prompts"
+            "labels, reinforce on the guard's reward, diff-of-means and logistic on flagged vs passed prompts"
         )
     for dest, key in RUN_FLAGS.items():
         section = key.split(".")[1] if key.startswith("adapter.") and key != "adapter.method" else None
@@ -429,7 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     rfe.add_argument("--boot", type=int, default=1000, help="bootstrap resamples for the 95 %% intervals")
     rfe.add_argument("--seed", type=int, default=0)
     rfe.set_defaults(fn=cmd_refusal_eval)
-    e = sub.add_parser("export", help="export a trained soft prompt or LoRA (run dir or adapter dir) for inference")
+    e = sub.add_parser(
+        "export", help="export a trained soft prompt, LoRA or gate (run dir or adapter dir) for inference"
+    )
     e.add_argument("src", help="a run directory (uses student/best) or an adapter directory")
     e.add_argument("out")
     e.add_argument("--format", choices=["peft", "safetensors"], default="peft")
@@ -470,9 +474,10 @@ def _run_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--method", choices=list(METHODS), help="adapter (default soft-prompt)")
     r.add_argument(
         "--objective",
-        choices=list(METHODS["steering"].objectives),
+        choices=list(dict.fromkeys(o for m in METHODS.values() for o in m.objectives)),
         help="distillation: tv, kl, rkl, jsd; direct: sft (hard guard labels), reinforce (guard reward); "
-        "diff-of-means: steering vector without training (--method steering only). Default tv",
+        "diff-of-means: steering vector without training (--method steering only); logistic: the gate's fit "
+        "(--method gate, which sets it). Default tv",
     )
     r.add_argument(
         "--labels",

@@ -2,7 +2,7 @@
 
 ``RunConfig`` (``softguard run`` / ``train``) holds, besides ``name``, ``seed`` and ``gen_batch_size``, one section per
 component: ``model``, ``guard``, ``teacher``, ``data``, ``adapter`` (the method and one sub-section per method:
-``soft_prompt``, ``lora``, ``steering``), ``train`` (``training.TrainConfig``) and ``eval``. ``CompareConfig``
+``soft_prompt``, ``lora``, ``steering``, ``gate``), ``train`` (``training.TrainConfig``) and ``eval``. ``CompareConfig``
 (``softguard compare``) holds the grid, a user ``judge`` guard and the ``run`` every row shares. Every dataclass
 checks its values in ``__post_init__`` (``checks.require``), so a bad value, or an option of a method other than the
 chosen one, is refused by the library wherever the config is made, before any work. Defaults are stated once, on
@@ -22,7 +22,7 @@ A config file is TOML (read with ``tomllib``) in the same shape: top-level keys,
 left out keeps ``cfg``'s value; an unknown key or a value of the wrong type is an error naming the section and the
 section's keys. TOML has no null: ``"none"`` is read as None in a field that may be None (a path actually named
 ``none`` can be written ``./none``), and ``dumps`` writes None that way, so ``load(dump(cfg)) == cfg``. Changing the
-method without giving ``train.lr`` sets the method's learning rate (``METHODS``).
+method without giving ``train.lr`` sets the method's learning rate (``METHODS``), and to the gate its objective.
 """
 
 from __future__ import annotations
@@ -158,6 +158,27 @@ class SteeringConfig:
             raise ValueError(f"alphas must be a non-empty list of positive scales, got {self.alphas}")
 
 
+@dataclass
+class GateConfig:
+    """A linear gate on the output of a decoder layer (``adapters.LinearGate``), fitted by logistic regression.
+
+    Every (layer, l2) of the grid is fitted on the training prompts' guard flags; the pair whose gate agrees with the
+    guard on the most dev prompts is kept (docs/gate.md). ``layers`` None: every sixth of the depth (5 layers)."""
+
+    layers: list[int] | None = None
+    l2: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0])
+
+    def __post_init__(self) -> None:
+        if self.layers is not None and (not self.layers or any(layer < 0 for layer in self.layers)):
+            raise ValueError(f"layers must be a non-empty list of decoder layers >= 0 (or none), got {self.layers}")
+        if not self.l2 or not all(v >= 0 for v in self.l2):
+            raise ValueError(f"l2 must be a non-empty list of weights >= 0, got {self.l2}")
+
+
+#: The gate's objective: a logistic regression of the guard's flags on the LLM's states, fitted, not trained.
+GATE_OBJECTIVE = "logistic"
+
+
 @dataclass(frozen=True)
 class Method:
     """A method of the registry: its ``AdapterConfig`` sub-section and its class, the objectives it accepts, and
@@ -176,6 +197,7 @@ METHODS: dict[str, Method] = {
     "soft-prompt": Method("soft_prompt", SoftPromptConfig, TRAIN_OBJECTIVES, 1e-2),
     "lora": Method("lora", LoRAConfig, TRAIN_OBJECTIVES, 1e-3),
     "steering": Method("steering", SteeringConfig, (*TRAIN_OBJECTIVES, "diff-of-means"), 1e-1),
+    "gate": Method("gate", GateConfig, (GATE_OBJECTIVE,), 1e-2),
 }
 
 
@@ -192,6 +214,7 @@ class AdapterConfig:
     soft_prompt: SoftPromptConfig = field(default_factory=SoftPromptConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     steering: SteeringConfig = field(default_factory=SteeringConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
     init_from: str | None = None
     init_from_sha256: str | None = None
 
@@ -273,11 +296,21 @@ class RunConfig:
                     f"diff-of-means computes a steering vector without training; --method {method} needs a "
                     f"training objective: {', '.join(TRAIN_OBJECTIVES)}"
                 )
+            if objective == GATE_OBJECTIVE:
+                raise ValueError(
+                    f"{GATE_OBJECTIVE} fits a gate (--method gate); --method {method} trains with one of: "
+                    f"{', '.join(METHODS[method].objectives)}"
+                )
             raise ValueError(f"unknown objective {objective!r}; choose one of: {', '.join(METHODS[method].objectives)}")
         if objective in TRAIN_OBJECTIVES:  # the objective's own parameters (jsd beta)
             check_objective(self.train)
-        if objective == "diff-of-means" and self.adapter.init_from is not None:
-            raise ValueError("diff-of-means computes its vector from the prompts; init_from is for a trained adapter")
+        if objective in ("diff-of-means", GATE_OBJECTIVE) and self.adapter.init_from is not None:
+            raise ValueError(f"{objective} computes its adapter from the prompts; init_from is for a trained adapter")
+        if method == "gate" and self.guard.mode != "prompt":
+            raise ValueError(
+                "the gate decides from the prompt before any response, like a prompt-level guard; a response-level "
+                "system refuses by the response, so distil it with another method or use guard mode prompt"
+            )
         needs_pairs = objective == "reinforce" or self.guard.mode == "response"
         if needs_pairs and self.guard.path is None and self.guard.pairs <= 0:
             why = "reinforce's reward 1 - u(x, r)" if objective == "reinforce" else "a response-level system"
@@ -460,12 +493,17 @@ def _toml_value(v: Any) -> str:
 
 
 def _method_lr(data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` with the method's learning rate when it names a method and no ``train.lr``."""
+    """``data`` with the method's learning rate when it names a method and no ``train.lr``, and with its objective
+    when the method has only one (the gate's ``logistic``) and ``data`` names none."""
     adapter, train = data.get("adapter"), data.get("train")
     method = adapter.get("method") if isinstance(adapter, dict) else getattr(adapter, "method", None)
-    if method not in METHODS or not (train is None or isinstance(train, dict)) or "lr" in (train or {}):
+    if method not in METHODS or not (train is None or isinstance(train, dict)):
         return data
-    return {**data, "train": {**(train or {}), "lr": METHODS[method].lr}}
+    train = dict(train or {})
+    train.setdefault("lr", METHODS[method].lr)
+    if len(METHODS[method].objectives) == 1:
+        train.setdefault("objective", METHODS[method].objectives[0])
+    return {**data, "train": train}
 
 
 def _build(base: C, data: Any, section: str) -> C:

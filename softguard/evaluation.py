@@ -218,7 +218,8 @@ def mmlu_accuracy(
 
     The question (choices included, ending "Answer:") is the user turn; the decoder runs with the adapter
     (``decoder_hidden``: soft prompts and model-side adapters, eval mode) and the LM head only at the last
-    position [B, d] -> [B, V], of which the 4 letter columns (``mmlu_letter_ids``) are compared. Questions are
+    position [B, d] -> [B, V], of which the 4 letter columns (``mmlu_letter_ids``) are compared; a question on which
+    the adapter forces its response (the gate's r*, ``Adapter.forced_response``) is answered wrong. Questions are
     batched by length with left padding, so every prompt ends at the last position. Accuracy = the mean."""
     letters = torch.tensor(mmlu_letter_ids(tokenizer), device=model.device)
     order = sorted(range(len(questions)), key=lambda i: len(questions[i].question))
@@ -230,8 +231,10 @@ def mmlu_accuracy(
             ids, mask = tokenize_prompts(tokenizer, prompts, model.device)
             last = decoder_hidden(model, adapter, ids, mask)[:, -1]  # [b, d]
             pred = model.get_output_embeddings()(last)[:, letters].argmax(-1)  # [b]
-            for i, p in zip(idx, pred.tolist(), strict=True):
-                correct[i] = MMLU_LETTERS[p] == questions[i].answer
+            forced = adapter.forced_response() if adapter is not None else None  # the gate refuses: no letter
+            refused = forced[0].tolist() if forced is not None else [False] * len(idx)
+            for i, p, r in zip(idx, pred.tolist(), refused, strict=True):
+                correct[i] = not r and MMLU_LETTERS[p] == questions[i].answer
     return correct
 
 
@@ -321,6 +324,7 @@ class DevSet:
     harmful: list[bool]
     system_refuses: list[bool]
     examples: list[DistillExample]
+    guard_flags: list[bool] = field(default_factory=list)  # 1[u >= tau] per prompt (the gate is chosen on them)
 
 
 def dev_objective(cfg: TrainConfig) -> Objective:

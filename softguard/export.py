@@ -7,8 +7,12 @@
   dropout; ``base_model.model.<path>.lora_A.weight`` [r, in] / ``lora_B.weight`` [out, r] per target);
   ``PeftModel.from_pretrained(base, OUT)`` computes the same W x + (alpha / r) B A x, and ``merge_and_unload()``
   folds it into the weights for an inference runtime that knows no adapters.
-- ``safetensors`` (soft prompt only): ``soft_prompt.safetensors`` (one tensor ``soft_prompt`` [k, d]) and
+- ``safetensors`` (soft prompt): ``soft_prompt.safetensors`` (one tensor ``soft_prompt`` [k, d]) and
   ``soft_prompt.json`` (k, d, base model), for plain transformers: prepend it to ``get_input_embeddings()(ids)``.
+- ``safetensors`` (gate, its only format): ``gate.safetensors`` (``weight`` [d], ``bias`` []) and ``gate.json``
+  (the layer, r*'s token ids, the base model and the rule): refuse with r* when
+  ``weight . hidden_states[layer + 1][last prompt token] + bias > 0`` (transformers' ``output_hidden_states``
+  indexing: entry 0 is the embeddings), else generate as usual.
 
 Nothing but a previous export is ever replaced: OUT must be new or empty, or (with ``force``) hold exactly the
 files of one export format (``EXPORT_FILES``) and nothing else; the source adapter and any directory containing it
@@ -28,7 +32,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .adapters import Adapter, LoRA, SoftPrompt, load_adapter, resolve_adapter_dir
+from .adapters import Adapter, LinearGate, LoRA, SoftPrompt, load_adapter, resolve_adapter_dir
 from .io import atomic_dir, read_toml
 
 FORMATS = ("peft", "safetensors")
@@ -36,6 +40,7 @@ FORMATS = ("peft", "safetensors")
 EXPORT_FILES = (
     frozenset({"adapter_config.json", "adapter_model.safetensors"}),
     frozenset({"soft_prompt.safetensors", "soft_prompt.json"}),
+    frozenset({"gate.safetensors", "gate.json"}),
 )
 #: The user message of the PEFT check: benign, and long enough an answer for ``VERIFY_TOKENS`` tokens.
 VERIFY_PROMPT = "Write a haiku about autumn leaves."
@@ -49,7 +54,7 @@ def run_model(adapter_dir: str | Path) -> str | None:
 
 
 def export(src: str | Path, out: str | Path, fmt: str = "peft", *, force: bool = False) -> Path:
-    """Write the soft prompt or LoRA found at ``src`` (run or adapter directory) to ``out`` in format ``fmt``.
+    """Write the soft prompt, LoRA or gate found at ``src`` (run or adapter directory) to ``out`` in format ``fmt``.
 
     ``out`` is replaced as a whole (atomically), so it must not exist, be empty, or, with ``force``, be a previous
     export (see ``check_out``); anything else raises ``ValueError`` before a file is touched.
@@ -64,8 +69,13 @@ def export(src: str | Path, out: str | Path, fmt: str = "peft", *, force: bool =
             raise ValueError(f"{adapter_dir} holds a LoRA; it exports in PEFT's format (--format peft)")
         check_out(out, adapter_dir, force)
         return _export_lora(adapter, out, base)
+    if isinstance(adapter, LinearGate):
+        if fmt != "safetensors":
+            raise ValueError(f"{adapter_dir} holds a gate; it exports as bare tensors (--format safetensors)")
+        check_out(out, adapter_dir, force)
+        return _export_gate(adapter, out, base)
     if not isinstance(adapter, SoftPrompt):
-        raise ValueError(f"{adapter_dir} holds a {adapter.method!r} adapter; only soft prompts and LoRA export")
+        raise ValueError(f"{adapter_dir} holds a {adapter.method!r} adapter; only soft prompts, LoRA and gates export")
     if adapter.placement != "start":
         raise ValueError(
             f"{adapter_dir} holds a soft prompt placed before the user's message; PEFT prompt tuning and the bare "
@@ -87,6 +97,35 @@ def export(src: str | Path, out: str | Path, fmt: str = "peft", *, force: bool =
             save_file({"soft_prompt": prompt}, str(tmp / "soft_prompt.safetensors"))
             meta = {"num_tokens": k, "hidden_size": d, "base_model": base, "placement": "before everything"}
             (tmp / "soft_prompt.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return Path(out)
+
+
+def _export_gate(gate: LinearGate, out: str | Path, base: str | None) -> Path:
+    """``gate.safetensors`` (weight [d], bias []) and ``gate.json``: what plain transformers needs to apply it.
+
+    transformers' ``hidden_states[i]`` is decoder layer i - 1's output except for the last entry, which is after the
+    final norm, so a gate on the last layer has no such index and is refused."""
+    if gate.num_layers is not None and gate.layer == gate.num_layers - 1:
+        raise ValueError(
+            f"this gate reads the last decoder layer ({gate.layer}), whose output transformers' hidden_states give "
+            "only after the final norm; refit it with adapter.gate.layers below the last layer to export it"
+        )
+    with _writing(out) as tmp:
+        save_file(
+            {"weight": gate.weight.detach().cpu().contiguous(), "bias": gate.bias.detach().cpu().contiguous()},
+            str(tmp / "gate.safetensors"),
+        )
+        meta = {
+            "layer": gate.layer,
+            "hidden_states_index": gate.layer + 1,
+            "hidden_size": gate.hidden_size,
+            "num_layers": gate.num_layers,
+            "refusal_ids": gate.refusal_ids,
+            "base_model": base,
+            "rule": "s = weight . hidden_states[hidden_states_index][last prompt token] + bias; if s > 0 respond "
+            "with refusal_ids (decoded), else generate as usual",
+        }
+        (tmp / "gate.json").write_text(json.dumps(meta, indent=2) + "\n")
     return Path(out)
 
 

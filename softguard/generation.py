@@ -106,9 +106,10 @@ def decode_steps(
         ids, mask = tokenize_prompts(tokenizer, prompts, device)
         inputs = _prefill_inputs(model, adapter, prefix, ids, mask)
         out = model(**inputs, use_cache=True, logits_to_keep=1)
+        forced = adapter.forced_response() if adapter is not None else None  # (rows, r*): the gate's refusals
         mask, next_pos = inputs["attention_mask"], inputs["position_ids"][:, -1:] + 1
         done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
-        for _ in range(max_new_tokens):
+        for step in range(max_new_tokens):
             logits = out.logits[:, -1, :].float()
             if temperature > 0:
                 probs = torch.softmax(logits / temperature, dim=-1).cpu()
@@ -119,10 +120,14 @@ def decode_steps(
                     nxt = torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(device)
             else:
                 nxt = logits.argmax(-1)
+            if forced is not None and step < len(forced[1]):
+                nxt = torch.where(forced[0], forced[1][step], nxt)
             nxt = torch.where(done, torch.full_like(nxt, tokenizer.pad_token_id), nxt)
             yield nxt
             if stop_at_eos:
                 done |= nxt == tokenizer.eos_token_id
+                if forced is not None and step == len(forced[1]) - 1:
+                    done |= forced[0]  # r* ends with the end-of-turn token, which need not be EOS
             if bool(done.all()):
                 return
             mask = torch.cat([mask, mask.new_ones(len(prompts), 1)], dim=1)

@@ -232,8 +232,11 @@ def loss_hidden(
 
 
 def student_logp(model: PreTrainedModel, adapter: nn.Module | None, batch: dict[str, Any]) -> torch.Tensor:
-    """log q(. | x, r_<t) [N, V] at the batch's loss positions: decoder with the adapter, LM head only there."""
-    return torch.log_softmax(model.get_output_embeddings()(loss_hidden(model, adapter, batch)).float(), -1)
+    """log q(. | x, r_<t) [N, V] at the batch's loss positions: decoder with the adapter, LM head only there (then
+    the adapter's ``override_logp``: the gate's one-hot refusals)."""
+    logp = torch.log_softmax(model.get_output_embeddings()(loss_hidden(model, adapter, batch)).float(), -1)
+    base = getattr(adapter, "module", adapter)  # DDP wraps the adapter as ``.module``
+    return base.override_logp(model, batch, logp) if base is not None else logp
 
 
 @torch.no_grad()

@@ -1,9 +1,9 @@
 """``softguard run``: the main job, fetch -> guard -> teacher -> train -> evaluate -> report, in one run dir.
 
 ``softguard train`` runs the same stages without the last two. The run is described by a ``config.RunConfig``:
-``adapter.method`` picks the adapter (soft prompt, LoRA, steering vector) and ``train.objective`` the objective
-(distillation: tv, kl, rkl, jsd; direct: sft, reinforce; and, for steering only, diff-of-means: a vector computed
-without training, its scale chosen on dev).
+``adapter.method`` picks the adapter (soft prompt, LoRA, steering vector, gate) and ``train.objective`` the objective
+(distillation: tv, kl, rkl, jsd; direct: sft, reinforce; for steering only, diff-of-means: a vector computed
+without training, its scale chosen on dev; for the gate only, logistic: a linear gate fitted on the guard's flags).
 
 Layout of ``runs/<name>/``::
 
@@ -45,7 +45,9 @@ from rich.console import Console
 
 from . import assets, fingerprint
 from .adapters import Adapter, LoRA, SoftPrompt, SteeringVector, diff_of_means, load_adapter, warm_start
-from .config import GuardConfig, RunConfig, dumps, read_toml
+from .adapters.gate import default_layers
+from .adapters.steering import decoder_layers
+from .config import GATE_OBJECTIVE, GuardConfig, RunConfig, dumps, read_toml
 from .data import (
     Example,
     Splits,
@@ -67,7 +69,7 @@ from .prompts import PromptFile, read_prompts
 from .refusal import is_refusal
 from .reporting import prompt_file_lines, render_report
 from .system import SafeSystem, TeacherItem, hard_labels
-from .training import select_alpha, train
+from .training import select_alpha, select_gate, train
 
 console = Console(stderr=True)
 T = TypeVar("T")
@@ -173,7 +175,8 @@ def dev_stage(cfg: RunConfig, system: SafeSystem, splits: Splits) -> DevSet:
     base = system.greedy(
         prompts, max_new_tokens=cfg.train.dev_max_new_tokens, batch_size=cfg.gen_batch_size, desc="dev: base"
     )
-    decisions = [r.flagged or is_refusal(r.text) for r in system.respond(prompts, base)]
+    responses = system.respond(prompts, base)
+    decisions = [r.flagged or is_refusal(r.text) for r in responses]
     items = system.teacher(
         prompts,
         skip_above=_skip_above(cfg),
@@ -186,7 +189,8 @@ def dev_stage(cfg: RunConfig, system: SafeSystem, splits: Splits) -> DevSet:
     if cfg.teacher.hard_labels:
         items = hard_labels(items, cfg.guard.tau)
     examples = build_examples(items, system, cfg.train.min_weight)
-    return DevSet(system.template(prompts), [e.harmful for e in harm + benign], decisions, examples)
+    harmful = [e.harmful for e in harm + benign]
+    return DevSet(system.template(prompts), harmful, decisions, examples, [r.flagged for r in responses])
 
 
 def eval_sets(
@@ -328,9 +332,12 @@ def teacher_examples(
 ) -> tuple[list[TeacherItem], list[DistillExample] | list[RLPrompt]]:
     """Teacher items for the training prompts and the examples the objective trains on (its strategy's
     ``examples``): distillation examples, hard-label targets (sft) or bare prompts (reinforce samples from the
-    student online and needs no teacher). diff-of-means trains nothing; it gets the distillation examples."""
+    student online and needs no teacher). diff-of-means trains nothing; it gets the distillation examples. The gate
+    (``logistic``) needs only the guard's score u of each prompt (items without samples) and no examples."""
     prompts = train_prompts(cfg, splits)
     objective = cfg.train.objective
+    if objective == GATE_OBJECTIVE:  # fitted on the guard's flags alone: no teacher samples, no examples
+        return [TeacherItem(p, u) for p, u in zip(prompts, system.guard.score(prompts).tolist(), strict=True)], []
     strategy = get_strategy("kl" if objective == "diff-of-means" else objective)
     if not strategy.uses_teacher:
         return [], strategy.examples(system, prompts, [], cfg.train)
@@ -357,10 +364,17 @@ def train_stage(
     sdir: Path,
     resume: bool = True,
 ) -> None:
-    """Train (or, for diff-of-means, scale on dev) a fresh adapter into ``sdir`` unless it is already done there;
-    an unfinished training resumes from ``sdir/last``."""
+    """Train a fresh adapter into ``sdir`` (diff-of-means: scale it on dev; the gate: fit it and choose it on dev)
+    unless it is already done there; an unfinished training resumes from ``sdir/last``."""
     model, tokenizer, objective = system.model, system.tokenizer, cfg.train.objective
-    if objective == "diff-of-means":
+    if objective == GATE_OBJECTIVE:
+        if not (sdir / "history.json").is_file():  # written once the whole grid is fitted and the gate kept
+            gate = cfg.adapter.gate
+            layers = gate.layers or default_layers(len(decoder_layers(model)))
+            flags = [it.rho >= cfg.guard.tau for it in items]
+            prompts = system.template([it.prompt for it in items])
+            select_gate(model, tokenizer, prompts, flags, dev, cfg.train, layers, gate.l2, system.refusal_ids(), sdir)
+    elif objective == "diff-of-means":
         if not (sdir / "history.json").is_file():  # written once the whole alpha grid is scored
             adapter = make_adapter(cfg, system, items)
             select_alpha(model, tokenizer, adapter, dev, cfg.train, cfg.adapter.steering.alphas, sdir)
@@ -477,8 +491,10 @@ def run(
     check_config(cfg)
     device = resolve_device(device)  # a bad --device fails before the run directory exists
     procs = PartialState(cpu=device.type == "cpu", timeout=WAIT_TIMEOUT)  # one process, unless launched with more
-    if procs.num_processes > 1 and cfg.train.objective == "diff-of-means":
-        raise ValueError("diff-of-means trains nothing that several processes could share; run it in one process")
+    if procs.num_processes > 1 and cfg.train.objective in ("diff-of-means", GATE_OBJECTIVE):
+        raise ValueError(
+            f"{cfg.train.objective} trains nothing that several processes could share; run it in one process"
+        )
     out = Path(runs_dir) / cfg.name
     with run_lock(out):
         if procs.is_main_process:
@@ -552,7 +568,7 @@ def _training_done(sdir: Path, steps: int) -> bool:
 
 
 def _training_summary(sdir: Path, n_prompts: int, examples: list) -> dict[str, Any]:
-    """Counts and the dev history (training steps, or the diff-of-means alpha grid)."""
+    """Counts and the dev history (training steps, the diff-of-means alpha grid, or the gate's (layer, l2) grid)."""
     last = sdir / "last" / "trainer_state.json"
     history = read_json(last)["history"] if last.is_file() else read_json(sdir / "history.json")
     best = read_json(sdir / "best" / "adapter_config.json").get("training", {})
@@ -563,5 +579,6 @@ def _training_summary(sdir: Path, n_prompts: int, examples: list) -> dict[str, A
         "refuse_examples": sum(not getattr(e, "soft", True) for e in examples),
         "best_step": best.get("step"),
         "best_alpha": best.get("alpha"),
+        "best_gate": {"layer": best["layer"], "l2": best["l2"]} if "layer" in best else None,
         "history": history,
     }

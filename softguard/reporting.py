@@ -124,11 +124,11 @@ def render_report(results: dict[str, Any]) -> str:
         "",
         _training_line(cfg, tr),
         "",
-        f"| {'alpha' if tr.get('best_alpha') is not None else 'step'} | loss | dev TV | dev agreement with system | "
-        "dev harmful refusal | dev benign compliance |",
+        f"| {_kept_kind(tr)} | loss | dev TV | dev agreement with system | dev harmful refusal | "
+        "dev benign compliance |",
         "|---|---|---|---|---|---|",
         *(
-            f"| {h.get('step', h.get('alpha'))} | {h.get('loss', h.get('dev_loss')):.3f} | {h['dev_tv']:.3f} | "
+            f"| {_kept_value(h)} | {h.get('loss', h.get('dev_loss')):.3f} | {h['dev_tv']:.3f} | "
             f"{h['dev_agreement']:.2f} | "
             f"{h['dev_harmful_refusal']:.2f} | {h['dev_benign_compliance']:.2f} |"
             for h in tr["history"]
@@ -183,7 +183,37 @@ def _wall_time(results: dict[str, Any]) -> list[str]:
     return [f"## Wall time (seconds{where})", "", " | ".join(f"{k}: {v}" for k, v in results["timings"].items()), ""]
 
 
+def _kept_kind(training: dict[str, Any]) -> str:
+    """What identifies a run's kept adapter: its training step, diff-of-means scale, or the gate's grid point."""
+    if training.get("best_alpha") is not None:
+        return "alpha"
+    return "layer, l2" if training.get("best_gate") is not None else "step"
+
+
+def _kept_value(record: dict[str, Any]) -> str:
+    """A history record's step, alpha, or (gate) layer and l2."""
+    if "layer" in record:
+        return f"{record['layer']}, {record['l2']:g}"
+    return str(record.get("step", record.get("alpha")))
+
+
+def _kept(training: dict[str, Any]) -> str:
+    """The kept adapter in words: "step 40", "alpha 4.0" or "layer 20, l2 1"."""
+    gate = training.get("best_gate")
+    if gate is not None:
+        return f"layer {gate['layer']}, l2 {gate['l2']:g}"
+    kind = _kept_kind(training)
+    return f"{kind} {training[f'best_{kind}']}"
+
+
 def _training_line(cfg: dict[str, Any], tr: dict[str, Any]) -> str:
+    if tr.get("best_gate") is not None:
+        grid = "; ".join(f"({_kept_value(h)}) {h['dev_guard_agreement']:.3f}" for h in tr["history"])
+        return (
+            f"Linear gate fitted on the guard's flags of {tr['prompts']} training prompts (docs/gate.md); kept on "
+            f"dev agreement with the guard: {_kept(tr)}. Grid (layer, l2: dev agreement with the guard): {grid}. "
+            "The loss column is the held-out KL, infinite wherever the gate refuses and the system answers."
+        )
     if tr.get("best_alpha") is not None:
         return (
             f"Difference of means over {tr['prompts']} training prompts (flagged minus passed); scale alpha chosen "
@@ -203,7 +233,10 @@ def _training_line(cfg: dict[str, Any], tr: dict[str, Any]) -> str:
 
 
 def selected_record(training: dict[str, Any]) -> dict[str, Any]:
-    """The dev record of the adapter a run kept: its ``best_step`` (trained) or ``best_alpha`` (diff of means)."""
+    """The dev record of the adapter a run kept: its ``best_step`` (trained), ``best_alpha`` (diff of means) or
+    ``best_gate`` (the one grid point a gate run evaluates on dev)."""
+    if training.get("best_gate") is not None:
+        return next(h for h in training["history"] if "dev_agreement" in h)
     key, value = (
         ("alpha", training["best_alpha"]) if training.get("best_alpha") is not None else ("step", training["best_step"])
     )
@@ -256,7 +289,7 @@ def render_runs_summary(runs: dict[str, dict[str, Any]]) -> str:
         if not shared:
             lines += [reference(f"{name}: {ROW_TITLES[k]}", r, k) for k in ("base", "system")]
         tr, rec = r["training"], selected_record(r["training"])
-        kept = f"alpha {tr['best_alpha']}" if tr.get("best_alpha") is not None else f"step {tr['best_step']}"
+        kept = _kept(tr)
         mark = " **(best on dev)**" if best[r["student"]["method"]] == name else ""
         lines.append(
             f"| {name}{mark} | {r['student']['method']} | {r['student']['objective']} | {kept} | "

@@ -41,7 +41,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .adapters import Adapter, AdapterError, attached, load_adapter
+from .adapters import Adapter, AdapterError, LinearGate, attached, fit_gate, last_token_states, load_adapter
 from .evaluation import DevSet, dev_score, evaluate_dev
 from .guards import Guard
 from .io import atomic_dir, read_json, write_json
@@ -130,6 +130,59 @@ def select_alpha(
                 adapter.save_pretrained(out / "best", training=record)
             state.history.append(record)
             bar.update(task, advance=1, info=f"alpha {alpha}: dev agree {record['dev_agreement']:.2f}")
+    write_json(out / "history.json", state.history)
+    return state
+
+
+def select_gate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    flags: list[bool],
+    dev: DevSet,
+    cfg: TrainConfig,
+    layers: list[int],
+    l2s: list[float],
+    refusal_ids: list[int],
+    out_dir: str | Path,
+) -> TrainState:
+    """Fit a ``LinearGate`` for every (layer, l2) of the grid on the templated training ``prompts`` and the guard's
+    ``flags`` (``fit_gate``), keep the one whose gate agrees with the guard on the most dev prompts (the first of
+    the grid on a tie), then evaluate it on dev like a trained adapter (``evaluate_dev``: greedy dev agreement with
+    the system, held-out TV). Writes ``out_dir/best`` and ``history.json`` (one record per grid point, the kept one
+    with the dev evaluation; docs/gate.md)."""
+    if len(dev.guard_flags) != len(dev.prompts) or not dev.prompts:
+        raise ValueError("choosing a gate needs dev prompts with the guard's flags (DevSet.guard_flags)")
+    if all(flags) or not any(flags):
+        raise ValueError(
+            f"the guard {'flags' if any(flags) else 'passes'} all {len(flags)} training prompts; a gate learns the "
+            "line between the two: train on prompts of both kinds (--train-prompts) or check the guard's tau"
+        )
+    out, state = Path(out_dir), TrainState()
+    train_x = last_token_states(model, tokenizer, prompts, layers, cfg.batch_size, "gate: train states")  # [n, L, d]
+    dev_x = last_token_states(model, tokenizer, dev.prompts, layers, cfg.batch_size, "gate: dev states")
+    y, dev_y = torch.tensor(flags, dtype=torch.bool), torch.tensor(dev.guard_flags, dtype=torch.bool)
+    best: tuple[float, int, float, torch.Tensor, float] | None = None
+    for j, layer in enumerate(layers):
+        for l2 in l2s:
+            w, b = fit_gate(train_x[:, j], y, l2)
+            record = {
+                "layer": layer,
+                "l2": l2,
+                "train_guard_agreement": float(((train_x[:, j] @ w + b > 0) == y).float().mean()),
+                "dev_guard_agreement": float(((dev_x[:, j] @ w + b > 0) == dev_y).float().mean()),
+            }
+            state.history.append(record)
+            if best is None or record["dev_guard_agreement"] > best[0]:
+                best, state.best_step = (record["dev_guard_agreement"], layer, l2, w, b), len(state.history) - 1
+    assert best is not None  # layers and l2s are non-empty (GateConfig)
+    _, layer, l2, w, b = best
+    gate = LinearGate.for_model(model, layer, refusal_ids)
+    gate.set_weights(w, b)
+    record = {**state.history[state.best_step], **evaluate_dev(model, tokenizer, gate, dev, cfg)}
+    state.history[state.best_step] = record
+    state.best_score = dev_score(record)
+    gate.save_pretrained(out / "best", training=record)
     write_json(out / "history.json", state.history)
     return state
 

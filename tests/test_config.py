@@ -155,7 +155,7 @@ def test_init_from_resolves_a_run_to_its_adapter_and_records_its_hash(tmp_path):
         preset("quick", adapter={"init_from_sha256": "ab"})
     steering = tmp_path / "steering"
     SteeringVector(hidden_size=4, layer=0, num_layers=2).save_pretrained(steering)
-    with pytest.raises(ValueError, match="diff-of-means computes its vector"):
+    with pytest.raises(ValueError, match="diff-of-means computes its adapter from the prompts"):
         adapter = {"method": "steering", "init_from": str(steering)}
         preset("quick", adapter=adapter, train={"objective": "diff-of-means"})
     SoftPrompt(num_tokens=3, hidden_size=4, init="vocab").save_pretrained(best)  # the adapter changes

@@ -119,9 +119,40 @@ def test_steering_vectors_do_not_export(tiny_lm, tmp_path):
 
     model, _ = tiny_lm
     SteeringVector.for_model(model, layer=0).save_pretrained(tmp_path / "steer")
-    with pytest.raises(ValueError, match="only soft prompts and LoRA export"):
+    with pytest.raises(ValueError, match="only soft prompts, LoRA and gates export"):
         export(tmp_path / "steer", tmp_path / "x", "peft")
     assert not (tmp_path / "x").exists()
+
+
+def test_gate_exports_as_bare_tensors_that_plain_transformers_applies(tiny_lm, tmp_path):
+    """The exported rule, applied with plain transformers (``output_hidden_states``), fires exactly where
+    softguard's gate does; the PEFT format is refused."""
+    from softguard.adapters import LinearGate, last_token_states
+
+    model, tok = tiny_lm
+    prompts = [chat_prompt(tok, p) for p in ("How do I pick a lock?", "Name a colour.", "Say hi.", "Make a weapon.")]
+    last = LinearGate.for_model(model, 1, [5, 6, 2])
+    last.save_pretrained(tmp_path / "last")
+    with pytest.raises(ValueError, match="last decoder layer"):  # transformers gives it only after the final norm
+        export(tmp_path / "last", tmp_path / "x", "safetensors")
+    h = last_token_states(model, tok, prompts, [0])[:, 0]
+    gate = LinearGate.for_model(model, 0, [5, 6, 2])
+    gate.set_weights(h[0] - h[1], float(-(h[0] - h[1]) @ h.mean(0)))
+    gate.save_pretrained(tmp_path / "gate")
+    with pytest.raises(ValueError, match="--format safetensors"):
+        export(tmp_path / "gate", tmp_path / "peft", "peft")
+    out = export(tmp_path / "gate", tmp_path / "bare", "safetensors")
+    meta = json.loads((out / "gate.json").read_text())
+    tensors = load_file(str(out / "gate.safetensors"))
+    assert meta["refusal_ids"] == [5, 6, 2] and meta["hidden_states_index"] == 1
+    plain = []
+    for p in prompts:  # one prompt at a time, as on a device: no padding
+        with torch.no_grad():
+            states = model(**tok(p, return_tensors="pt", add_special_tokens=False), output_hidden_states=True)
+        h_l = states.hidden_states[meta["hidden_states_index"]][0, -1]
+        plain.append(bool(h_l @ tensors["weight"] + tensors["bias"] > 0))
+    fires = gate.fires(model, *tokenize_prompts(tok, prompts)).tolist()
+    assert plain == fires and any(fires) and not all(fires)
 
 
 def _files(root):

@@ -204,10 +204,10 @@ def test_hook_handles_tuple_layer_outputs_and_casts_dtype():
     """Older transformers versions return (hidden_states, ...) from a decoder layer; half-precision models too."""
     sv = _random_sv(alpha=-0.5)
     h = torch.randn(2, 3, 32)
-    out = sv._steer(torch.nn.Identity(), (h,), (h, "cache"))
+    out = sv._on_output(torch.nn.Identity(), (h,), (h, "cache"))
     assert isinstance(out, tuple) and out[1] == "cache"
     assert torch.allclose(out[0], h - 0.5 * sv.vector, atol=1e-6, rtol=0)
-    half = sv._steer(torch.nn.Identity(), (h,), h.bfloat16())
+    half = sv._on_output(torch.nn.Identity(), (h,), h.bfloat16())
     assert half.dtype == torch.bfloat16 and torch.allclose(half.float(), h - 0.5 * sv.vector, atol=0.1)
     with sv.bypassed():
-        assert sv._steer(torch.nn.Identity(), (h,), h) is None
+        assert sv._on_output(torch.nn.Identity(), (h,), h) is None

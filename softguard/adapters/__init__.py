@@ -17,14 +17,16 @@ from .base import (
     shared_prefix_hidden,
     warm_start,
 )
+from .gate import LinearGate, fit_gate
 from .lora import LoRA
 from .soft_prompt import DEFAULT_INIT_TEXT, SoftPrompt
-from .steering import SteeringVector, diff_of_means
+from .steering import SteeringVector, diff_of_means, last_token_states
 
 ADAPTERS: dict[str, type[Adapter]] = {
     SoftPrompt.method: SoftPrompt,
     SteeringVector.method: SteeringVector,
     LoRA.method: LoRA,
+    LinearGate.method: LinearGate,
 }
 
 
@@ -47,6 +49,7 @@ __all__ = [
     "DEFAULT_INIT_TEXT",
     "Adapter",
     "AdapterError",
+    "LinearGate",
     "LoRA",
     "SoftPrompt",
     "SteeringVector",
@@ -55,6 +58,8 @@ __all__ = [
     "decoder_hidden",
     "diff_of_means",
     "embed_inputs",
+    "fit_gate",
+    "last_token_states",
     "load_adapter",
     "resolve_adapter_dir",
     "shared_prefix_hidden",

@@ -99,6 +99,16 @@ class Adapter(nn.Module, abc.ABC):
         """While attached: a block in which the model computes the base model's outputs (the teacher)."""
         return nullcontext()
 
+    def forced_response(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """After a forward of left-padded prompts with the adapter attached: (rows [B] bool, token ids [R]) when the
+        adapter fixes those rows' response to those tokens (the gate's r*), else None (the default)."""
+        return None
+
+    def override_logp(self, model: PreTrainedModel, batch: dict[str, Any], logp: torch.Tensor) -> torch.Tensor:
+        """The adapter's log q [N, V] at a teacher-forced batch's loss positions (``losses.collate``), given ``logp``
+        computed through the model with the adapter; unchanged by default (the gate overrides it)."""
+        return logp
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 

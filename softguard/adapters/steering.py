@@ -13,11 +13,13 @@ switches the addition off (the teacher), so the model computes the base outputs 
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import torch
+from rich.progress import Progress
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -41,7 +43,60 @@ def _hidden_of(output: Any) -> torch.Tensor:
     return hidden
 
 
-class SteeringVector(Adapter):
+def check_layer(model: PreTrainedModel, hidden_size: int, layer: int, num_layers: int | None, what: str) -> None:
+    """``AdapterError`` unless ``model`` has width ``hidden_size``, ``num_layers`` layers (when recorded) and a layer
+    ``layer``: the checks of an adapter hooked into one decoder layer (a steering vector, a gate)."""
+    d = model.get_input_embeddings().embedding_dim
+    if d != hidden_size:
+        raise AdapterError(
+            f"{what} width {hidden_size} does not match the model's hidden size {d}; "
+            f"this {what} was made for a different model"
+        )
+    n = len(decoder_layers(model))
+    if num_layers is not None and num_layers != n:
+        raise AdapterError(
+            f"this {what} was made for a model with {num_layers} layers, this one has {n}; "
+            "recompute or retrain it for this model"
+        )
+    if not 0 <= layer < n:
+        raise AdapterError(f"{what} layer {layer} is out of range for a model with {n} layers (0..{n - 1})")
+
+
+class LayerHooked(Adapter):
+    """Base of the adapters hooked into the output of one decoder layer (``self.layer``): ``_on_output`` is the
+    forward hook (run before hooks already on the layer, e.g. transformers' ``output_hidden_states`` capture, so
+    they see its effect); ``bypassed`` sets ``_bypassed``, during which the hook must leave the model as it is."""
+
+    layer: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._handle: RemovableHandle | None = None
+        self._bypassed = False
+
+    @abc.abstractmethod
+    def _on_output(self, module: nn.Module, args: tuple, output: Any) -> Any:
+        """The forward hook on the layer: a replacement output, or None to keep it."""
+
+    def _hook(self, model: PreTrainedModel) -> None:
+        self._handle = decoder_layers(model)[self.layer].register_forward_hook(self._on_output, prepend=True)
+
+    def _unhook(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    @contextmanager
+    def bypassed(self) -> Iterator[None]:
+        """A block in which the hook changes nothing: the base model's outputs exactly (restored on exit)."""
+        previous, self._bypassed = self._bypassed, True
+        try:
+            yield
+        finally:
+            self._bypassed = previous
+
+
+class SteeringVector(LayerHooked):
     """v: [d], added as alpha * v to the output of decoder layer ``layer`` (0-based) at every position.
 
     ``learned=False``: v is fixed (e.g. from ``diff_of_means``) and not trained; ``learned=True``: v trains.
@@ -67,8 +122,6 @@ class SteeringVector(Adapter):
         self.hidden_size, self.layer, self.alpha = hidden_size, layer, float(alpha)
         self.learned, self.num_layers = learned, num_layers
         self.vector = nn.Parameter(torch.zeros(hidden_size), requires_grad=learned)
-        self._handle: RemovableHandle | None = None
-        self._bypassed = False
 
     def config(self) -> dict[str, Any]:
         return {
@@ -89,22 +142,9 @@ class SteeringVector(Adapter):
         return cls(d, n // 2 if layer is None else layer, alpha, learned, n)
 
     def check_model(self, model: PreTrainedModel) -> None:
-        d = model.get_input_embeddings().embedding_dim
-        if d != self.hidden_size:
-            raise AdapterError(
-                f"steering vector width {self.hidden_size} does not match the model's hidden size {d}; "
-                "this steering vector was made for a different model"
-            )
-        n = len(decoder_layers(model))
-        if self.num_layers is not None and self.num_layers != n:
-            raise AdapterError(
-                f"this steering vector was made for a model with {self.num_layers} layers, this one has {n}; "
-                "recompute or retrain it for this model"
-            )
-        if not 0 <= self.layer < n:
-            raise AdapterError(f"steering layer {self.layer} is out of range for a model with {n} layers (0..{n - 1})")
+        check_layer(model, self.hidden_size, self.layer, self.num_layers, "steering vector")
 
-    def _steer(self, module: nn.Module, args: tuple, output: Any) -> Any:
+    def _on_output(self, module: nn.Module, args: tuple, output: Any) -> Any:
         """Forward hook on layer l: its hidden states [B, T, d] + alpha * v (nothing while bypassed)."""
         if self._bypassed:
             return None
@@ -113,24 +153,65 @@ class SteeringVector(Adapter):
         steered = hidden + shift
         return (steered, *output[1:]) if isinstance(output, tuple) else steered
 
-    def _hook(self, model: PreTrainedModel) -> None:
-        # prepend: run before hooks already on the layer (transformers' output_hidden_states capture), so they
-        # see the steered hidden states
-        self._handle = decoder_layers(model)[self.layer].register_forward_hook(self._steer, prepend=True)
 
-    def _unhook(self) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+@torch.inference_mode()
+def last_token_states(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    layers: list[int],
+    batch_size: int = 16,
+    desc: str | None = None,
+) -> torch.Tensor:
+    """h_l(p) for every already-templated prompt p and layer l of ``layers``: [n, len(layers), d] float32 on the CPU.
 
-    @contextmanager
-    def bypassed(self) -> Iterator[None]:
-        """A block in which the hook adds nothing: the base model's outputs exactly (restored on exit)."""
-        previous, self._bypassed = self._bypassed, True
+    h_l(p) is the output of decoder layer l (0-based) at the last token of p (left padded, position ids counted over
+    real tokens as in training and generation). Prompts are batched by length (less padding) and returned in their
+    order; only the layers up to the deepest one asked for run. ``desc``: show a progress bar with that label."""
+    stack = decoder_layers(model)
+    if not layers or not all(0 <= layer < len(stack) for layer in layers):
+        raise ValueError(f"layers {layers} must be a non-empty list within 0..{len(stack) - 1}")
+    captured: dict[int, torch.Tensor] = {}
+
+    class _Done(Exception):
+        """Raised after the deepest layer asked for: the layers above it need not run."""
+
+    def capture(layer: int) -> Any:
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            captured[layer] = _hidden_of(output)[:, -1].float()  # [B, d]; left padding: -1 is the last token
+            if layer == max(layers):
+                raise _Done
+
+        return hook
+
+    handles = [stack[layer].register_forward_hook(capture(layer)) for layer in sorted(set(layers))]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out = []
+    with Progress(disable=desc is None, transient=True) as bar:
+        task = bar.add_task(desc or "", total=len(prompts))
         try:
-            yield
+            for start in range(0, len(prompts), batch_size):
+                enc = tokenizer(
+                    [prompts[i] for i in order[start : start + batch_size]],
+                    return_tensors="pt",
+                    padding=True,
+                    padding_side="left",
+                    add_special_tokens=False,
+                )
+                ids, mask = enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device)
+                pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+                with suppress(_Done):
+                    model.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
+                out.append(torch.stack([captured[layer] for layer in layers], 1).cpu())
+                bar.advance(task, len(ids))
         finally:
-            self._bypassed = previous
+            for handle in handles:
+                handle.remove()
+    if not out:
+        return torch.zeros(0, len(layers), model.get_input_embeddings().embedding_dim)
+    states = torch.empty_like(torch.cat(out))
+    states[torch.tensor(order)] = torch.cat(out)  # back to the prompts' order
+    return states
 
 
 def diff_of_means(
@@ -141,10 +222,8 @@ def diff_of_means(
     layer: int,
     batch_size: int = 16,
 ) -> torch.Tensor:
-    """v = mean_{p in flagged} h_l(p) - mean_{p in passed} h_l(p): [d] float32 on the CPU.
+    """v = mean_{p in flagged} h_l(p) - mean_{p in passed} h_l(p): [d] float32 on the CPU (h_l: ``last_token_states``).
 
-    h_l(p) is the output of decoder layer ``layer`` (0-based) at the last token of the already-templated prompt p
-    (left padded, position ids counted over real tokens as in training and generation), accumulated in float32.
     The difference is not normalised: with alpha = 1 a steering vector moves the mean passed activation onto the
     mean flagged one.
     """
@@ -152,35 +231,10 @@ def diff_of_means(
         raise ValueError(
             f"diff_of_means needs at least one flagged and one passed prompt, got {len(flagged)} and {len(passed)}"
         )
-    layers = decoder_layers(model)
-    if not 0 <= layer < len(layers):
-        raise ValueError(f"layer {layer} is out of range for a model with {len(layers)} layers")
-    captured: list[torch.Tensor] = []
+    if not 0 <= layer < len(decoder_layers(model)):
+        raise ValueError(f"layer {layer} is out of range for a model with {len(decoder_layers(model))} layers")
 
-    def capture(module: nn.Module, args: tuple, output: Any) -> None:
-        captured.append(_hidden_of(output)[:, -1].float())  # [B, d]; left padding: -1 is each prompt's last token
+    def mean(prompts: list[str]) -> torch.Tensor:
+        return last_token_states(model, tokenizer, prompts, [layer], batch_size)[:, 0].mean(0)
 
-    def mean_last(prompts: list[str]) -> torch.Tensor:
-        total = torch.zeros(model.get_input_embeddings().embedding_dim, dtype=torch.float32, device=model.device)
-        for start in range(0, len(prompts), batch_size):
-            enc = tokenizer(
-                prompts[start : start + batch_size],
-                return_tensors="pt",
-                padding=True,
-                padding_side="left",
-                add_special_tokens=False,
-            )
-            ids, mask = enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device)
-            pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
-            captured.clear()
-            model.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
-            total += captured[0].to(total.device).sum(0)
-        return total / len(prompts)
-
-    handle = layers[layer].register_forward_hook(capture)
-    try:
-        with torch.inference_mode():
-            v = mean_last(flagged) - mean_last(passed)
-    finally:
-        handle.remove()
-    return v.cpu().clone()  # cloned outside inference mode: an ordinary tensor
+    return (mean(flagged) - mean(passed)).clone()  # cloned outside inference mode: an ordinary tensor

@@ -41,7 +41,7 @@ def last_states(model, tokenizer, templated: list[str], batch_size: int = 16) ->
     out = []
     for start in range(0, len(templated), batch_size):
         ids, mask = tokenize_prompts(tokenizer, templated[start : start + batch_size], model.device)
-        hs = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        hs = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, logits_to_keep=1).hidden_states
         out.append(torch.stack([hs[layer][:, -1] for layer in LAYERS], 1).float())
     return torch.cat(out)
 
@@ -68,7 +68,9 @@ def agreement(x: torch.Tensor, y: torch.Tensor, probe: tuple) -> float:
     return float(((((x[:, j] - mean) / std) @ w + b > 0).float() == y).float().mean())
 
 
-def main(run_dir: str, n_train: int | None = None, rephrasings: int = 0) -> None:
+def setup(run_dir: str, n_train: int | None = None, rephrasings: int = 0) -> tuple:
+    """The run's config (with ``n_train`` per class and ``rephrasings``), splits, system and ``data``: prompts ->
+    (last-position states [n, len(LAYERS), d], the guard's flags [n]); then the train and dev data."""
     run = Path(run_dir)
     cfg = load(run / "config.toml")
     if n_train is not None:
@@ -83,25 +85,38 @@ def main(run_dir: str, n_train: int | None = None, rephrasings: int = 0) -> None
         y = (guard.score(prompts) >= cfg.guard.tau).float()
         return last_states(model, tokenizer, system.template(prompts)), y
 
-    train_x, train_y = data(train_prompts(cfg, splits))
     dev = [
         e.text
         for h in (True, False)
         for e in seeded_sample([e for e in splits.dev if e.harmful == h], cfg.data.n_dev, cfg.seed)
     ]
-    dev_x, dev_y = data(dev)
+    return cfg, splits, system, data, data(train_prompts(cfg, splits)), data(dev)
+
+
+def choose(train: tuple, dev: tuple, table: bool = True) -> tuple:
+    """Fit every (layer, L2) on ``train`` = (x, y) and keep the best on ``dev``: (dev agreement, layer, l2, probe);
+    ``table`` prints the grid."""
+    (train_x, train_y), (dev_x, dev_y) = train, dev
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     best = None
-    print(f"train: {len(train_y)} prompts, {int(train_y.sum())} flagged; dev: {len(dev_y)}, {int(dev_y.sum())} flagged")
-    print("| layer | l2 | train agreement | dev agreement |\n|---|---|---|---|")
+    if table:
+        print(f"train: {len(train_y)} prompts, {int(train_y.sum())} flagged; ", end="")
+        print(f"dev: {len(dev_y)}, {int(dev_y.sum())} flagged")
+        print("| layer | l2 | train agreement | dev agreement |\n|---|---|---|---|")
     for j, layer in enumerate(LAYERS):
         for l2 in L2:
             probe = (j, mean[j], std[j], *fit((train_x[:, j] - mean[j]) / std[j], train_y, l2))
             dev_acc = agreement(dev_x, dev_y, probe)
-            print(f"| {layer} | {l2:g} | {agreement(train_x, train_y, probe):.3f} | {dev_acc:.3f} |")
+            if table:
+                print(f"| {layer} | {l2:g} | {agreement(train_x, train_y, probe):.3f} | {dev_acc:.3f} |")
             if best is None or dev_acc > best[0]:
                 best = (dev_acc, layer, l2, probe)
-    _, layer, l2, probe = best
+    return best
+
+
+def main(run_dir: str, n_train: int | None = None, rephrasings: int = 0) -> None:
+    cfg, splits, _, data, train, dev = setup(run_dir, n_train, rephrasings)
+    _, layer, l2, probe = choose(train, dev)
     print(f"\nchosen on dev: layer {layer}, l2 {l2:g}\n")
     print("| test set | n | flagged | probe agreement with the guard |\n|---|---|---|---|")
     for name, exs in eval_sets(cfg, splits).items():
