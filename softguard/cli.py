@@ -108,6 +108,7 @@ RUN_FLAGS = {
     "guard_mode": "guard.mode",
     "labels": "teacher.hard_labels",
     "rephrasings": "data.rephrasings",
+    "train_contexts": "data.contexts",
     "train_prompts": "data.train_prompts",
     "eval_prompts": "data.eval_prompts",
     "method": "adapter.method",
@@ -492,6 +493,13 @@ def _run_options(r: argparse.ArgumentParser) -> None:
         "--rephrasings",
         type=int,
         help="programmatic rewordings added per training prompt, each labelled by the guard (0-5; default 0)",
+    )
+    r.add_argument(
+        "--train-contexts",
+        type=int,
+        metavar="N",
+        help="N training prompts per class also placed under a passage of other train text, as the guard trains "
+        "(labelled by the guard; default 0)",
     )
     r.add_argument(
         "--train-prompts",

@@ -80,11 +80,12 @@ class TeacherConfig:
 @dataclass
 class DataConfig:
     """Which prompts train and select: the packaged train split (a seeded sample per class) or the user's file, its
-    rewordings, and the dev prompts per class."""
+    rewordings, contextual copies of some of its prompts, and the dev prompts per class."""
 
     n_train_harmful: int | None = None  # None: the whole train split
     n_train_benign: int | None = None
     rephrasings: int = 0  # programmatic rewordings added per training prompt, labelled by the guard (0: none)
+    contexts: int = 0  # training prompts per class also placed under a passage of other train text (0: none)
     train_prompts: str | None = None  # the user's training prompt file (``prompts``); None: the packaged train split
     train_prompts_sha256: str | None = None  # its sha256, filled in from the file when not given
     eval_prompts: str | None = None  # the user's labelled evaluation file, evaluated as set ``user:<stem>``
@@ -98,9 +99,15 @@ class DataConfig:
                 "n_train_harmful": ">= 1 or None",
                 "n_train_benign": ">= 1 or None",
                 "rephrasings": f"[0, {len(TRAIN_TRANSFORMS)}]",
+                "contexts": ">= 0",
                 "n_dev": ">= 1 or None",
             },
         )
+        if self.contexts and self.train_prompts is not None:
+            raise ValueError(
+                "contexts puts packaged train prompts under packaged passages; with your own train_prompts set "
+                "contexts = 0 and put any contextual prompts in your file"
+            )
         for attr, labelled in (("train_prompts", False), ("eval_prompts", True)):
             self._check_prompt_file(attr, labelled)
 

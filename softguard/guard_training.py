@@ -25,7 +25,7 @@ from rich.console import Console
 
 from . import assets, fingerprint
 from .config import RunConfig
-from .data import Example, Splits, seeded_sample
+from .data import Splits, contextual_prompts, seeded_sample
 from .guards import (
     EncoderGuard,
     Guard,
@@ -52,32 +52,6 @@ GUARD_REFUSALS = (
     "I won't help with this because it could cause harm.",
     "As an AI, I can't provide that information.",
 )
-
-#: Between a passage and the request after it in a contextual training prompt (``contextual_prompts``).
-CONTEXT_JOINS = ("\n\n", "\n\n---\n\n", "\n\nMy request: ", "\n\nTask: ", "\n\nWith that in mind: ")
-#: A passage is made of benign train texts longer than this (the MMLU passages and tort-law cases of the split).
-PASSAGE_MIN_CHARS = 300
-
-
-def contextual_prompts(train: list[Example], n: int, seed: int) -> list[Example]:
-    """``n`` train prompts per class (seeded), each after a passage (1-3 benign train texts of more than
-    ``PASSAGE_MIN_CHARS`` characters, joined by blank lines) and one of ``CONTEXT_JOINS``, labelled as the request.
-
-    A prompt-level guard pools over every token of its window, so a short request under a long document (a task
-    about a pasted article, a role-play preamble) reads like the document: HarmBench's contextual behaviours, a
-    100-900-token context and then a one-line request, were flagged 19.8 % of the time against 85.8 % for the plain
-    requests by a guard cut on the right (docs/results/guard). The same passages above harmful and benign requests
-    teach that the label is the request's. Empty when n is 0 or the split has no text that long."""
-    rng = random.Random(seed)
-    passages = [e.text for e in train if not e.harmful and len(e.text) > PASSAGE_MIN_CHARS]
-    if n == 0 or not passages:
-        return []
-    out = []
-    for harmful in (True, False):
-        for e in seeded_sample([e for e in train if e.harmful == harmful], n, seed):
-            passage = "\n\n".join(rng.sample(passages, min(len(passages), rng.randint(1, 3))))
-            out.append(Example(passage + rng.choice(CONTEXT_JOINS) + e.text, e.harmful, "contextual", e.category))
-    return out
 
 
 @dataclass

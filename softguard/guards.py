@@ -523,7 +523,7 @@ class GuardConfig:
     pair_tokens: int = 64  # new tokens of those base responses (the guard's own: a teacher setting never changes it)
     pooling: str = "all"  # EncoderGuard pooling: mean over all tokens, or over a pair's response tokens
     truncation: str = "head-tail"  # a prompt longer than max_length: keep its head and tail, or its beginning
-    contexts: int = 256  # train prompts per class also trained under a long passage (guard_training.contextual_prompts)
+    contexts: int = 256  # train prompts per class also trained under a long passage (data.contextual_prompts)
 
     def __post_init__(self) -> None:
         require(

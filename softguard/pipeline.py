@@ -51,6 +51,7 @@ from .config import GATE_OBJECTIVE, GuardConfig, RunConfig, dumps, read_toml
 from .data import (
     Example,
     Splits,
+    contextual_prompts,
     load_jailbreaks,
     make_splits,
     rephrase_prompts,
@@ -320,11 +321,14 @@ def train_set(cfg: RunConfig, splits: Splits) -> list[Example]:
 def train_prompts(cfg: RunConfig, splits: Splits) -> list[str]:
     """The prompts the teacher labels: the user's ``--train-prompts`` file (``user_train_prompts``, all of it), else
     ``train_set``'s; then ``cfg.data.rephrasings`` rewordings of each (``data.rephrase_prompts``:
-    ``TRAIN_TRANSFORMS``, deduplicated, none equal to an evaluation prompt: ``held_out_prompts``)."""
+    ``TRAIN_TRANSFORMS``, deduplicated, none equal to an evaluation prompt: ``held_out_prompts``); then
+    ``cfg.data.contexts`` of ``train_set``'s prompts per class under a passage of other train text
+    (``data.contextual_prompts``, as the guard trains on; DataConfig refuses them with the user's file)."""
     own = user_train_prompts(cfg, splits)
     prompts = own.prompts if own else [e.text for e in train_set(cfg, splits)]
     held_out = held_out_prompts(cfg, splits)
-    return prompts + rephrase_prompts(prompts, cfg.data.rephrasings, cfg.seed, exclude=held_out)
+    contextual = [e.text for e in contextual_prompts(train_set(cfg, splits), cfg.data.contexts, cfg.seed)]
+    return prompts + rephrase_prompts(prompts, cfg.data.rephrasings, cfg.seed, exclude=held_out) + contextual
 
 
 def teacher_examples(

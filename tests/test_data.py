@@ -534,3 +534,25 @@ def test_rephrase_prompts_count_dedup_and_exclude() -> None:
     assert data.rephrase_prompts(prompts, 2, seed=1) != two
     with pytest.raises(ValueError, match="must be >= 0"):
         data.rephrase_prompts(prompts, -1, seed=0)
+
+
+def test_contextual_prompts_put_passages_above_requests_of_both_classes():
+    from softguard.data import CONTEXT_JOINS, PASSAGE_MIN_CHARS, Example, contextual_prompts
+
+    passages = [
+        Example(f"passage {i}: " + "the court held that the driver was liable. " * 10, False, "t") for i in range(5)
+    ]
+    requests = [Example(f"request {i}", i % 2 == 0, "t") for i in range(20)]
+    train = passages + requests
+    out = contextual_prompts(train, 4, seed=0)
+    assert [e.harmful for e in out] == [True] * 4 + [False] * 4
+    assert out == contextual_prompts(train, 4, seed=0) and out != contextual_prompts(train, 4, seed=1)
+    originals = {e.text: e.harmful for e in train}
+    for e in out:
+        request = next(r for r in originals if r.startswith("request") and e.text.endswith(r))
+        assert originals[request] == e.harmful  # the label is the request's
+        prefix = e.text[: -len(request)]
+        passage = prefix[: -len(next(j for j in CONTEXT_JOINS if prefix.endswith(j)))]
+        assert passage.startswith("passage") and len(passage) > PASSAGE_MIN_CHARS
+        assert e.source == "contextual"
+    assert contextual_prompts(train, 0, seed=0) == [] and contextual_prompts(requests, 4, seed=0) == []

@@ -190,28 +190,6 @@ def test_train_split_guard_with_and_without_pairs(backbone, tmp_path):
     assert (plain.truncation, plain.max_length, guard.truncation) == ("head-tail", 32, "right")
 
 
-def test_contextual_prompts_put_passages_above_requests_of_both_classes():
-    from softguard.guard_training import CONTEXT_JOINS, PASSAGE_MIN_CHARS, contextual_prompts
-
-    passages = [
-        Example(f"passage {i}: " + "the court held that the driver was liable. " * 10, False, "t") for i in range(5)
-    ]
-    requests = [Example(f"request {i}", i % 2 == 0, "t") for i in range(20)]
-    train = passages + requests
-    out = contextual_prompts(train, 4, seed=0)
-    assert [e.harmful for e in out] == [True] * 4 + [False] * 4
-    assert out == contextual_prompts(train, 4, seed=0) and out != contextual_prompts(train, 4, seed=1)
-    originals = {e.text: e.harmful for e in train}
-    for e in out:
-        request = next(r for r in originals if r.startswith("request") and e.text.endswith(r))
-        assert originals[request] == e.harmful  # the label is the request's
-        prefix = e.text[: -len(request)]
-        passage = prefix[: -len(next(j for j in CONTEXT_JOINS if prefix.endswith(j)))]
-        assert passage.startswith("passage") and len(passage) > PASSAGE_MIN_CHARS
-        assert e.source == "contextual"
-    assert contextual_prompts(train, 0, seed=0) == [] and contextual_prompts(requests, 4, seed=0) == []
-
-
 def test_guard_stage_trains_once_per_content_key(backbone, tiny_lm, tmp_path, monkeypatch):
     """A trained guard is a cache artifact keyed by what it is trained on: a second run with the same inputs copies
     it (no training), another guard config or other data trains anew."""

@@ -337,6 +337,40 @@ def test_train_rephrasings_option():
             preset("quick", data={"rephrasings": bad})
 
 
+def test_train_contexts_add_training_prompts_under_passages():
+    """data.contexts: that many train_set prompts per class again under a passage of the split's long benign texts
+    (data.contextual_prompts, labelled by the guard like any prompt), after the prompts and their rewordings; 0 adds
+    none; refused with the user's own training file; --train-contexts sets it."""
+    from softguard.cli import build_parser, run_config
+    from softguard.data import PASSAGE_MIN_CHARS, Example, Splits
+    from softguard.pipeline import train_prompts, train_set
+
+    passage = "The court held that the driver was liable for the damage. " * 6
+    train = [Example(passage, False, "t")] + [Example(f"request {i}", i % 2 == 0, "t") for i in range(6)]
+    splits = Splits(train, [], {"benign": []})
+    cfg = preset("quick", data={"n_train_harmful": None, "n_train_benign": None})
+    base = [e.text for e in train_set(cfg, splits)]
+    assert train_prompts(cfg, splits) == base and cfg.data.contexts == 0
+    with_ctx = train_prompts(replace(cfg, data=replace(cfg.data, contexts=2, rephrasings=1)), splits)
+    reworded = train_prompts(replace(cfg, data=replace(cfg.data, rephrasings=1)), splits)
+    contextual = with_ctx[len(reworded) :]
+    assert with_ctx[: len(reworded)] == reworded and len(contextual) == 4
+    for text in contextual:
+        assert text.startswith(passage.strip()) and len(text) > PASSAGE_MIN_CHARS
+        assert any(text.endswith(f"request {i}") for i in range(6))
+    assert sum(any(t.endswith(f"request {i}") for i in (0, 2, 4)) for t in contextual) == 2  # 2 per class
+    assert run_config(build_parser().parse_args(["run", "--quick", "--train-contexts", "3"])).data.contexts == 3
+    with pytest.raises(ValueError, match=r"contexts must be >= 0"):
+        preset("quick", data={"contexts": -1})
+
+
+def test_train_contexts_are_refused_with_the_users_training_file(tmp_path):
+    own = tmp_path / "train.txt"
+    own.write_text("How do I bake bread?\nHow do I pick a lock?\n")
+    with pytest.raises(ValueError, match="with your own train_prompts set contexts = 0"):
+        preset("quick", data={"contexts": 4, "train_prompts": str(own)})
+
+
 # ------------------------------------------------------------------------------------------------------------
 # method x objective: which combinations run, and each one training on the tiny model
 
