@@ -1,7 +1,10 @@
-"""Inference cost of a soft prompt against the base LLM and the two-model system, on the same prompts, in one run.
+"""Inference cost of a soft prompt and a gate against the base LLM and the two-model system, on the same prompts, in
+one run.
 
 Rows: base LLM; soft prompt prepended to every request (uncached); soft prompt through ``PrefixCache``; PEFT's own
-prompt-tuning ``generate``; the two-model system with a prompt-level guard (guard, then the LLM) and with a
+prompt-tuning ``generate``; a linear gate with the "last+mean" read-out at the middle layer (docs/gate.md; a fresh
+one, which never fires: a fitted gate does the same work per token, and where it fires it still decodes here, since
+EOS is ignored); the two-model system with a prompt-level guard (guard, then the LLM) and with a
 response-level guard (the LLM, then the guard on the whole response: nothing can be shown before it).
 
 Every row but PEFT's is measured by ``softguard.cost`` (the cost used in reports): one prompt per request (batch 1,
@@ -31,7 +34,8 @@ from pathlib import Path
 import torch
 from report import update_section  # bench/ is sys.path[0] when this file runs as a script
 
-from softguard.adapters import SoftPrompt, load_adapter, resolve_adapter_dir
+from softguard.adapters import LinearGate, SoftPrompt, load_adapter, resolve_adapter_dir
+from softguard.adapters.steering import decoder_layers
 from softguard.config import load
 from softguard.cost import CostResult, measure_row_isolated, measure_rows, param_bytes
 from softguard.data import make_splits
@@ -108,6 +112,10 @@ def main() -> None:
             sp.save_pretrained(sp_dir)
             guard = EncoderGuard.from_backbone("minilm")  # untrained head: same cost as a trained one
             guard_dir = guard.save_pretrained(Path(tmp) / "guard")
+        refusal_ids = SafeSystem(model, tok, guard).refusal_ids()
+        gate = LinearGate.for_model(model, len(decoder_layers(model)) // 2, refusal_ids, "last+mean")
+        gate_dir = Path(tmp) / "gate"
+        gate.save_pretrained(gate_dir)
         from peft import PeftModel
 
         peft_model = PeftModel.from_pretrained(copy.deepcopy(model), str(export(sp_dir, Path(tmp) / "peft")))
@@ -119,6 +127,7 @@ def main() -> None:
                 {"adapter_dir": sp_dir, "prefix_cache": False},
             ),
             f"soft prompt k={sp.num_tokens}, prefix cache": ({"adapter": sp}, {"adapter_dir": sp_dir}),
+            f"gate, last+mean at layer {gate.layer}": ({"adapter": gate}, {"adapter_dir": gate_dir}),
             "system, prompt-level guard": (
                 {"system": SafeSystem(model, tok, guard, mode="prompt")},
                 {"guard_dir": guard_dir, "guard_mode": "prompt"},
@@ -133,7 +142,7 @@ def main() -> None:
         for name, (_, isolated) in rows.items():
             alone = measure_row_isolated(model_name, prompts, users=users, max_new_tokens=n, **isolated)
             results[name].peak_memory_mb = alone.peak_memory_mb
-    order = [*list(rows)[:3], "PEFT prompt tuning generate", *list(rows)[3:]]
+    order = [*list(rows)[:3], "PEFT prompt tuning generate", *list(rows)[3:]]  # PEFT beside the soft prompts
     llm_bytes, base = param_bytes(model), results["base LLM"]
 
     def cell(value: float, fmt: str) -> str:

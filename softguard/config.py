@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .adapters import AdapterError, read_adapter_config, resolve_adapter_dir
+from .adapters import READOUTS, AdapterError, read_adapter_config, resolve_adapter_dir
 from .adapters.soft_prompt import INITS, PLACEMENTS
 from .checks import require
 from .fingerprint import dir_sha256
@@ -169,13 +169,18 @@ class SteeringConfig:
 class GateConfig:
     """A linear gate on the output of a decoder layer (``adapters.LinearGate``), fitted by logistic regression.
 
-    Every (layer, l2) of the grid is fitted on the training prompts' guard flags; the pair whose gate agrees with the
-    guard on the most dev prompts is kept (docs/gate.md). ``layers`` None: every sixth of the depth (5 layers)."""
+    Every (read-out, layer, l2) of the grid is fitted on the training prompts' guard flags; the one whose gate agrees
+    with the guard on the most dev prompts is kept, the first on a tie (docs/gate.md). ``readouts``: "last" (the
+    last prompt token's state) and/or "last+mean" (that and the mean over the prompt's own tokens). ``layers``
+    None: every sixth of the depth (5 layers)."""
 
+    readouts: list[str] = field(default_factory=lambda: list(READOUTS))
     layers: list[int] | None = None
     l2: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0])
 
     def __post_init__(self) -> None:
+        if not self.readouts or not set(self.readouts) <= set(READOUTS):
+            raise ValueError(f"readouts must be a non-empty list of {', '.join(READOUTS)}; got {self.readouts}")
         if self.layers is not None and (not self.layers or any(layer < 0 for layer in self.layers)):
             raise ValueError(f"layers must be a non-empty list of decoder layers >= 0 (or none), got {self.layers}")
         if not self.l2 or not all(v >= 0 for v in self.l2):

@@ -231,7 +231,7 @@ def mmlu_accuracy(
             ids, mask = tokenize_prompts(tokenizer, prompts, model.device)
             last = decoder_hidden(model, adapter, ids, mask)[:, -1]  # [b, d]
             pred = model.get_output_embeddings()(last)[:, letters].argmax(-1)  # [b]
-            forced = adapter.forced_response() if adapter is not None else None  # the gate refuses: no letter
+            forced = adapter.forced_response(mask) if adapter is not None else None  # the gate refuses: no letter
             refused = forced[0].tolist() if forced is not None else [False] * len(idx)
             for i, p, r in zip(idx, pred.tolist(), refused, strict=True):
                 correct[i] = not r and MMLU_LETTERS[p] == questions[i].answer

@@ -9,10 +9,11 @@
   folds it into the weights for an inference runtime that knows no adapters.
 - ``safetensors`` (soft prompt): ``soft_prompt.safetensors`` (one tensor ``soft_prompt`` [k, d]) and
   ``soft_prompt.json`` (k, d, base model), for plain transformers: prepend it to ``get_input_embeddings()(ids)``.
-- ``safetensors`` (gate, its only format): ``gate.safetensors`` (``weight`` [d], ``bias`` []) and ``gate.json``
-  (the layer, r*'s token ids, the base model and the rule): refuse with r* when
-  ``weight . hidden_states[layer + 1][last prompt token] + bias > 0`` (transformers' ``output_hidden_states``
-  indexing: entry 0 is the embeddings), else generate as usual.
+- ``safetensors`` (gate, its only format): ``gate.safetensors`` (``weight`` [d], ``bias`` [], and ``weight_mean``
+  [d] for the "last+mean" read-out) and ``gate.json`` (the layer, the read-out, the template head, r*'s token ids,
+  the base model and the rule): with h = ``hidden_states[layer + 1]`` of the prompt (transformers'
+  ``output_hidden_states`` indexing: entry 0 is the embeddings), refuse with r* when
+  ``weight . h[last prompt token] (+ weight_mean . mean(h[head:])) + bias > 0``, else generate as usual.
 
 Nothing but a previous export is ever replaced: OUT must be new or empty, or (with ``force``) hold exactly the
 files of one export format (``EXPORT_FILES``) and nothing else; the source adapter and any directory containing it
@@ -101,7 +102,8 @@ def export(src: str | Path, out: str | Path, fmt: str = "peft", *, force: bool =
 
 
 def _export_gate(gate: LinearGate, out: str | Path, base: str | None) -> Path:
-    """``gate.safetensors`` (weight [d], bias []) and ``gate.json``: what plain transformers needs to apply it.
+    """``gate.safetensors`` (weight [d], bias [], and for the "last+mean" read-out weight_mean [d]) and ``gate.json``
+    (the layer, the read-out, the template head the mean skips, r*): what plain transformers needs to apply it.
 
     transformers' ``hidden_states[i]`` is decoder layer i - 1's output except for the last entry, which is after the
     final norm, so a gate on the last layer has no such index and is refused."""
@@ -111,19 +113,24 @@ def _export_gate(gate: LinearGate, out: str | Path, base: str | None) -> Path:
             "only after the final norm; refit it with adapter.gate.layers below the last layer to export it"
         )
     with _writing(out) as tmp:
-        save_file(
-            {"weight": gate.weight.detach().cpu().contiguous(), "bias": gate.bias.detach().cpu().contiguous()},
-            str(tmp / "gate.safetensors"),
-        )
+        weights = gate.weight.detach().cpu().view(-1, gate.hidden_size)  # [1 or 2, d]: w_last (, w_mean)
+        tensors = {"weight": weights[0], "bias": gate.bias.detach().cpu()}
+        rule = "s = weight . h[last prompt token] + bias"
+        if gate.readout == "last+mean":
+            tensors["weight_mean"] = weights[1]
+            rule = "s = weight . h[last prompt token] + weight_mean . mean(h[head:]) + bias"
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "gate.safetensors"))
         meta = {
             "layer": gate.layer,
             "hidden_states_index": gate.layer + 1,
             "hidden_size": gate.hidden_size,
             "num_layers": gate.num_layers,
+            "readout": gate.readout,
+            "head": gate.head,
             "refusal_ids": gate.refusal_ids,
             "base_model": base,
-            "rule": "s = weight . hidden_states[hidden_states_index][last prompt token] + bias; if s > 0 respond "
-            "with refusal_ids (decoded), else generate as usual",
+            "rule": f"h = hidden_states[hidden_states_index][0] of the templated prompt alone (no padding), [T, d]; "
+            f"{rule}; if s > 0 respond with refusal_ids (decoded), else generate as usual",
         }
         (tmp / "gate.json").write_text(json.dumps(meta, indent=2) + "\n")
     return Path(out)

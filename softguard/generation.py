@@ -106,8 +106,8 @@ def decode_steps(
         ids, mask = tokenize_prompts(tokenizer, prompts, device)
         inputs = _prefill_inputs(model, adapter, prefix, ids, mask)
         out = model(**inputs, use_cache=True, logits_to_keep=1)
-        forced = adapter.forced_response() if adapter is not None else None  # (rows, r*): the gate's refusals
         mask, next_pos = inputs["attention_mask"], inputs["position_ids"][:, -1:] + 1
+        forced = adapter.forced_response(mask) if adapter is not None else None  # (rows, r*): the gate's refusals
         done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
         for step in range(max_new_tokens):
             logits = out.logits[:, -1, :].float()

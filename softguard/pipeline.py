@@ -377,7 +377,7 @@ def train_stage(
             layers = gate.layers or default_layers(len(decoder_layers(model)))
             flags = [it.rho >= cfg.guard.tau for it in items]
             prompts = system.template([it.prompt for it in items])
-            select_gate(model, tokenizer, prompts, flags, dev, cfg.train, layers, gate.l2, system.refusal_ids(), sdir)
+            select_gate(model, tokenizer, prompts, flags, dev, cfg.train, gate, layers, system.refusal_ids(), sdir)
     elif objective == "diff-of-means":
         if not (sdir / "history.json").is_file():  # written once the whole alpha grid is scored
             adapter = make_adapter(cfg, system, items)
@@ -572,7 +572,8 @@ def _training_done(sdir: Path, steps: int) -> bool:
 
 
 def _training_summary(sdir: Path, n_prompts: int, examples: list) -> dict[str, Any]:
-    """Counts and the dev history (training steps, the diff-of-means alpha grid, or the gate's (layer, l2) grid)."""
+    """Counts and the dev history (training steps, the diff-of-means alpha grid, or the gate's (read-out, layer, l2)
+    grid)."""
     last = sdir / "last" / "trainer_state.json"
     history = read_json(last)["history"] if last.is_file() else read_json(sdir / "history.json")
     best = read_json(sdir / "best" / "adapter_config.json").get("training", {})
@@ -583,6 +584,6 @@ def _training_summary(sdir: Path, n_prompts: int, examples: list) -> dict[str, A
         "refuse_examples": sum(not getattr(e, "soft", True) for e in examples),
         "best_step": best.get("step"),
         "best_alpha": best.get("alpha"),
-        "best_gate": {"layer": best["layer"], "l2": best["l2"]} if "layer" in best else None,
+        "best_gate": {k: best.get(k, "last") for k in ("readout", "layer", "l2")} if "layer" in best else None,
         "history": history,
     }

@@ -187,21 +187,21 @@ def _kept_kind(training: dict[str, Any]) -> str:
     """What identifies a run's kept adapter: its training step, diff-of-means scale, or the gate's grid point."""
     if training.get("best_alpha") is not None:
         return "alpha"
-    return "layer, l2" if training.get("best_gate") is not None else "step"
+    return "read-out, layer, l2" if training.get("best_gate") is not None else "step"
 
 
 def _kept_value(record: dict[str, Any]) -> str:
-    """A history record's step, alpha, or (gate) layer and l2."""
+    """A history record's step, alpha, or (gate) read-out, layer and l2."""
     if "layer" in record:
-        return f"{record['layer']}, {record['l2']:g}"
+        return f"{record.get('readout', 'last')}, {record['layer']}, {record['l2']:g}"
     return str(record.get("step", record.get("alpha")))
 
 
 def _kept(training: dict[str, Any]) -> str:
-    """The kept adapter in words: "step 40", "alpha 4.0" or "layer 20, l2 1"."""
+    """The kept adapter in words: "step 40", "alpha 4.0" or "read-out last+mean, layer 20, l2 1"."""
     gate = training.get("best_gate")
     if gate is not None:
-        return f"layer {gate['layer']}, l2 {gate['l2']:g}"
+        return f"read-out {gate.get('readout', 'last')}, layer {gate['layer']}, l2 {gate['l2']:g}"
     kind = _kept_kind(training)
     return f"{kind} {training[f'best_{kind}']}"
 
@@ -211,7 +211,8 @@ def _training_line(cfg: dict[str, Any], tr: dict[str, Any]) -> str:
         grid = "; ".join(f"({_kept_value(h)}) {h['dev_guard_agreement']:.3f}" for h in tr["history"])
         return (
             f"Linear gate fitted on the guard's flags of {tr['prompts']} training prompts (docs/gate.md); kept on "
-            f"dev agreement with the guard: {_kept(tr)}. Grid (layer, l2: dev agreement with the guard): {grid}. "
+            f"dev agreement with the guard: {_kept(tr)}. Grid (read-out, layer, l2: dev agreement with the guard): "
+            f"{grid}. "
             "The loss column is the held-out KL, infinite wherever the gate refuses and the system answers."
         )
     if tr.get("best_alpha") is not None:

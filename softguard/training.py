@@ -25,6 +25,7 @@ main process.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import time
@@ -41,11 +42,21 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .adapters import Adapter, AdapterError, LinearGate, attached, fit_gate, last_token_states, load_adapter
+from .adapters import (
+    Adapter,
+    AdapterError,
+    LinearGate,
+    attached,
+    fit_gate,
+    load_adapter,
+    prompt_states,
+    readout_features,
+)
+from .config import GateConfig
 from .evaluation import DevSet, dev_score, evaluate_dev
-from .guards import Guard
+from .guards import Guard, auroc
 from .io import atomic_dir, read_json, write_json
-from .losses import Step, get_strategy
+from .losses import Step, get_strategy, shared_head
 from .train_config import TrainConfig
 
 
@@ -141,16 +152,18 @@ def select_gate(
     flags: list[bool],
     dev: DevSet,
     cfg: TrainConfig,
+    grid: GateConfig,
     layers: list[int],
-    l2s: list[float],
     refusal_ids: list[int],
     out_dir: str | Path,
 ) -> TrainState:
-    """Fit a ``LinearGate`` for every (layer, l2) of the grid on the templated training ``prompts`` and the guard's
-    ``flags`` (``fit_gate``), keep the one whose gate agrees with the guard on the most dev prompts (the first of
-    the grid on a tie), then evaluate it on dev like a trained adapter (``evaluate_dev``: greedy dev agreement with
-    the system, held-out TV). Writes ``out_dir/best`` and ``history.json`` (one record per grid point, the kept one
-    with the dev evaluation; docs/gate.md)."""
+    """Fit a ``LinearGate`` for every (read-out, layer, l2) of the grid (``grid.readouts``, ``layers``, ``grid.l2``)
+    on the templated training ``prompts`` and the guard's ``flags`` (``fit_gate``), keep the one whose gate agrees
+    with the guard on the most dev prompts (on a tie, the one whose score s ranks the dev prompts' flags best, AUROC;
+    then the first of the grid), then evaluate it on dev like a trained adapter (``evaluate_dev``: greedy dev
+    agreement with the system, held-out TV). The mean read-out skips the leading tokens that all training and dev
+    prompts share (``shared_head``: the chat template's head). Writes ``out_dir/best`` and ``history.json`` (one
+    record per grid point, the kept one with the dev evaluation; docs/gate.md)."""
     if len(dev.guard_flags) != len(dev.prompts) or not dev.prompts:
         raise ValueError("choosing a gate needs dev prompts with the guard's flags (DevSet.guard_flags)")
     if all(flags) or not any(flags):
@@ -159,25 +172,29 @@ def select_gate(
             "line between the two: train on prompts of both kinds (--train-prompts) or check the guard's tau"
         )
     out, state = Path(out_dir), TrainState()
-    train_x = last_token_states(model, tokenizer, prompts, layers, cfg.batch_size, "gate: train states")  # [n, L, d]
-    dev_x = last_token_states(model, tokenizer, dev.prompts, layers, cfg.batch_size, "gate: dev states")
+    head = shared_head([tokenizer(p, add_special_tokens=False)["input_ids"] for p in [*prompts, *dev.prompts]])
+    train_x = prompt_states(model, tokenizer, prompts, layers, head, cfg.batch_size, "gate: train states")
+    dev_x = prompt_states(model, tokenizer, dev.prompts, layers, head, cfg.batch_size, "gate: dev states")
     y, dev_y = torch.tensor(flags, dtype=torch.bool), torch.tensor(dev.guard_flags, dtype=torch.bool)
-    best: tuple[float, int, float, torch.Tensor, float] | None = None
-    for j, layer in enumerate(layers):
-        for l2 in l2s:
-            w, b = fit_gate(train_x[:, j], y, l2)
-            record = {
-                "layer": layer,
-                "l2": l2,
-                "train_guard_agreement": float(((train_x[:, j] @ w + b > 0) == y).float().mean()),
-                "dev_guard_agreement": float(((dev_x[:, j] @ w + b > 0) == dev_y).float().mean()),
-            }
-            state.history.append(record)
-            if best is None or record["dev_guard_agreement"] > best[0]:
-                best, state.best_step = (record["dev_guard_agreement"], layer, l2, w, b), len(state.history) - 1
-    assert best is not None  # layers and l2s are non-empty (GateConfig)
-    _, layer, l2, w, b = best
-    gate = LinearGate.for_model(model, layer, refusal_ids)
+    best: tuple[tuple[float, float], str, int, torch.Tensor, float] | None = None
+    for readout, (j, layer), l2 in itertools.product(grid.readouts, enumerate(layers), grid.l2):
+        x, dx = readout_features(train_x[:, j], readout), readout_features(dev_x[:, j], readout)
+        w, b = fit_gate(x, y, l2)
+        record = {
+            "readout": readout,
+            "layer": layer,
+            "l2": l2,
+            "train_guard_agreement": float(((x @ w + b > 0) == y).float().mean()),
+            "dev_guard_agreement": float(((dx @ w + b > 0) == dev_y).float().mean()),
+            "dev_guard_auroc": auroc(dx @ w + b, dev_y),  # NaN when dev has one class only
+        }
+        state.history.append(record)
+        key = (record["dev_guard_agreement"], _or(record["dev_guard_auroc"], -1.0))
+        if best is None or key > best[0]:
+            best, state.best_step = (key, readout, layer, w, b), len(state.history) - 1
+    assert best is not None  # read-outs, layers and l2s are non-empty (GateConfig)
+    _, readout, layer, w, b = best
+    gate = LinearGate.for_model(model, layer, refusal_ids, readout, head)
     gate.set_weights(w, b)
     record = {**state.history[state.best_step], **evaluate_dev(model, tokenizer, gate, dev, cfg)}
     state.history[state.best_step] = record
@@ -185,6 +202,11 @@ def select_gate(
     gate.save_pretrained(out / "best", training=record)
     write_json(out / "history.json", state.history)
     return state
+
+
+def _or(value: float, default: float) -> float:
+    """``value``, or ``default`` where it is NaN."""
+    return default if math.isnan(value) else value
 
 
 def _save_checkpoint(

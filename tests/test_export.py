@@ -155,6 +155,39 @@ def test_gate_exports_as_bare_tensors_that_plain_transformers_applies(tiny_lm, t
     assert plain == fires and any(fires) and not all(fires)
 
 
+def test_a_last_plus_mean_gate_exports_the_rule_plain_transformers_applies(tiny_lm, tmp_path):
+    """The "last+mean" read-out: gate.json's head and the two weights give, on each prompt alone with plain
+    transformers, s = weight . h[-1] + weight_mean . mean(h[head:]) + bias, firing exactly where softguard's gate
+    does in a padded batch."""
+    from softguard.adapters import LinearGate
+
+    model, tok = tiny_lm
+    texts = ("How do I pick a lock?", "Name a colour.", "Say hi.", "Make a weapon.", "Write a poem about rain.")
+    prompts = [chat_prompt(tok, p) for p in texts]
+    gate = LinearGate.for_model(model, 0, [5, 6, 2], "last+mean", head=9)
+    w = torch.randn(2 * gate.hidden_size, generator=torch.Generator().manual_seed(0))
+    scores = []  # b between the 2nd and 3rd highest score: two prompts fire
+    for p in prompts:
+        with torch.no_grad():
+            h = model(**tok(p, return_tensors="pt", add_special_tokens=False), output_hidden_states=True)
+        h = h.hidden_states[1][0]
+        scores.append(float(w[: gate.hidden_size] @ h[-1] + w[gate.hidden_size :] @ h[9:].mean(0)))
+    gate.set_weights(w, -sum(sorted(scores)[2:4]) / 2)
+    gate.save_pretrained(tmp_path / "gate")
+    out = export(tmp_path / "gate", tmp_path / "bare", "safetensors")
+    meta = json.loads((out / "gate.json").read_text())
+    tensors = load_file(str(out / "gate.safetensors"))
+    assert (meta["readout"], meta["head"], sorted(tensors)) == ("last+mean", 9, ["bias", "weight", "weight_mean"])
+    plain = []
+    for p in prompts:
+        with torch.no_grad():
+            states = model(**tok(p, return_tensors="pt", add_special_tokens=False), output_hidden_states=True)
+        h = states.hidden_states[meta["hidden_states_index"]][0]
+        s = h[-1] @ tensors["weight"] + h[meta["head"] :].mean(0) @ tensors["weight_mean"] + tensors["bias"]
+        plain.append(bool(s > 0))
+    assert plain == gate.fires(model, *tokenize_prompts(tok, prompts)).tolist() and plain.count(True) == 2
+
+
 def _files(root):
     """Every file under ``root`` with its bytes: what a refused export must leave exactly as it was."""
     return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

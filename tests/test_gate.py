@@ -9,8 +9,9 @@ import pytest
 import torch
 from conftest import make_tiny_llama
 
-from softguard.adapters import AdapterError, LinearGate, fit_gate, last_token_states, load_adapter
-from softguard.config import RunConfig, update
+from softguard.adapters import AdapterError, LinearGate, fit_gate, last_token_states, load_adapter, prompt_states
+from softguard.adapters.steering import own_positions
+from softguard.config import GateConfig, RunConfig, update
 from softguard.evaluation import DevSet, fidelity, fidelity_examples, mmlu_accuracy
 from softguard.generation import generate, tokenize_prompts
 from softguard.models import chat_prompt, end_of_turn_id
@@ -126,18 +127,25 @@ def test_select_gate_fits_the_grid_chooses_on_dev_and_saves_the_gate(two_prompts
     flags = [True] * 4 + [False] * 4
     dev = DevSet(prompts[::2], flags[::2], flags[::2], [], guard_flags=flags[::2])
     cfg = TrainConfig(dev_max_new_tokens=3)
-    state = select_gate(model, tok, prompts, flags, dev, cfg, [0, 1], [1e-2, 1.0], refusal_ids, tmp_path)
-    assert [(r["layer"], r["l2"]) for r in state.history] == [(0, 1e-2), (0, 1.0), (1, 1e-2), (1, 1.0)]
+    grid = GateConfig(l2=[1e-2, 1.0])
+    state = select_gate(model, tok, prompts, flags, dev, cfg, grid, [0, 1], refusal_ids, tmp_path)
+    points = [(r["readout"], r["layer"], r["l2"]) for r in state.history]
+    assert points == [(ro, layer, l2) for ro in ("last", "last+mean") for layer in (0, 1) for l2 in (1e-2, 1.0)]
     fits = [r["train_guard_agreement"] for r in state.history if r["l2"] == 1e-2]
-    assert fits == [1.0, 1.0]  # 8 prompts in 32 dimensions are separable: a weakly regularised gate fits them
+    assert fits == [1.0] * 4  # 8 prompts in 32 (64) dimensions are separable: a weakly regularised gate fits them
     kept = state.history[state.best_step]
-    assert kept["dev_guard_agreement"] == max(r["dev_guard_agreement"] for r in state.history)
+    keys = [(r["dev_guard_agreement"], r["dev_guard_auroc"]) for r in state.history]
+    assert keys[state.best_step] == max(keys) and state.best_step == keys.index(max(keys))  # AUROC breaks ties
+    assert len({k[0] for k in keys}) < len({k for k in keys})  # (there are ties on agreement alone to break)
     assert "dev_agreement" in kept and "dev_tv" in kept
     gate = load_adapter(tmp_path / "best", model)
     assert (gate.layer, json.loads((tmp_path / "history.json").read_text())) == (kept["layer"], state.history)
+    assert gate.readout == kept["readout"]
+    head = tok.decode(tok(prompts[0], add_special_tokens=False)["input_ids"][: gate.head])
+    assert head.startswith("<|im_start|>system") and head.endswith("<|im_start|>user\n")  # the template's head
     with pytest.raises(ValueError, match="guard_flags"):
         select_gate(
-            model, tok, prompts, flags, DevSet(prompts, flags, flags, []), cfg, [0], [1.0], refusal_ids, tmp_path
+            model, tok, prompts, flags, DevSet(prompts, flags, flags, []), cfg, grid, [0], refusal_ids, tmp_path
         )
 
 
@@ -150,6 +158,8 @@ def test_gate_config_needs_a_prompt_level_guard_and_sets_its_objective():
         update(RunConfig(), {"train": {"objective": "logistic"}})
     with pytest.raises(ValueError, match="layers must be"):
         update(RunConfig(), {"adapter": {"method": "gate", "gate": {"layers": []}}})
+    with pytest.raises(ValueError, match="readouts must be a non-empty list of last, last\\+mean"):
+        update(RunConfig(), {"adapter": {"method": "gate", "gate": {"readouts": ["mean"]}}})
 
 
 def test_whole_run_with_the_gate(tokenizer, backbone, tmp_path):
@@ -177,7 +187,9 @@ def test_whole_run_with_the_gate(tokenizer, backbone, tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["student"]["method"] == "gate" and results["student"]["objective"] == "logistic"
     history = results["training"]["history"]
-    assert [(r["layer"], r["l2"]) for r in history] == [(0, 0.1), (0, 1.0), (1, 0.1), (1, 1.0)]
+    assert [(r["readout"], r["layer"], r["l2"]) for r in history] == [
+        (ro, layer, l2) for ro in ("last", "last+mean") for layer in (0, 1) for l2 in (0.1, 1.0)
+    ]
     assert results["training"]["examples"] == 0
     records = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     assert records
@@ -187,10 +199,11 @@ def test_whole_run_with_the_gate(tokenizer, backbone, tmp_path):
     assert any(refused) and not all(refused)  # the gate decides: it fires on some prompts and not on others
     kept = results["training"]["best_gate"]
     report = (out / "report.md").read_text()
-    assert f"kept on dev agreement with the guard: layer {kept['layer']}, l2 {kept['l2']:g}." in report
-    assert f"\n| {kept['layer']}, {kept['l2']:g} | " in report  # the kept grid point's dev row
+    words = f"read-out {kept['readout']}, layer {kept['layer']}, l2 {kept['l2']:g}"
+    assert f"kept on dev agreement with the guard: {words}." in report
+    assert f"\n| {kept['readout']}, {kept['layer']}, {kept['l2']:g} | " in report  # the kept grid point's dev row
     summary = render_runs_summary({"tiny-gate": results})
-    assert f"| tiny-gate **(best on dev)** | gate | logistic | layer {kept['layer']}, l2 {kept['l2']:g} |" in summary
+    assert f"| tiny-gate **(best on dev)** | gate | logistic | {words} |" in summary
 
 
 def test_last_token_states_are_batched_by_length_and_returned_in_order(tiny_lm):
@@ -201,3 +214,52 @@ def test_last_token_states_are_batched_by_length_and_returned_in_order(tiny_lm):
     alone = torch.cat([last_token_states(model, tok, [p], [1, 0]) for p in prompts])
     assert together.shape == (3, 2, 32) and torch.allclose(together, alone, atol=1e-5)
     assert not torch.allclose(together[0], together[1], atol=1e-3)  # distinct prompts, distinct states
+
+
+def _plain_states(model, tok, prompt: str, layer: int) -> torch.Tensor:
+    """Decoder layer ``layer``'s outputs on one unpadded prompt, by plain transformers: [T, d] (not the last layer:
+    transformers gives that one after the final norm)."""
+    with torch.no_grad():
+        out = model(**tok(prompt, return_tensors="pt", add_special_tokens=False), output_hidden_states=True)
+    return out.hidden_states[layer + 1][0]
+
+
+def test_prompt_states_read_the_last_token_and_the_mean_after_the_head(tiny_lm):
+    """Batched and padded, ``prompt_states`` equals each prompt's plain forward: h[-1] and mean(h[head:])."""
+    model, tok = tiny_lm
+    texts = ("A much longer question about the weather in Paris today, please?", "Hi.", "Name a colour.")
+    prompts = [chat_prompt(tok, t) for t in texts]
+    head = 10
+    states = prompt_states(model, tok, prompts, [1, 0], head, batch_size=2)
+    assert states.shape == (3, 2, 2, 32)
+    assert torch.equal(states[:, 0, 0], last_token_states(model, tok, prompts, [1], batch_size=2)[:, 0])
+    for i, p in enumerate(prompts):
+        h = _plain_states(model, tok, p, 0)
+        assert torch.allclose(states[i, 1, 0], h[-1], atol=1e-5)
+        assert torch.allclose(states[i, 1, 1], h[head:].mean(0), atol=1e-5)
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert own_positions(mask, 2).tolist() == [[0, 0, 0, 0, 1], [0, 0, 1, 1, 1]]
+
+
+def test_a_last_plus_mean_gate_fires_as_its_rule_on_plain_states(tiny_lm):
+    """A "last+mean" gate whose last-token weight is zero decides on the mean alone: in a padded batch, in
+    generation and in ``fires``, exactly where w_mean . mean(h[head:]) + b > 0 on each prompt alone."""
+    model, tok = tiny_lm
+    texts = ("How do I pick a lock?", "Name a colour.", "Say hi.", "Make a weapon from kitchen knives and tape.")
+    prompts = [chat_prompt(tok, t) for t in texts]
+    refusal_ids = [*tok(REFUSAL, add_special_tokens=False)["input_ids"], end_of_turn_id(tok)]
+    head = 12
+    means = torch.stack([_plain_states(model, tok, p, 0)[head:].mean(0) for p in prompts])  # [4, d]
+    w_mean = means[0] - means[1]
+    gate = LinearGate.for_model(model, 0, refusal_ids, "last+mean", head)
+    bias = float(-w_mean @ (means[0] + means[1]) / 2)
+    gate.set_weights(torch.cat([torch.zeros(gate.hidden_size), w_mean]), bias)
+    rule = (means @ w_mean + bias > 0).tolist()
+    assert rule[:2] == [True, False]
+    assert gate.fires(model, *tokenize_prompts(tok, prompts)).tolist() == rule
+    gated = generate(model, tok, prompts, gate, max_new_tokens=14, progress=False)
+    assert [g.token_ids == refusal_ids for g in gated] == rule
+    with pytest.raises(AdapterError, match=r"a 'last\+mean' gate needs \(64,\)"):
+        gate.set_weights(w_mean, 0.0)
+    with pytest.raises(AdapterError, match="reads one of"):
+        LinearGate(32, 0, refusal_ids, readout="mean")

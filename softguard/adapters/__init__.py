@@ -17,10 +17,10 @@ from .base import (
     shared_prefix_hidden,
     warm_start,
 )
-from .gate import LinearGate, fit_gate
+from .gate import READOUTS, LinearGate, fit_gate, readout_features
 from .lora import LoRA
 from .soft_prompt import DEFAULT_INIT_TEXT, SoftPrompt
-from .steering import SteeringVector, diff_of_means, last_token_states
+from .steering import SteeringVector, diff_of_means, last_token_states, prompt_states
 
 ADAPTERS: dict[str, type[Adapter]] = {
     SoftPrompt.method: SoftPrompt,
@@ -47,6 +47,7 @@ def load_adapter(in_dir: str | Path, model: PreTrainedModel | None = None) -> Ad
 __all__ = [
     "ADAPTERS",
     "DEFAULT_INIT_TEXT",
+    "READOUTS",
     "Adapter",
     "AdapterError",
     "LinearGate",
@@ -61,6 +62,8 @@ __all__ = [
     "fit_gate",
     "last_token_states",
     "load_adapter",
+    "prompt_states",
+    "readout_features",
     "resolve_adapter_dir",
     "shared_prefix_hidden",
     "warm_start",

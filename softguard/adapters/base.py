@@ -99,9 +99,10 @@ class Adapter(nn.Module, abc.ABC):
         """While attached: a block in which the model computes the base model's outputs (the teacher)."""
         return nullcontext()
 
-    def forced_response(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """After a forward of left-padded prompts with the adapter attached: (rows [B] bool, token ids [R]) when the
-        adapter fixes those rows' response to those tokens (the gate's r*), else None (the default)."""
+    def forced_response(self, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """After a forward of left-padded prompts with the adapter attached (``attention_mask`` [B, T]: that
+        forward's): (rows [B] bool, token ids [R]) when the adapter fixes those rows' response to those tokens (the
+        gate's r*), else None (the default)."""
         return None
 
     def override_logp(self, model: PreTrainedModel, batch: dict[str, Any], logp: torch.Tensor) -> torch.Tensor:

@@ -1,17 +1,21 @@
 """Linear gate: the guard's decision read off the LLM's own state; refuse with r* where it fires (docs/gate.md).
 
-    s(x) = w . h_l(x) + b,   q(r | x) = 1[r = r*] if s(x) > 0, else pi(r | x)
+    s(x) = w . f_l(x) + b,   q(r | x) = 1[r = r*] if s(x) > 0, else pi(r | x)
 
-h_l(x) is the output of decoder layer l at the last token of the templated prompt x, pi the frozen LLM, r* the
-system's refusal (token ids, ending with the end-of-turn token). So the gated LLM is the deployed system with its
-guard replaced by d + 1 numbers on a state the LLM computes anyway: wherever the gate and the guard decide alike its
-responses are the system's exactly. w and b are fitted (``fit_gate``), not trained through the LLM: a logistic
-regression of the guard's flags 1[u(x) >= tau] on h_l(x), L2-regularised on standardised states.
+f_l(x) is the gate's read-out of decoder layer l's outputs h_l(x)_t on the templated prompt x: ``last``, the state at
+its last token, [d]; or ``last+mean``, that state and the mean of h_l(x)_t over the prompt's own positions (its
+tokens after the ``head`` leading chat-template tokens that every prompt shares, whose states do not depend on the
+prompt), [2d]. pi is the frozen LLM, r* the system's refusal (token ids, ending with the end-of-turn token). So the
+gated LLM is the deployed system with its guard replaced by a few thousand numbers on states the LLM computes
+anyway: wherever the gate and the guard decide alike its responses are the system's exactly. w and b are fitted
+(``fit_gate``), not trained through the LLM: a logistic regression of the guard's flags 1[u(x) >= tau] on f_l(x),
+L2-regularised on standardised read-outs.
 
-The LLM is untouched: a forward hook on layer l records s at every position of every forward while attached
-(nothing while ``bypassed``). Generation reads s at the last prompt position after the prefill
-(``forced_response``) and emits r* on the rows where it fires; teacher-forced scoring (``override_logp``) runs the
-prompts once more and replaces those rows' distributions by the one-hot r*.
+The LLM is untouched: a forward hook on layer l records h_l . w_last and h_l . w_mean at every position of every
+forward while attached (nothing while ``bypassed``); s is linear in the states, so the mean of the second projection
+over the own positions is w_mean . mean(h_l). Generation reads s after the prefill (``forced_response``, which needs
+the prompts' attention mask) and emits r* on the rows where it fires; teacher-forced scoring (``override_logp``) runs
+the prompts once more and replaces those rows' distributions by the one-hot r*.
 """
 
 from __future__ import annotations
@@ -23,18 +27,30 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from .base import AdapterError, attached, decoder_hidden
-from .steering import LayerHooked, _hidden_of, check_layer, decoder_layers
+from .steering import LayerHooked, _hidden_of, check_layer, decoder_layers, own_positions
+
+#: The gate's read-outs of layer l, [d] and [2d] (``GateConfig.readouts``; docs/gate.md §2).
+READOUTS = ("last", "last+mean")
 
 
 class LinearGate(LayerHooked):
-    """w: [d], b: [] on the output of decoder layer ``layer``; ``refusal_ids``: r* as token ids (non-empty).
+    """w: [d] (``readout`` "last") or [2d] ("last+mean": w_last then w_mean), b: [] on the output of decoder layer
+    ``layer``; ``refusal_ids``: r* as token ids (non-empty); ``head``: the leading template tokens the mean skips.
 
     ``num_layers`` (the model's layer count, recorded by ``for_model``) lets ``check_model`` refuse a model of the
     same width but another depth. Fresh, the gate never fires (w = 0, b = 0: s = 0, not > 0)."""
 
     method = "gate"
 
-    def __init__(self, hidden_size: int, layer: int, refusal_ids: list[int], num_layers: int | None = None):
+    def __init__(
+        self,
+        hidden_size: int,
+        layer: int,
+        refusal_ids: list[int],
+        num_layers: int | None = None,
+        readout: str = "last",
+        head: int = 0,
+    ):
         super().__init__()
         if hidden_size < 1:
             raise AdapterError(f"a gate needs hidden_size >= 1, got {hidden_size}")
@@ -42,11 +58,14 @@ class LinearGate(LayerHooked):
             raise AdapterError(f"layer {layer} is out of range; choose 0 <= layer < {num_layers or 'num_layers'}")
         if not refusal_ids:
             raise AdapterError("a gate needs the refusal's token ids (r*), got none")
+        if readout not in READOUTS or head < 0:
+            raise AdapterError(f"a gate reads one of {READOUTS} with head >= 0, got {readout!r} and {head}")
         self.hidden_size, self.layer, self.num_layers = hidden_size, layer, num_layers
+        self.readout, self.head = readout, head
         self.refusal_ids = [int(i) for i in refusal_ids]
-        self.weight = nn.Parameter(torch.zeros(hidden_size), requires_grad=False)
+        self.weight = nn.Parameter(torch.zeros((READOUTS.index(readout) + 1) * hidden_size), requires_grad=False)
         self.bias = nn.Parameter(torch.zeros(()), requires_grad=False)
-        self._scores: torch.Tensor | None = None  # [B, T]: s at every position of the last forward
+        self._projections: torch.Tensor | None = None  # [B, T, 1 or 2]: h_l . w_last (, h_l . w_mean) per position
 
     def config(self) -> dict[str, Any]:
         return {
@@ -54,44 +73,60 @@ class LinearGate(LayerHooked):
             "layer": self.layer,
             "refusal_ids": self.refusal_ids,
             "num_layers": self.num_layers,
+            "readout": self.readout,
+            "head": self.head,
         }
 
     @classmethod
-    def for_model(cls, model: PreTrainedModel, layer: int, refusal_ids: list[int]) -> LinearGate:
+    def for_model(
+        cls, model: PreTrainedModel, layer: int, refusal_ids: list[int], readout: str = "last", head: int = 0
+    ) -> LinearGate:
         """A gate that never fires, sized for ``model``, at decoder layer ``layer``."""
-        return cls(model.get_input_embeddings().embedding_dim, layer, refusal_ids, len(decoder_layers(model)))
+        d, n = model.get_input_embeddings().embedding_dim, len(decoder_layers(model))
+        return cls(d, layer, refusal_ids, n, readout, head)
 
     def check_model(self, model: PreTrainedModel) -> None:
         check_layer(model, self.hidden_size, self.layer, self.num_layers, "gate")
 
     def set_weights(self, weight: torch.Tensor, bias: float) -> None:
-        """Set w [d] and b (e.g. ``fit_gate``'s)."""
-        if weight.shape != (self.hidden_size,):
-            raise AdapterError(f"gate weight of shape {tuple(weight.shape)}; expected ({self.hidden_size},)")
+        """Set w and b (e.g. ``fit_gate``'s on ``readout_features``): w [d], or [2d] = (w_last, w_mean) for
+        "last+mean"."""
+        if weight.shape != self.weight.shape:
+            raise AdapterError(
+                f"gate weight of shape {tuple(weight.shape)}; a {self.readout!r} gate needs {tuple(self.weight.shape)}"
+            )
         self.weight.data.copy_(weight)
         self.bias.data.fill_(float(bias))
 
     def _on_output(self, module: nn.Module, args: tuple, output: Any) -> None:
-        """Forward hook on layer l: s = h_l . w + b at every position, [B, T] (the layer's output is unchanged)."""
+        """Forward hook on layer l: h_l . w_k at every position, [B, T, 1 or 2] (the layer's output is unchanged)."""
         hidden = _hidden_of(output)
-        self._scores = None if self._bypassed else hidden.float() @ self.weight.float() + self.bias.float()
+        w = self.weight.float().view(-1, self.hidden_size)  # [1 or 2, d]
+        self._projections = None if self._bypassed else hidden.float() @ w.T
 
     def _unhook(self) -> None:
         super()._unhook()
-        self._scores = None
+        self._projections = None
 
-    def forced_response(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """After a forward of left-padded prompts: (fires [B] bool, s > 0 at the last position; r* ids [R])."""
-        if self._scores is None:
+    def forced_response(self, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """After a forward of left-padded prompts with ``attention_mask`` [B, T'] (its last T columns those of the
+        forward): (fires [B] bool, s > 0; r* ids [R]). s = h_l[last] . w_last (+ the mean of h_l . w_mean over the
+        own positions: the real tokens after the first ``head``) + b."""
+        if self._projections is None:
             return None
-        return self._scores[:, -1] > 0, torch.tensor(self.refusal_ids, device=self._scores.device)
+        proj = self._projections
+        s = proj[:, -1, 0] + self.bias.float()
+        if self.readout == "last+mean":
+            own = own_positions(attention_mask[:, -proj.shape[1] :].to(proj.device), self.head)
+            s = s + (proj[..., 1] * own).sum(-1) / own.sum(-1).clamp(min=1)
+        return s > 0, torch.tensor(self.refusal_ids, device=proj.device)
 
     @torch.no_grad()
     def fires(self, model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """s(x) > 0 for left-padded templated prompts [B, T] -> [B] bool (one forward of the prompts)."""
         with attached(model, self):  # read s before a detach clears it
             decoder_hidden(model, self, input_ids, attention_mask)  # the hook records s (nothing while bypassed)
-            forced = self.forced_response()
+            forced = self.forced_response(attention_mask)
         return forced[0] if forced is not None else torch.zeros(len(input_ids), dtype=torch.bool)
 
     def override_logp(self, model: PreTrainedModel, batch: dict[str, Any], logp: torch.Tensor) -> torch.Tensor:
@@ -123,6 +158,11 @@ class LinearGate(LayerHooked):
         out[hit] = float("-inf")
         out[hit.nonzero().squeeze(-1), refusal[j]] = 0.0
         return out
+
+
+def readout_features(states: torch.Tensor, readout: str) -> torch.Tensor:
+    """``prompt_states``' [n, 2, d] (last, own mean) at one layer -> the read-out's features: [n, d] or [n, 2d]."""
+    return states[:, 0] if readout == "last" else states.flatten(1)
 
 
 def default_layers(num_layers: int) -> list[int]:

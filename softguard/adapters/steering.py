@@ -154,20 +154,30 @@ class SteeringVector(LayerHooked):
         return (steered, *output[1:]) if isinstance(output, tuple) else steered
 
 
+def own_positions(attention_mask: torch.Tensor, head: int) -> torch.Tensor:
+    """[B, T] float: 1 at a prompt's real tokens after its first ``head`` ones (left or right padding), else 0."""
+    real = attention_mask.float()
+    return real * (real.cumsum(-1) > head).float()
+
+
 @torch.inference_mode()
-def last_token_states(
+def prompt_states(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[str],
     layers: list[int],
+    head: int = 0,
     batch_size: int = 16,
     desc: str | None = None,
 ) -> torch.Tensor:
-    """h_l(p) for every already-templated prompt p and layer l of ``layers``: [n, len(layers), d] float32 on the CPU.
+    """Two read-outs of decoder layer l's outputs h_l(p)_t for every already-templated prompt p and layer l of
+    ``layers``: [n, len(layers), 2, d] float32 on the CPU.
 
-    h_l(p) is the output of decoder layer l (0-based) at the last token of p (left padded, position ids counted over
-    real tokens as in training and generation). Prompts are batched by length (less padding) and returned in their
-    order; only the layers up to the deepest one asked for run. ``desc``: show a progress bar with that label."""
+    [:, j, 0] is h_l(p) at the last token of p (left padded, position ids counted over real tokens as in training
+    and generation); [:, j, 1] the mean of h_l(p)_t over p's own positions, its tokens after the first ``head``
+    (``own_positions``; 0 for a prompt with none). Prompts are batched by length (less padding) and returned in
+    their order; only the layers up to the deepest one asked for run. ``desc``: show a progress bar with that
+    label."""
     stack = decoder_layers(model)
     if not layers or not all(0 <= layer < len(stack) for layer in layers):
         raise ValueError(f"layers {layers} must be a non-empty list within 0..{len(stack) - 1}")
@@ -178,7 +188,7 @@ def last_token_states(
 
     def capture(layer: int) -> Any:
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
-            captured[layer] = _hidden_of(output)[:, -1].float()  # [B, d]; left padding: -1 is the last token
+            captured[layer] = _hidden_of(output).float()  # [B, T, d]
             if layer == max(layers):
                 raise _Done
 
@@ -202,16 +212,34 @@ def last_token_states(
                 pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
                 with suppress(_Done):
                     model.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
-                out.append(torch.stack([captured[layer] for layer in layers], 1).cpu())
+                own = own_positions(mask, head)
+                own = own / own.sum(-1, keepdim=True).clamp(min=1)  # [B, T]: the mean's weights
+                read = [
+                    torch.stack([h[:, -1], torch.einsum("bt,btd->bd", own, h)], 1) for h in map(captured.get, layers)
+                ]
+                out.append(torch.stack(read, 1).cpu())  # [B, L, 2, d]; left padding: -1 is the last token
                 bar.advance(task, len(ids))
         finally:
             for handle in handles:
                 handle.remove()
     if not out:
-        return torch.zeros(0, len(layers), model.get_input_embeddings().embedding_dim)
+        return torch.zeros(0, len(layers), 2, model.get_input_embeddings().embedding_dim)
     states = torch.empty_like(torch.cat(out))
     states[torch.tensor(order)] = torch.cat(out)  # back to the prompts' order
     return states
+
+
+def last_token_states(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    layers: list[int],
+    batch_size: int = 16,
+    desc: str | None = None,
+) -> torch.Tensor:
+    """h_l(p) at the last token of every already-templated prompt p, for each layer l of ``layers``:
+    [n, len(layers), d] float32 on the CPU (``prompt_states``' first read-out)."""
+    return prompt_states(model, tokenizer, prompts, layers, 0, batch_size, desc)[:, :, 0]
 
 
 def diff_of_means(

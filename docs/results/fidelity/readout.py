@@ -35,11 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import Progress
 from safetensors.torch import load_file, save_file
 
-from softguard.adapters import fit_gate
-from softguard.adapters.steering import decoder_layers
+from softguard.adapters import fit_gate, prompt_states
 from softguard.config import load, update
 from softguard.data import contextual_prompts, make_splits, seeded_sample
 from softguard.guards import EncoderGuard, auroc
@@ -52,40 +50,12 @@ LAYERS = (5, 10, 15, 20, 25)
 L2 = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
-@torch.no_grad()
 def states(model: Any, tokenizer: Any, templated: list[str], batch_size: int = 16) -> torch.Tensor:
     """[n, 2, len(LAYERS), d]: decoder layer l's output at the last position (0) and its mean over the prompt's own
-    positions (1), those after the ``head`` leading tokens every templated prompt shares."""
-    ids_of = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in templated]
-    head = shared_head(ids_of)
-    stack = decoder_layers(model)
-    order = sorted(range(len(templated)), key=lambda i: len(ids_of[i]))
-    out = torch.empty(len(templated), 2, len(LAYERS), model.config.hidden_size)
-    with Progress() as bar:
-        task = bar.add_task("states", total=len(templated))
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            t_max = max(len(ids_of[i]) for i in rows)
-            ids = torch.full((len(rows), t_max), tokenizer.pad_token_id or 0, dtype=torch.long)
-            mask = torch.zeros(len(rows), t_max, dtype=torch.long)
-            for r, i in enumerate(rows):
-                ids[r, t_max - len(ids_of[i]) :] = torch.tensor(ids_of[i])
-                mask[r, t_max - len(ids_of[i]) :] = 1
-            own = mask.clone()
-            for r, i in enumerate(rows):
-                own[r, : t_max - len(ids_of[i]) + head] = 0  # padding and the shared head
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            hidden = model.get_decoder()(
-                input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=True, use_cache=False
-            ).hidden_states  # hidden[l + 1] = decoder layer l's output (the last entry is normed: not used)
-            assert len(hidden) == len(stack) + 1
-            w = own.float() / own.sum(-1, keepdim=True)
-            for j, layer in enumerate(LAYERS):
-                h = hidden[layer + 1].float()
-                out[rows, 0, j] = h[:, -1]
-                out[rows, 1, j] = torch.einsum("bt,btd->bd", w, h)
-            bar.advance(task, len(rows))
-    return out
+    positions (1), those after the ``head`` leading tokens every templated prompt shares (``prompt_states``, the
+    gate's own read-outs)."""
+    head = shared_head([tokenizer(t, add_special_tokens=False)["input_ids"] for t in templated])
+    return prompt_states(model, tokenizer, templated, list(LAYERS), head, batch_size, "states").transpose(1, 2)
 
 
 FEATURES = {
