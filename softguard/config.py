@@ -170,9 +170,9 @@ class GateConfig:
     """A linear gate on the output of a decoder layer (``adapters.LinearGate``), fitted by logistic regression.
 
     Every (read-out, layer, l2) of the grid is fitted on the training prompts' guard flags; the one whose gate agrees
-    with the guard on the most dev prompts is kept, the first on a tie (docs/gate.md). ``readouts``: "last" (the
-    last prompt token's state) and/or "last+mean" (that and the mean over the prompt's own tokens). ``layers``
-    None: every sixth of the depth (5 layers)."""
+    with the guard on the most dev prompts is kept, ties going to the best dev AUROC, then to the first (docs/gate.md).
+    ``readouts``: "last" (the last prompt token's state) and/or "last+mean" (that and the mean over the prompt's own
+    tokens). ``layers`` None: every sixth of the depth (5 layers)."""
 
     readouts: list[str] = field(default_factory=lambda: list(READOUTS))
     layers: list[int] | None = None

@@ -584,6 +584,10 @@ def _training_summary(sdir: Path, n_prompts: int, examples: list) -> dict[str, A
         "refuse_examples": sum(not getattr(e, "soft", True) for e in examples),
         "best_step": best.get("step"),
         "best_alpha": best.get("alpha"),
-        "best_gate": {k: best.get(k, "last") for k in ("readout", "layer", "l2")} if "layer" in best else None,
+        "best_gate": (
+            {"readout": best.get("readout", "last"), "layer": best["layer"], "l2": best["l2"]}  # older gates: last
+            if "layer" in best
+            else None
+        ),
         "history": history,
     }

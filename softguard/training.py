@@ -189,7 +189,8 @@ def select_gate(
             "dev_guard_auroc": auroc(dx @ w + b, dev_y),  # NaN when dev has one class only
         }
         state.history.append(record)
-        key = (record["dev_guard_agreement"], _or(record["dev_guard_auroc"], -1.0))
+        dev_auroc = record["dev_guard_auroc"]
+        key = (record["dev_guard_agreement"], -1.0 if math.isnan(dev_auroc) else dev_auroc)
         if best is None or key > best[0]:
             best, state.best_step = (key, readout, layer, w, b), len(state.history) - 1
     assert best is not None  # read-outs, layers and l2s are non-empty (GateConfig)
@@ -202,11 +203,6 @@ def select_gate(
     gate.save_pretrained(out / "best", training=record)
     write_json(out / "history.json", state.history)
     return state
-
-
-def _or(value: float, default: float) -> float:
-    """``value``, or ``default`` where it is NaN."""
-    return default if math.isnan(value) else value
 
 
 def _save_checkpoint(

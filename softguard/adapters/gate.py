@@ -100,9 +100,11 @@ class LinearGate(LayerHooked):
 
     def _on_output(self, module: nn.Module, args: tuple, output: Any) -> None:
         """Forward hook on layer l: h_l . w_k at every position, [B, T, 1 or 2] (the layer's output is unchanged)."""
-        hidden = _hidden_of(output)
+        if self._bypassed:
+            self._projections = None
+            return
         w = self.weight.float().view(-1, self.hidden_size)  # [1 or 2, d]
-        self._projections = None if self._bypassed else hidden.float() @ w.T
+        self._projections = _hidden_of(output).float() @ w.T
 
     def _unhook(self) -> None:
         super()._unhook()
