@@ -25,7 +25,9 @@ main process.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import math
 import random
 import time
@@ -42,6 +44,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from . import assets, fingerprint
 from .adapters import (
     Adapter,
     AdapterError,
@@ -55,7 +58,7 @@ from .adapters import (
 from .config import GateConfig
 from .evaluation import DevSet, dev_score, evaluate_dev
 from .guards import Guard, auroc
-from .io import atomic_dir, read_json, write_json
+from .io import atomic_dir, read_json, write_json, write_tensors
 from .losses import Step, get_strategy, shared_head
 from .train_config import TrainConfig
 
@@ -173,8 +176,8 @@ def select_gate(
         )
     out, state = Path(out_dir), TrainState()
     head = shared_head([tokenizer(p, add_special_tokens=False)["input_ids"] for p in [*prompts, *dev.prompts]])
-    train_x = prompt_states(model, tokenizer, prompts, layers, head, cfg.batch_size, "gate: train states")
-    dev_x = prompt_states(model, tokenizer, dev.prompts, layers, head, cfg.batch_size, "gate: dev states")
+    train_x = cached_prompt_states(model, tokenizer, prompts, layers, head, cfg.batch_size, "gate: train states")
+    dev_x = cached_prompt_states(model, tokenizer, dev.prompts, layers, head, cfg.batch_size, "gate: dev states")
     y, dev_y = torch.tensor(flags, dtype=torch.bool), torch.tensor(dev.guard_flags, dtype=torch.bool)
     best: tuple[tuple[float, float], str, int, torch.Tensor, float] | None = None
     for readout, (j, layer), l2 in itertools.product(grid.readouts, enumerate(layers), grid.l2):
@@ -203,6 +206,51 @@ def select_gate(
     gate.save_pretrained(out / "best", training=record)
     write_json(out / "history.json", state.history)
     return state
+
+
+#: Bumped whenever ``prompt_states`` changes what it returns, so that older cached states are not read back.
+STATES_FORMAT = 1
+
+
+def cached_prompt_states(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    layers: list[int],
+    head: int,
+    batch_size: int,
+    desc: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> torch.Tensor:
+    """``prompt_states`` [n, len(layers), 2, d], cached under ``<cache>/states/<key>.safetensors`` (``cache_dir``,
+    else the default cache) and read back when a run asks for the same states again: a gate refitted with another
+    grid, dev set or evaluation, or resumed after an interruption, skips the forward passes. The key holds what
+    determines the numbers: the model's weights (``fingerprint.model_sha256``), dtype and device type, the layers,
+    ``head``, the batch size (it groups the prompts, which moves the numbers by float rounding), ``STATES_FORMAT``
+    and the prompts in order. A damaged or mismatched entry is recomputed and overwritten."""
+    h = hashlib.sha256()
+    settings = {
+        "format": STATES_FORMAT,
+        "model": fingerprint.model_sha256(model, cache_dir),
+        "dtype": str(model.dtype),
+        "device": model.device.type,
+        "layers": layers,
+        "head": head,
+        "batch_size": batch_size,
+    }
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    h.update(json.dumps(prompts).encode())
+    path = assets.cache_root(cache_dir) / "states" / f"{h.hexdigest()[:32]}.safetensors"
+    if path.is_file():
+        try:
+            states = load_file(str(path)).get("states")
+        except (SafetensorError, OSError):
+            states = None
+        if states is not None and states.shape[:3] == (len(prompts), len(layers), 2):
+            return states
+    states = prompt_states(model, tokenizer, prompts, layers, head, batch_size, desc)
+    write_tensors(path, {"states": states})
+    return states
 
 
 def _save_checkpoint(

@@ -76,10 +76,15 @@ def test_compare_presets_train_each_row_as_the_run_preset_of_the_same_name():
 
 
 def test_examples_parse_and_demo_is_the_quick_preset():
-    """examples/demo.toml is `make demo`'s config: exactly the quick preset named demo, over either base."""
+    """examples/demo.toml is `make demo`'s config: exactly the quick preset named demo, over either base;
+    examples/gate.toml the quick preset's system with the gate on the whole train split and dev split."""
     demo = preset("quick", name="demo")
     assert load(EXAMPLES / "demo.toml") == demo
     assert load(EXAMPLES / "demo.toml", PRESETS["quick"]) == demo
+    whole = {"n_train_harmful": None, "n_train_benign": None, "contexts": 256, "n_dev": None}
+    gate = preset("quick", name="gate", data=whole, adapter={"method": "gate"})
+    assert load(EXAMPLES / "gate.toml") == gate and gate.train.objective == "logistic"
+    assert gate.adapter.gate.readouts == ["last", "last+mean"]
     gpu = load(GPU_EXAMPLE)
     assert (gpu.model.name, gpu.guard.path, gpu.guard.kind) == (
         "Qwen/Qwen2.5-1.5B-Instruct",
@@ -87,7 +92,7 @@ def test_examples_parse_and_demo_is_the_quick_preset():
         "causal-lm",
     )
     assert (gpu.guard.unsafe_token, gpu.guard.safe_token) == ("\n\nunsafe", "\n\nsafe")
-    assert sorted(p.name for p in EXAMPLES.glob("*.toml")) == ["demo.toml", "gpu-llama-guard.toml"]
+    assert sorted(p.name for p in EXAMPLES.glob("*.toml")) == ["demo.toml", "gate.toml", "gpu-llama-guard.toml"]
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -241,6 +241,33 @@ def test_prompt_states_read_the_last_token_and_the_mean_after_the_head(tiny_lm):
     assert own_positions(mask, 2).tolist() == [[0, 0, 0, 0, 1], [0, 0, 1, 1, 1]]
 
 
+def test_prompt_states_are_cached_by_content_and_recomputed_when_damaged(tiny_lm, tmp_path, monkeypatch):
+    """``cached_prompt_states`` returns ``prompt_states`` exactly, reads it back for the same request without a
+    forward pass, computes anew for other prompts or layers, and recomputes a damaged entry."""
+    from softguard import training
+
+    model, tok = tiny_lm
+    prompts = [chat_prompt(tok, t) for t in ("Hi.", "Name a colour.", "How do I pick a lock?")]
+    fresh = prompt_states(model, tok, prompts, [0, 1], 10, batch_size=2)
+    first = training.cached_prompt_states(model, tok, prompts, [0, 1], 10, 2, cache_dir=tmp_path)
+    assert torch.equal(first, fresh)
+    (entry,) = (tmp_path / "states").iterdir()
+    real = training.prompt_states
+
+    def no_forward(*args, **kwargs):
+        raise AssertionError("computed instead of read back")
+
+    monkeypatch.setattr(training, "prompt_states", no_forward)
+    assert torch.equal(training.cached_prompt_states(model, tok, prompts, [0, 1], 10, 2, cache_dir=tmp_path), fresh)
+    for other in ((prompts[::-1], [0, 1]), (prompts, [1])):  # another order of the prompts, other layers
+        with pytest.raises(AssertionError, match="read back"):
+            training.cached_prompt_states(model, tok, other[0], other[1], 10, 2, cache_dir=tmp_path)
+    entry.write_bytes(b"not a safetensors file")
+    monkeypatch.setattr(training, "prompt_states", real)
+    assert torch.equal(training.cached_prompt_states(model, tok, prompts, [0, 1], 10, 2, cache_dir=tmp_path), fresh)
+    assert [p.name for p in (tmp_path / "states").iterdir()] == [entry.name]  # rewritten in place, no temp file left
+
+
 def test_a_last_plus_mean_gate_fires_as_its_rule_on_plain_states(tiny_lm):
     """A "last+mean" gate whose last-token weight is zero decides on the mean alone: in a padded batch, in
     generation and in ``fires``, exactly where w_mean . mean(h[head:]) + b > 0 on each prompt alone."""

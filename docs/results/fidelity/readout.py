@@ -55,7 +55,8 @@ def states(model: Any, tokenizer: Any, templated: list[str], batch_size: int = 1
     positions (1), those after the ``head`` leading tokens every templated prompt shares (``prompt_states``, the
     gate's own read-outs)."""
     head = shared_head([tokenizer(t, add_special_tokens=False)["input_ids"] for t in templated])
-    return prompt_states(model, tokenizer, templated, list(LAYERS), head, batch_size, "states").transpose(1, 2)
+    states = prompt_states(model, tokenizer, templated, list(LAYERS), head, batch_size, "states")
+    return states.transpose(1, 2).contiguous()
 
 
 FEATURES = {
@@ -89,10 +90,14 @@ def table(
     test: dict[str, torch.Tensor],
     tau: float,
     rows: list[dict],
+    features: dict[str, Any] = FEATURES,
+    soft_targets: bool = True,
 ) -> None:
     """Fit every read-out on ``train`` (to the guard's flags, and to its soft confidence sigmoid(logit u - logit tau),
     0.5 exactly at tau), keep each one's L2 on ``dev``, print dev and test agreement: with the guard's flags, and with
-    the system's decision as the gated model makes it (``rows``: the run's generations of the test prompts)."""
+    the system's decision as the gated model makes it (``rows``: the run's generations of the test prompts).
+    ``features``: the read-outs to fit (all of ``FEATURES`` by default); ``soft_targets``: also fit each to the soft
+    confidence."""
     flags = {name: (part["u"] >= tau).float() for name, part in (("train", train), ("dev", dev), ("test", test))}
     soft = torch.sigmoid(torch.logit(train["u"].double().clamp(1e-6, 1 - 1e-6)) - math.log(tau / (1 - tau))).float()
     base_refused = torch.tensor([str(r["base"]["refused"]) == "True" for r in rows])
@@ -107,7 +112,8 @@ def table(
     )
     print("|---|---|---|---|---|---|---|---|")
     per_set = {}
-    for (feature, take), (kind, targets) in itertools.product(FEATURES.items(), (("flags", ty), ("soft", soft))):
+    kinds = (("flags", ty), ("soft", soft)) if soft_targets else (("flags", ty),)
+    for (feature, take), (kind, targets) in itertools.product(features.items(), kinds):
         best = None
         for l2 in L2:
             w, b = fit_gate(take(train["x"]), targets, l2)
