@@ -18,44 +18,23 @@ States come from the run's own cache entries (``training.cached_prompt_states``)
 
 from __future__ import annotations
 
-import json
 import random
 import sys
-from pathlib import Path
 
 import torch
-from gate_data import gate_features
+from gate_data import GateRun, gate_features
 from readout import cached, table
 
-from softguard.adapters.gate import default_layers
-from softguard.adapters.steering import decoder_layers
-from softguard.config import load
-from softguard.data import Splits, contextual_prompts, make_splits, seeded_sample
+from softguard.data import Splits
 from softguard.guard_training import guard_pairs, train_split_guard
 from softguard.guards import EncoderGuard, GuardTrainConfig
-from softguard.losses import shared_head
-from softguard.models import load_model
-from softguard.pipeline import train_prompts, train_set
-from softguard.system import SafeSystem
-from softguard.training import cached_prompt_states
 
 
 def main(run_dir: str) -> None:
-    run = Path(run_dir)
-    cfg = load(run / "config.toml")
-    splits = make_splits(cfg.seed)
-    model, tokenizer = load_model(cfg.model.name)
-    system = SafeSystem(model, tokenizer, EncoderGuard.from_pretrained(run / "guard"), tau=cfg.guard.tau)
-    rows = [json.loads(line) for line in (run / "generations.jsonl").read_text().splitlines()]
-    own = train_set(cfg, splits)
-    contextual = contextual_prompts(own, cfg.data.contexts, cfg.seed)
-    prompts = train_prompts(cfg, splits)
+    gate_run = GateRun.open(run_dir)
+    run, cfg, splits, system, rows = gate_run.path, gate_run.cfg, gate_run.splits, gate_run.system, gate_run.rows
+    own, contextual, prompts = gate_run.own, gate_run.contextual, gate_run.prompts
     assert prompts == [e.text for e in own + contextual], "a run on the split + contextual prompts, no rewordings"
-    dev = [
-        e.text
-        for h in (True, False)
-        for e in seeded_sample([e for e in splits.dev if e.harmful == h], cfg.data.n_dev, cfg.seed)
-    ]
 
     # out-of-fold scores of the split's prompts
     order = list(range(len(splits.train)))
@@ -83,14 +62,11 @@ def main(run_dir: str) -> None:
     print(f"{float((flags_oof == labels).float().mean()):.3f}; the two agree on ", end="")
     print(f"{float((flags_oof == flags_deployed).float().mean()):.3f}.")
 
-    templated = system.template(prompts)
-    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in [*templated, *system.template(dev)]]
-    layers = cfg.adapter.gate.layers or default_layers(len(decoder_layers(model)))
-    head = shared_head(ids)
-    x = cached_prompt_states(model, tokenizer, templated, layers, head, cfg.train.batch_size, "states")
-    dev_x = cached_prompt_states(model, tokenizer, system.template(dev), layers, head, cfg.train.batch_size)
-    dev_part = {"x": dev_x.transpose(1, 2), "u": system.guard.score(dev)}
-    test_part = cached(run / "readout-test.safetensors", [r["prompt"] for r in rows], model, tokenizer, system)
+    layers, x, dev_x = gate_run.states()
+    dev_part = {"x": dev_x.transpose(1, 2), "u": system.guard.score(gate_run.dev)}
+    test_part = cached(
+        run / "readout-test.safetensors", [r["prompt"] for r in rows], system.model, system.tokenizer, system
+    )
     features = gate_features(layers)
     xs = x.transpose(1, 2)  # readout's [n, 2, L, d]
     n = len(own)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,8 +29,8 @@ from readout import cached, table
 
 from softguard.adapters.gate import default_layers
 from softguard.adapters.steering import decoder_layers
-from softguard.config import load
-from softguard.data import contextual_prompts, make_splits, seeded_sample
+from softguard.config import RunConfig, load
+from softguard.data import Example, Splits, contextual_prompts, make_splits, seeded_sample
 from softguard.guards import EncoderGuard
 from softguard.losses import shared_head
 from softguard.models import load_model
@@ -50,28 +51,61 @@ def gate_features(layers: list[int]) -> dict:
     return out
 
 
+@dataclass
+class GateRun:
+    """A gate run read back: its config, splits, model and system (with the run's guard), test generations, training
+    prompts (``prompts``: the split's ``own``, any rewordings, then the ``contextual`` ones) and dev prompts."""
+
+    path: Path
+    cfg: RunConfig
+    splits: Splits
+    system: SafeSystem
+    rows: list[dict]
+    own: list[Example]
+    contextual: list[Example]
+    prompts: list[str]
+    dev: list[str]
+
+    @classmethod
+    def open(cls, run_dir: str) -> GateRun:
+        run = Path(run_dir)
+        cfg = load(run / "config.toml")
+        splits = make_splits(cfg.seed)
+        model, tokenizer = load_model(cfg.model.name)
+        system = SafeSystem(model, tokenizer, EncoderGuard.from_pretrained(run / "guard"), tau=cfg.guard.tau)
+        rows = [json.loads(line) for line in (run / "generations.jsonl").read_text().splitlines()]
+        own = train_set(cfg, splits)
+        contextual = contextual_prompts(own, cfg.data.contexts, cfg.seed)
+        prompts = train_prompts(cfg, splits)
+        assert prompts[: len(own)] == [e.text for e in own]
+        assert prompts[len(prompts) - len(contextual) :] == [e.text for e in contextual]
+        dev = [
+            e.text
+            for h in (True, False)
+            for e in seeded_sample([e for e in splits.dev if e.harmful == h], cfg.data.n_dev, cfg.seed)
+        ]
+        return cls(run, cfg, splits, system, rows, own, contextual, prompts, dev)
+
+    def states(self) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+        """(layers, states of the training prompts, of the dev prompts), both [n, len(layers), 2, d], read back
+        from the run's own cache entries (``training.cached_prompt_states``, the keys ``select_gate`` used)."""
+        model, tokenizer, cfg = self.system.model, self.system.tokenizer, self.cfg
+        templated, dev = self.system.template(self.prompts), self.system.template(self.dev)
+        head = shared_head([tokenizer(t, add_special_tokens=False)["input_ids"] for t in [*templated, *dev]])
+        layers = cfg.adapter.gate.layers or default_layers(len(decoder_layers(model)))
+        batch = cfg.train.batch_size
+        x = cached_prompt_states(model, tokenizer, templated, layers, head, batch, "states")
+        return layers, x, cached_prompt_states(model, tokenizer, dev, layers, head, batch, "dev states")
+
+
 def main(run_dir: str) -> None:
-    run = Path(run_dir)
-    cfg = load(run / "config.toml")
-    splits = make_splits(cfg.seed)
-    model, tokenizer = load_model(cfg.model.name)
-    system = SafeSystem(model, tokenizer, EncoderGuard.from_pretrained(run / "guard"), tau=cfg.guard.tau)
-    rows = [json.loads(line) for line in (run / "generations.jsonl").read_text().splitlines()]
-    own = train_set(cfg, splits)
-    contextual = contextual_prompts(own, cfg.data.contexts, cfg.seed)
-    prompts = train_prompts(cfg, splits)  # own, then the rewordings, then the contextual prompts
+    gate_run = GateRun.open(run_dir)
+    run, cfg, splits, system, rows = gate_run.path, gate_run.cfg, gate_run.splits, gate_run.system, gate_run.rows
+    own, contextual, prompts, dev = gate_run.own, gate_run.contextual, gate_run.prompts, gate_run.dev
+    model, tokenizer = system.model, system.tokenizer
     n_own, n_ctx = len(own), len(contextual)
-    assert prompts[:n_own] == [e.text for e in own] and prompts[len(prompts) - n_ctx :] == [e.text for e in contextual]
-    dev = [
-        e.text
-        for h in (True, False)
-        for e in seeded_sample([e for e in splits.dev if e.harmful == h], cfg.data.n_dev, cfg.seed)
-    ]
-    templated = system.template(prompts)
-    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in [*templated, *system.template(dev)]]
-    layers = cfg.adapter.gate.layers or default_layers(len(decoder_layers(model)))
+    layers, x, _ = gate_run.states()
     assert tuple(layers) == LAYERS, "readout.cached computes these layers for dev and test"
-    x = cached_prompt_states(model, tokenizer, templated, layers, shared_head(ids), cfg.train.batch_size, "states")
     u = system.guard.score(prompts)
     parts = {
         "split": slice(0, n_own),
