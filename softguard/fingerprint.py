@@ -19,6 +19,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -64,6 +65,19 @@ def dir_sha256(path: str | Path, skip: Iterable[str] = (), cache_dir: str | Path
     rels = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file() and p.name not in skip)
     rels = [r for r in rels if not any(part.startswith(".") for part in r.parts)]
     return _digest(part for r in rels for part in (r.as_posix(), file_sha256(root / r, cache_dir)))
+
+
+def forward_key(
+    model: PreTrainedModel, settings: dict[str, Any], payload: Iterable[Any], cache_dir: str | Path | None = None
+) -> str:
+    """The key (32 hex digits) of a cached result of ``model``'s forward passes: sha256 over the model's weights
+    (``model_sha256``), dtype and device type with ``settings`` (one sorted JSON object), then every item of
+    ``payload`` as JSON (the inputs, in the order they are batched)."""
+    head = {"model": model_sha256(model, cache_dir), "dtype": str(model.dtype), "device": model.device.type}
+    h = hashlib.sha256(json.dumps({**head, **settings}, sort_keys=True).encode())
+    for item in payload:
+        h.update(json.dumps(item).encode())
+    return h.hexdigest()[:32]
 
 
 def model_sha256(model: PreTrainedModel, cache_dir: str | Path | None = None) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 
 class LockedError(RuntimeError):
@@ -105,6 +105,15 @@ def write_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
     """Atomically write ``tensors`` as one safetensors file (``atomic_file``)."""
     with atomic_file(path) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
+
+
+def read_tensors(path: str | Path) -> dict[str, torch.Tensor] | None:
+    """The tensors of the safetensors file ``path`` (a cache entry ``write_tensors`` wrote), or None when it is
+    missing or unreadable: a damaged entry is then recomputed and overwritten by its caller."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError):
+        return None
 
 
 def sha256_file(p: str | Path) -> str:

@@ -23,8 +23,6 @@ student (decoder with the adapter, LM head only at those positions; the rows' co
 
 from __future__ import annotations
 
-import hashlib
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -35,8 +33,6 @@ from typing import Any, Generic, TypeVar
 import torch
 from accelerate.utils import gather_object
 from rich.progress import Progress
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -44,7 +40,7 @@ from . import assets, fingerprint
 from .adapters import Adapter, can_share_prefix, decoder_hidden, shared_prefix_hidden
 from .generation import generate
 from .guards import Guard
-from .io import write_tensors
+from .io import read_tensors, write_tensors
 from .objectives import (
     OBJECTIVES,
     Objective,
@@ -332,29 +328,16 @@ def _targets_key(
     """The cache key of ``teacher_targets``: the frozen model's weights (``fingerprint.model_sha256``), dtype and
     device type, K, the batch size and the shared-prefix setting (they group and lay out the batches, which moves
     the numbers by float rounding), and the token ids of the soft examples in the order they are batched."""
-    h = hashlib.sha256()
-    settings = {
-        "model": fingerprint.model_sha256(model, cache_dir),
-        "dtype": str(model.dtype),
-        "device": model.device.type,
-        "topk": cfg.teacher_topk,
-        "batch_size": cfg.batch_size,
-        "shared_prefix": cfg.shared_prefix,
-    }
-    h.update(json.dumps(settings, sort_keys=True).encode())
-    for i in soft:
-        h.update(json.dumps([examples[i].prompt_ids, examples[i].target_ids]).encode())
-    return h.hexdigest()[:32]
+    settings = {"topk": cfg.teacher_topk, "batch_size": cfg.batch_size, "shared_prefix": cfg.shared_prefix}
+    payload = ([examples[i].prompt_ids, examples[i].target_ids] for i in soft)
+    return fingerprint.forward_key(model, settings, payload, cache_dir)
 
 
 def _read_targets(path: Path, sizes: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     """The cached targets at ``path`` split per example (``sizes``: target lengths), or None when there are none
     or the file does not hold them (a damaged entry is then recomputed and overwritten)."""
-    if not path.is_file():
-        return None
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError):
+    tensors = read_tensors(path)
+    if tensors is None:
         return None
     ids, logp = tensors.get("ids"), tensors.get("logp")
     n = sum(sizes)

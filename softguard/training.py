@@ -25,9 +25,7 @@ main process.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import math
 import random
 import time
@@ -58,7 +56,7 @@ from .adapters import (
 from .config import GateConfig
 from .evaluation import DevSet, dev_score, evaluate_dev
 from .guards import Guard, auroc
-from .io import atomic_dir, read_json, write_json, write_tensors
+from .io import atomic_dir, read_json, read_tensors, write_json, write_tensors
 from .losses import Step, get_strategy, shared_head
 from .train_config import TrainConfig
 
@@ -228,26 +226,12 @@ def cached_prompt_states(
     determines the numbers: the model's weights (``fingerprint.model_sha256``), dtype and device type, the layers,
     ``head``, the batch size (it groups the prompts, which moves the numbers by float rounding), ``STATES_FORMAT``
     and the prompts in order. A damaged or mismatched entry is recomputed and overwritten."""
-    h = hashlib.sha256()
-    settings = {
-        "format": STATES_FORMAT,
-        "model": fingerprint.model_sha256(model, cache_dir),
-        "dtype": str(model.dtype),
-        "device": model.device.type,
-        "layers": layers,
-        "head": head,
-        "batch_size": batch_size,
-    }
-    h.update(json.dumps(settings, sort_keys=True).encode())
-    h.update(json.dumps(prompts).encode())
-    path = assets.cache_root(cache_dir) / "states" / f"{h.hexdigest()[:32]}.safetensors"
-    if path.is_file():
-        try:
-            states = load_file(str(path)).get("states")
-        except (SafetensorError, OSError):
-            states = None
-        if states is not None and states.shape[:3] == (len(prompts), len(layers), 2):
-            return states
+    settings = {"format": STATES_FORMAT, "layers": layers, "head": head, "batch_size": batch_size}
+    key = fingerprint.forward_key(model, settings, [prompts], cache_dir)
+    path = assets.cache_root(cache_dir) / "states" / f"{key}.safetensors"
+    states = (read_tensors(path) or {}).get("states")
+    if states is not None and states.shape[:3] == (len(prompts), len(layers), 2):
+        return states
     states = prompt_states(model, tokenizer, prompts, layers, head, batch_size, desc)
     write_tensors(path, {"states": states})
     return states
