@@ -510,6 +510,49 @@ def _bytes(n: int) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB" if n >= 1e3 else f"{n} B"
 
 
+#: Where a point's label may go, in points from the point (right, then above, below, left), tried in this order.
+LABEL_OFFSETS = ((8, 6), (8, -22), (8, 30), (-8, 6), (8, -46), (8, 54), (-8, -22), (-8, 30))
+
+
+def place_labels(ax: Any, labels: list[tuple[str, tuple[float, float]]], sizes: list[float] | None = None) -> list[Any]:
+    """Annotate each (text, (x, y)) at the first of ``LABEL_OFFSETS`` where its box, as drawn, stays inside the figure
+    and overlaps no label placed before it and no other point's marker (``sizes``: each point's marker area in
+    points^2, as ``scatter``'s ``s``); the first offset when none is free. Returns the annotations, in order. Rows
+    that lie close together (the gate and the system of compare-quick-gate, 5 points apart) thus keep readable labels.
+    Call it once the axes have their final size."""
+    from matplotlib.transforms import Bbox
+
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    dots = []
+    for (_, xy), area in zip(labels, sizes or [0.0] * len(labels), strict=True):
+        (cx, cy), r = ax.transData.transform(xy), area**0.5 / 2 * fig.dpi / 72  # the marker's half-width in pixels
+        dots.append(Bbox.from_extents(cx - r, cy - r, cx + r, cy + r))
+    placed, boxes = [], []
+    for i, (text, xy) in enumerate(labels):
+        others = boxes + dots[:i] + dots[i + 1 :]
+        for offset in LABEL_OFFSETS:
+            note = _annotate(ax, text, xy, offset)
+            box = note.get_window_extent(renderer)
+            inside = fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1 and fig.bbox.y0 <= box.y0 and box.y1 <= fig.bbox.y1
+            if inside and not any(box.overlaps(b) for b in others):
+                break
+            note.remove()
+        else:  # no free place: the first one
+            note = _annotate(ax, text, xy, LABEL_OFFSETS[0])
+            box = note.get_window_extent(renderer)
+        placed.append(note)
+        boxes.append(box)
+    return placed
+
+
+def _annotate(ax: Any, text: str, xy: tuple[float, float], offset: tuple[int, int]) -> Any:
+    """``text`` beside the point ``xy``, its near corner ``offset`` points away (its left edge right of the point,
+    or its right edge left of it), its bottom at that height."""
+    ha = "left" if offset[0] > 0 else "right"
+    return ax.annotate(text, xy, textcoords="offset points", xytext=offset, ha=ha, va="bottom", fontsize=8)
+
+
 def plot_pareto(results: dict[str, Any], path: str | Path) -> Path:
     """Scatter of mean harmful refusal (y) against mean benign compliance (x), marker area ~ sqrt(added bytes)."""
     import matplotlib
@@ -520,13 +563,14 @@ def plot_pareto(results: dict[str, Any], path: str | Path) -> Path:
     rows = results["rows"]
     max_bytes = max(max(r["cost"]["added_bytes"] for r in rows.values()), 1)
     fig, ax = plt.subplots(figsize=(7.5, 5.5), dpi=120)
+    labels, sizes = [], []
     for name, r in rows.items():
         x, y = 100 * r["benign_compliance"], 100 * r["harmful_refusal"]
         size = 40 + 600 * (r["cost"]["added_bytes"] / max_bytes) ** 0.5
         marker = {"base": "s", "system": "D"}.get(name, "o")
         ax.scatter(x, y, s=size, marker=marker, alpha=0.6, edgecolors="black", linewidths=0.8)
-        label = row_title(name, r) + f"\n{_bytes(r['cost']['added_bytes'])} added"
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(8, 6), fontsize=8)
+        sizes.append(size)
+        labels.append((row_title(name, r) + f"\n{_bytes(r['cost']['added_bytes'])} added", (x, y)))
     ax.set(
         xlabel="benign compliance (%, mean of XSTest-safe and held-out benign)",
         ylabel="harmful refusal (%, mean of the harmful sets)",
@@ -536,7 +580,8 @@ def plot_pareto(results: dict[str, Any], path: str | Path) -> Path:
     )
     ax.title.set_fontsize(10)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    fig.tight_layout()  # the axes' final size first: the labels are placed where they will be drawn
+    place_labels(ax, labels, sizes)
     path = Path(path)
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp)

@@ -259,3 +259,28 @@ def test_compare_with_the_gate(tiny_lm, backbone, tmp_path):
     for line in (out / "generations.jsonl").read_text().splitlines():
         r = json.loads(line)
         assert r["gate-logistic-s0"]["response"] in (DEFAULT_REFUSAL, r["base"]["response"])
+
+
+def test_close_rows_get_labels_that_do_not_overlap():
+    """Two rows 5 points apart (the gate and the system of compare-quick-gate) and a third on top of one of them: each
+    label moves to a free place, and a lone row keeps the first place (right of and above its point); a row at the
+    right edge puts its label left of its point, inside the figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from softguard.reporting import LABEL_OFFSETS, place_labels
+
+    fig, ax = plt.subplots(figsize=(7.5, 5.5), dpi=120)
+    ax.set(xlim=(-5, 115), ylim=(-5, 105))
+    text = "gate / logistic (seed 0)\n2.3 kB added"
+    points = [(75.0, 87.5), (80.2, 87.5), (75.0, 87.5), (10.0, 10.0), (110.0, 50.0)]
+    notes = place_labels(ax, [(text, xy) for xy in points], [100.0] * len(points))
+    renderer = fig.canvas.get_renderer()
+    boxes = [n.get_window_extent(renderer) for n in notes]
+    assert not any(boxes[i].overlaps(boxes[j]) for i in range(5) for j in range(i))
+    assert notes[4].xyann[0] < 0 and fig.bbox.x0 <= boxes[4].x0 and boxes[4].x1 <= fig.bbox.x1
+    assert notes[0].xyann == LABEL_OFFSETS[0] and notes[3].xyann == LABEL_OFFSETS[0]
+    assert len({n.xyann for n in notes[:3]}) == 3
+    plt.close(fig)
