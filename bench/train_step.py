@@ -36,8 +36,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from softguard.adapters import SoftPrompt
 from softguard.data import make_splits
-from softguard.generation import generate
-from softguard.losses import DistillExample, Step, get_strategy, shared_head, teacher_targets
+from softguard.generation import generate, shared_head
+from softguard.losses import DistillExample, Step, get_strategy, teacher_targets
 from softguard.models import chat_prompt, load_model
 from softguard.system import SafeSystem
 from softguard.training import TrainConfig

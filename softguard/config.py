@@ -38,6 +38,7 @@ from .adapters import READOUTS, AdapterError, read_adapter_config, resolve_adapt
 from .adapters.soft_prompt import INITS, PLACEMENTS
 from .checks import require
 from .fingerprint import dir_sha256
+from .generation import BATCH_SIZE
 from .guards import GuardConfig
 from .io import read_toml
 from .losses import TRAIN_OBJECTIVES, check_objective
@@ -284,7 +285,7 @@ class RunConfig:
 
     name: str = "default"
     seed: int = 0
-    gen_batch_size: int = 16  # prompts per generation batch (teacher samples, dev, evaluation)
+    gen_batch_size: int = BATCH_SIZE  # prompts per generation batch (teacher samples, dev, evaluation)
     model: ModelConfig = field(default_factory=ModelConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)

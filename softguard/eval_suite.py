@@ -35,7 +35,7 @@ from .evaluation import (
     mixed_set_scores,
     score_set,
 )
-from .generation import GREEDY_BATCH_TOKENS, Generation, generate
+from .generation import Generation, generate
 from .system import SafeSystem
 
 #: Every packaged evaluation set: name -> harmful (refusal is good) or benign (compliance is good). A set of
@@ -92,7 +92,7 @@ class Suite:
             fid = {"system": {"tv": 0.0, "kl": 0.0}, "base": {"tv": float("nan"), "kl": float("nan")}}
         else:
             model, tok = self.system.model, self.system.tokenizer
-            fid = fidelities(model, tok, adapter, self.references, self.cfg.gen_batch_size)
+            fid = fidelities(model, tok, adapter, self.references)
         agreement = agreement_by_set(
             [s for s, _ in self.examples],
             self.refused[name],
@@ -127,7 +127,6 @@ class Suite:
                 self.templated,
                 adapter,
                 desc=f"eval: {name}",
-                max_batch_tokens=GREEDY_BATCH_TOKENS,
                 **settings,
             )
         self.seconds[name] = time.perf_counter() - t0

@@ -34,6 +34,12 @@ class Generation:
         return cls(tokenizer.decode(token_ids, skip_special_tokens=True).strip(), token_ids)
 
 
+#: Version of how ``generate`` computes its tokens, in the keys of cached responses (``SafeSystem``): a change that
+#: may move a sampled or near-tie token bumps it, so a cache never mixes responses of two ways. 2: the prompts' common
+#: head runs once (``PrefixCache``); batches of at most BATCH_TOKENS padded prompt tokens also when sampling.
+DECODING_VERSION = 2
+
+
 def tokenize_prompts(
     tokenizer: PreTrainedTokenizerBase, prompts: list[str], device: torch.device | str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,31 +48,63 @@ def tokenize_prompts(
     return enc["input_ids"].to(device), enc["attention_mask"].to(device)
 
 
-class PrefixCache:
-    """The keys and values of an input-side adapter's prefix (the soft prompt), computed once per model.
+def shared_head(prompts: list[list[int]]) -> int:
+    """Length of the prompts' longest common prefix, capped so that every prompt keeps at least one token of its
+    own: every loss position (from a prompt's last token on) then lies after it, and every prompt has a token to
+    prefill after a ``PrefixCache`` of that head."""
+    cap, first = min(map(len, prompts)) - 1, prompts[0]
+    n = 0
+    while n < cap and all(p[n] == first[n] for p in prompts):
+        n += 1
+    return n
 
-    A batch then runs as ``[P | pad | prompt]`` with P from the cache at positions 0..k-1 and the prompt at
-    k, k+1, ...: the positions and visible tokens of the uncached layout ``[pad | P | prompt]``.
+
+class PrefixCache:
+    """The keys and values of what every request begins with, computed once per model: an input-side adapter's
+    prefix (the soft prompt, P positions) followed by ``head``, token ids every prompt starts with (the chat
+    template's fixed system turn: ``generate`` finds it with ``shared_head``).
+
+    A batch then runs as ``[P + head | pad | rest]`` with the cached positions 0..L-1 (L = P + len(head)) and each
+    prompt's remaining tokens at L, L+1, ...: the positions and visible tokens of the uncached layout
+    ``[pad | P | head | rest]``, so the outputs are the uncached path's up to float rounding.
     """
 
     @torch.inference_mode()
-    def __init__(self, model: PreTrainedModel, adapter: Adapter):
-        self.length = adapter.prefix_length
-        if not adapter.prefix_cacheable:
+    def __init__(self, model: PreTrainedModel, adapter: Adapter | None = None, head: list[int] | None = None):
+        if adapter is not None and not adapter.prefix_cacheable:
             raise AdapterError(f"this {adapter.method!r} adapter has no fixed leading prefix to cache")
-        d = model.get_input_embeddings().embedding_dim
-        empty = torch.zeros(1, 0, d, device=model.device, dtype=model.dtype)
-        no_ids = torch.zeros(1, 0, dtype=torch.long, device=model.device)
-        embeds, mask = adapter(empty, no_ids, no_ids)
-        pos = torch.arange(self.length, device=model.device)[None]
-        out = model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-        self.cache: Cache = out.past_key_values
+        self.head = list(head or [])
+        ids = torch.tensor([self.head], dtype=torch.long, device=model.device)  # [1, len(head)]
+        embeds, mask, pos = embed_inputs(model, adapter, ids, torch.ones_like(ids))
+        self.length = embeds.shape[1]
+        if not self.length:
+            raise ValueError("nothing to cache: give a prefix adapter or head tokens")
+        out = model.get_decoder()(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True)
+        self.cache: Cache = out.past_key_values  # the decoder alone: no LM head on positions nothing reads
 
     def expand(self, batch_size: int) -> Cache:
         """A fresh copy of the cache for ``batch_size`` rows (decoding appends to it in place)."""
         cache = copy.deepcopy(self.cache)
         cache.batch_repeat_interleave(batch_size)
         return cache
+
+    def tokenize(
+        self, tokenizer: PreTrainedTokenizerBase, prompts: list[str], device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Templated prompts -> left-padded (input_ids, attention_mask) of the tokens after ``head``: each prompt
+        tokenized whole, as ``tokenize_prompts`` does, then its first len(head) ids, which must be ``head``,
+        dropped."""
+        n = len(self.head)
+        rows = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        if any(r[:n] != self.head or len(r) == n for r in rows):
+            raise ValueError("a prompt does not begin with this PrefixCache's head tokens or has no token after them")
+        width = max(len(r) - n for r in rows)
+        ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r) + n :] = torch.tensor(r[n:])
+            mask[i, width - len(r) + n :] = 1
+        return ids.to(device), mask.to(device)
 
 
 def _prefill_inputs(
@@ -103,7 +141,11 @@ def decode_steps(
     ``stop_at_eos=False`` always runs ``max_new_tokens`` steps (fixed-length timing in ``bench/``)."""
     with attached(model, adapter):  # model-side adapters stay hooked in for the whole decoding loop
         device = model.device
-        ids, mask = tokenize_prompts(tokenizer, prompts, device)
+        ids, mask = (
+            tokenize_prompts(tokenizer, prompts, device)
+            if prefix is None
+            else prefix.tokenize(tokenizer, prompts, device)
+        )
         inputs = _prefill_inputs(model, adapter, prefix, ids, mask)
         out = model(**inputs, use_cache=True, logits_to_keep=1)
         mask, next_pos = inputs["attention_mask"], inputs["position_ids"][:, -1:] + 1
@@ -179,10 +221,13 @@ def stream(
         shown = text
 
 
-#: Padded prompt tokens per batch of greedy decoding (``generate``'s ``max_batch_tokens``): a batch of long prompts is
-#: split so that one long prompt does not pad 15 short ones to its length. On the quick preset's dev prompts (35-719
-#: tokens), prefill + 10 tokens took 27 s instead of 42 s, the same responses (README: Measured).
-GREEDY_BATCH_TOKENS = 2048
+#: ``generate``'s batches: at most BATCH_SIZE prompts and BATCH_TOKENS padded prompt tokens, so that one long prompt
+#: does not pad many short ones to its length. Decoding a batch of 64 reads the weights once per step for 4x the
+#: rows of 16: on the demo's 288 evaluation prompts greedy decoding is 1.22x as fast as in plain batches of 16, 1.35x
+#: with the template head cached, with the same responses (BENCHMARKS.md: Batched generation). Batches of 128 /
+#: 8,192 were no faster here.
+BATCH_SIZE = 64
+BATCH_TOKENS = 4096
 
 
 def length_batches(lengths: list[int], order: list[int], batch_size: int, max_tokens: int | None) -> list[list[int]]:
@@ -210,8 +255,8 @@ def generate(
     *,
     prefix: PrefixCache | None = None,
     max_new_tokens: int = 64,
-    batch_size: int = 16,
-    max_batch_tokens: int | None = None,
+    batch_size: int = BATCH_SIZE,
+    max_batch_tokens: int | None = BATCH_TOKENS,
     temperature: float = 0.0,
     seed: int | list[int] = 0,
     desc: str = "generate",
@@ -221,27 +266,31 @@ def generate(
     """Generate one response per templated prompt; ``temperature=0`` is greedy, otherwise seeded sampling.
 
     ``seed`` seeds one generator for the whole call, or, as a list, one generator per prompt: a prompt's sample
-    then does not depend on the other prompts of the call (up to float rounding of the batch's padding).
+    then does not depend on the other prompts of the call, up to float rounding of the batch's padding (which can
+    move a draw where two tokens' cumulative probabilities meet).
 
-    Pass either ``adapter`` (applied to every batch) or ``prefix`` (its cached keys and values reused). An adapter
-    whose prefix is the same for every request (a soft prompt before everything) is turned into a ``PrefixCache``
-    once per call, so no batch recomputes its k positions (the outputs are those of the uncached path, which
-    ``cache_prefix=False`` takes). Prompts are batched by length (characters), ``batch_size`` at a time and, with
-    ``max_batch_tokens``, at most that many padded prompt tokens per batch (``length_batches``; greedy callers pass
-    ``GREEDY_BATCH_TOKENS``; sampling keeps plain batches, whose random stream the teacher cache is keyed on).
+    Pass either ``adapter`` (applied to every batch) or ``prefix`` (its cached keys and values reused). Without a
+    model-side adapter, what every request begins with, the prefix of a soft prompt before everything and the token
+    ids all ``prompts`` start with (``shared_head``: the chat template's system turn), becomes a ``PrefixCache``
+    once per call, so no batch recomputes those positions (the outputs are those of the uncached path up to float
+    rounding; ``cache_prefix=False`` takes that path). Prompts are batched by length (characters): at most
+    ``batch_size`` prompts and, unless ``max_batch_tokens`` is None, that many padded prompt tokens per batch
+    (``length_batches``). Greedy responses do not depend on the batching (up to float rounding); samples drawn with
+    one int seed do, as its random stream runs across the batches.
     Returns ``Generation`` objects in the order of ``prompts``.
     """
     if adapter is not None and prefix is not None:
         raise ValueError("pass the adapter or its PrefixCache, not both")
-    if cache_prefix and adapter is not None and adapter.prefix_cacheable and prompts:
-        prefix, adapter = PrefixCache(model, adapter), None
     if isinstance(seed, list) and len(seed) != len(prompts):
         raise ValueError(f"{len(seed)} seeds for {len(prompts)} prompts; give one seed per prompt, or one int")
+    token_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"] if prompts else []
+    if cache_prefix and prefix is None and (adapter is None or adapter.prefix_cacheable) and prompts:
+        head = token_ids[0][: shared_head(token_ids)]
+        if head or adapter is not None:
+            prefix, adapter = PrefixCache(model, adapter, head), None
     shared = None if isinstance(seed, list) else torch.Generator().manual_seed(seed)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    lengths = [0] * len(prompts)  # prompt tokens, needed for the budget only
-    if max_batch_tokens is not None and prompts:
-        lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    lengths = [len(ids) for ids in token_ids]  # prompt tokens, for the budget
     results: list[Generation | None] = [None] * len(prompts)
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(desc, total=len(prompts))

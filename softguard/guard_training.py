@@ -43,7 +43,7 @@ from .system import DEFAULT_REFUSAL, SafeSystem
 console = Console(stderr=True)
 
 #: Version of what ``train_or_reuse`` trains and caches: bump it when the guard's training recipe changes in code.
-GUARD_CACHE_FORMAT = 2  # 2: the guard reads the max_length it trained on (was 256), and truncation
+GUARD_CACHE_FORMAT = 3  # 2: the guard reads the max_length it trained on (was 256), and truncation; 3: fused AdamW
 #: Refusals paired with harmful prompts as "safe" (prompt, response) examples for the guard, cycled.
 GUARD_REFUSALS = (
     DEFAULT_REFUSAL,

@@ -628,7 +628,10 @@ def _optimizer(guard: nn.Module, cfg: GuardTrainConfig) -> torch.optim.AdamW:
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+    # fused: one kernel per step over all of MiniLM's 22.7M parameters instead of a loop of small ops per tensor,
+    # which on CPU took a sixth of the guard's training (py-spy, 2026-12-07); the same update up to float rounding
+    fused = params[0].device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused)
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:

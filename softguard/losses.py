@@ -38,7 +38,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from . import assets, fingerprint
 from .adapters import Adapter, can_share_prefix, decoder_hidden, shared_prefix_hidden
-from .generation import generate
+from .generation import generate, shared_head
 from .guards import Guard
 from .io import read_tensors, write_tensors
 from .objectives import (
@@ -128,16 +128,6 @@ def token_weights(length: int, first_tokens: int, first_token_weight: float) -> 
     w = torch.ones(length)
     w[:first_tokens] = first_token_weight
     return w / w.sum()
-
-
-def shared_head(prompts: list[list[int]]) -> int:
-    """Length of the prompts' longest common prefix, capped so that every prompt keeps at least one token of its
-    own: every loss position (from a prompt's last token on) then lies after it."""
-    cap, first = min(map(len, prompts)) - 1, prompts[0]
-    n = 0
-    while n < cap and all(p[n] == first[n] for p in prompts):
-        n += 1
-    return n
 
 
 def collate(batch: list[DistillExample], pad_id: int, cfg: TrainConfig, device: torch.device) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from . import assets, fingerprint
-from .generation import Generation, generate
+from .generation import BATCH_SIZE, DECODING_VERSION, Generation, generate
 from .guards import Guard
 from .io import read_json, write_json
 from .models import chat_prompt, end_of_turn_id
@@ -84,7 +84,7 @@ class SafeSystem:
         base: list[Generation] | None = None,
         *,
         max_new_tokens: int = 64,
-        batch_size: int = 16,
+        batch_size: int = BATCH_SIZE,
     ) -> list[SystemResponse]:
         """Deployed system on user prompts. ``base`` (greedy base responses to the same prompts) is reused when
         given; otherwise the LLM runs where needed (prompt-level: only on prompts the guard passes)."""
@@ -119,7 +119,7 @@ class SafeSystem:
         max_new_tokens: int = 48,
         temperature: float = 1.0,
         seed: int = 0,
-        batch_size: int = 16,
+        batch_size: int = BATCH_SIZE,
         skip_above: float = 0.99,
         cache_dir: str | Path | None = None,
     ) -> list[TeacherItem]:
@@ -147,7 +147,7 @@ class SafeSystem:
         prompts: list[str],
         *,
         max_new_tokens: int,
-        batch_size: int = 16,
+        batch_size: int = BATCH_SIZE,
         cache_dir: str | Path | None = None,
         desc: str = "base",
     ) -> list[Generation]:
@@ -167,7 +167,7 @@ class SafeSystem:
         max_new_tokens: int,
         temperature: float,
         seed: int,
-        batch_size: int = 16,
+        batch_size: int = BATCH_SIZE,
         cache_dir: str | Path | None = None,
     ) -> dict[str, list[list[int]]]:
         """K samples r_k ~ pi(.|x) per prompt (token ids); sample k is drawn with seed + k.
@@ -175,8 +175,9 @@ class SafeSystem:
         Each pass over the prompts is cached on its own under ``<cache>/teacher/<key>.json``, so an interrupted
         stage keeps its finished passes and a run with K = 2 reuses the pass of a run with K = 1. The key hashes
         what determines the samples, by content (``fingerprint``): the model's weights and dtype, the tokenizer
-        and chat template, the templated prompts, max_new_tokens, temperature, the pass's seed and the batch size
-        (the sampler's random stream runs across batches, so batches of another size draw other samples).
+        and chat template, the templated prompts, max_new_tokens, temperature, the pass's seed, the batch size
+        (the sampler's random stream runs across batches, so batches of another size draw other samples) and
+        ``generation.DECODING_VERSION``.
         """
         content = self._fingerprints(cache_dir)
         out: dict[str, list[list[int]]] = {p: [] for p in prompts}
@@ -220,6 +221,7 @@ class SafeSystem:
             "temperature": temperature,
             "seed": seed,
             "batch_size": batch_size,
+            "decoding": DECODING_VERSION,
         }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
         cache = assets.cache_root(cache_dir) / "teacher" / f"{digest}.json"

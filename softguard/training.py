@@ -55,9 +55,10 @@ from .adapters import (
 )
 from .config import GateConfig
 from .evaluation import DevSet, dev_score, evaluate_dev
+from .generation import shared_head
 from .guards import Guard, auroc
 from .io import atomic_dir, read_json, read_tensors, write_json, write_tensors
-from .losses import Step, get_strategy, shared_head
+from .losses import Step, get_strategy
 from .train_config import TrainConfig
 
 

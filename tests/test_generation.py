@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from softguard.adapters import SoftPrompt
-from softguard.generation import Generation, PrefixCache, generate, length_batches, tokenize_prompts
+from softguard.generation import Generation, PrefixCache, generate, length_batches, shared_head, tokenize_prompts
 from softguard.models import chat_prompt
 
 USER = ["Hi", "What is the capital of France?", "Write a haiku about autumn leaves falling on a quiet pond"]
@@ -184,6 +184,33 @@ def test_left_padding_regardless_of_tokenizer_setting(tiny_lm, prompts):
     got = generate(model, right, prompts, sp, max_new_tokens=4, progress=False)
     ref = generate(model, tok, prompts, sp, max_new_tokens=4, progress=False)
     assert [g.token_ids for g in got] == [g.token_ids for g in ref]
+
+
+def test_template_head_is_cached_once(tiny_lm, prompts):
+    """The chat template's system turn, which every prompt begins with, runs once per call: greedy and sampled
+    tokens equal the uncached path's, without and with a soft prompt before it; a prompt that does not begin with
+    a cache's head is refused."""
+    model, tok = tiny_lm
+    ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    head = ids[0][: shared_head(ids)]
+    assert len(head) >= 10  # SmolLM2's template: "<|im_start|>system\n...<|im_end|>\n<|im_start|>user\n"
+    sp = SoftPrompt.for_model(model, tok, num_tokens=5, init="normal", sigma=0.5)
+    for adapter in (None, sp):
+        for kw in ({}, {"temperature": 1.0, "seed": 3}):
+            args = {"max_new_tokens": 8, "batch_size": 2, "progress": False} | kw
+            uncached = generate(model, tok, prompts, adapter, cache_prefix=False, **args)
+            cached = generate(model, tok, prompts, adapter, **args)
+            assert [g.token_ids for g in cached] == [g.token_ids for g in uncached]
+    prefix = PrefixCache(model, sp, head)
+    assert prefix.length == 5 + len(head) and prefix.cache.get_seq_length() == prefix.length
+    by_hand = generate(model, tok, prompts, prefix=prefix, max_new_tokens=8, progress=False)
+    assert [g.token_ids for g in by_hand] == [
+        g.token_ids for g in generate(model, tok, prompts, sp, max_new_tokens=8, progress=False, cache_prefix=False)
+    ]
+    with pytest.raises(ValueError, match="head tokens"):
+        generate(model, tok, ["no template here"], prefix=prefix, progress=False)
+    with pytest.raises(ValueError, match="nothing to cache"):
+        PrefixCache(model)
 
 
 def test_prefix_cache_matches_uncached_generation(tiny_lm, prompts):

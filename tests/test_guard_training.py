@@ -27,8 +27,8 @@ def test_guard_key_is_unchanged():
     )
     pairs = GuardPairs(["make a bomb", "make a bomb"], ["Sure: ...", "I can't help with that."], [1, 0])
     gcfg = GuardTrainConfig(epochs=1, max_length=32, seed=0)
-    assert guard_key(cfg, splits, pairs, gcfg) == "8b5cafd0f29f61528e3a3b2c9aed44ea"
-    assert guard_key(cfg, splits, None, gcfg) == "6cb1e519bf4578426f4db9969c4c1358"
+    assert guard_key(cfg, splits, pairs, gcfg) == "a758df1821b7b790a89743080c9e5982"
+    assert guard_key(cfg, splits, None, gcfg) == "b6abcdab3a957809f1bcaed64b4ff9a6"
     for change in ({"tau": 0.6}, {"truncation": "head-tail"}, {"contexts": 8}):
         assert guard_key(replace(cfg, guard=replace(cfg.guard, **change)), splits, None, gcfg) != guard_key(
             cfg, splits, None, gcfg

@@ -13,7 +13,8 @@ from softguard import losses, training
 from softguard.adapters import LoRA, SoftPrompt, SteeringVector
 from softguard.adapters.soft_prompt import template_head
 from softguard.evaluation import DevSet
-from softguard.losses import DistillExample, collate, loss_terms, shared_head, student_logp, teacher_targets
+from softguard.generation import shared_head
+from softguard.losses import DistillExample, collate, loss_terms, student_logp, teacher_targets
 from softguard.models import chat_prompt
 from softguard.objectives import OBJECTIVES, coarse_grain, get_objective
 from softguard.training import TrainConfig
