@@ -95,12 +95,14 @@ class Timings(dict[str, float]):
     """Seconds per stage name, summed over its calls (``compare`` runs some stages once per row)."""
 
     def __call__(self, stage: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``fn(*args, **kwargs)`` under the stage's rule on the console; its seconds added to ``self[stage]``."""
+        """``fn(*args, **kwargs)`` under the stage's rule on the console; its seconds added to ``self[stage]`` and
+        printed, with the stage's total so far when it ran before."""
         console.rule(f"[bold]{stage}")
         t0 = time.perf_counter()
         value = fn(*args, **kwargs)
-        self[stage] = round(self.get(stage, 0.0) + time.perf_counter() - t0, 1)
-        console.print(f"{stage}: {self[stage]} s")
+        seconds, before = time.perf_counter() - t0, self.get(stage)
+        self[stage] = round((before or 0.0) + seconds, 1)
+        console.print(f"{stage}: {seconds:.1f} s" + ("" if before is None else f" ({self[stage]} s in all)"))
         return value
 
 

@@ -14,7 +14,7 @@ from conftest import weapon_hi_dev
 from softguard.config import METHODS, PRESETS, RunConfig, dumps, preset, read_toml, update
 from softguard.io import LockedError
 from softguard.models import ModelError
-from softguard.pipeline import check_config, open_run_dir, run, run_lock
+from softguard.pipeline import Timings, check_config, open_run_dir, run, run_lock
 from softguard.reporting import render_report, results_table
 
 
@@ -675,3 +675,17 @@ def test_committed_objective_sweep_summary_is_rendered_from_its_results():
     assert render_runs_summary(runs) == (root / "summary.md").read_text()
     chosen = {m: runs[name]["student"]["objective"] for m, name in best_runs(runs).items()}
     assert chosen == {"soft-prompt": "kl", "lora": "jsd", "steering": "tv"}
+
+
+def test_timings_sum_a_stage_and_print_each_call(monkeypatch, capsys):
+    """A stage run twice (``compare`` runs some once per row) prints each call's seconds, then the total so far."""
+    import softguard.pipeline as pipeline
+
+    clock = iter([0.0, 2.0, 10.0, 13.5])
+    monkeypatch.setattr(pipeline.time, "perf_counter", lambda: next(clock))
+    timed = Timings()
+    assert timed("evaluate", lambda x: x + 1, 1) == 2
+    timed("evaluate", lambda: None)
+    assert timed == {"evaluate": 5.5}
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("evaluate:")]
+    assert lines == ["evaluate: 2.0 s", "evaluate: 3.5 s (5.5 s in all)"]
