@@ -2,9 +2,10 @@
 time, and that they leave the responses as they are.
 
 The prompts: the quick preset's evaluation sets (``pipeline.eval_sets``: 48 prompts from each of HarmBench,
-StrongREJECT, XSTest-safe, held-out benign and the two robustness halves, 13-662 tokens with SmolLM2's chat
+StrongREJECT, XSTest-safe, held-out benign and the two robustness halves, 33-662 tokens with SmolLM2's chat
 template), as ``make demo`` generates them for its base and student rows. Each row generates ``--new-tokens`` new
-tokens per prompt with ``generation.generate`` (stopping at EOS), in one process, rows one after the other:
+tokens per prompt with ``generation.generate`` (stopping at EOS), in one process after an untimed warm-up, rows
+one after the other:
 
 - batches of 16, no token bound, every prompt whole (the base row's path before 2026-12-07);
 - batches of 16 / 2,048 padded prompt tokens, every prompt whole (the student's path before);
@@ -56,6 +57,7 @@ def main() -> None:
     users = [e.text for exs in eval_sets(cfg, make_splits(cfg.seed)).values() for e in exs]
     prompts = [chat_prompt(tok, u) for u in users]
     lengths = [len(ids) for ids in tok(prompts, add_special_tokens=False)["input_ids"]]
+    generate(model, tok, prompts[:16], max_new_tokens=4, progress=False)  # warm-up: no row pays for first-call costs
     table, first = [], None
     for label, batch_size, max_tokens, head in ROWS:
         t0 = time.perf_counter()

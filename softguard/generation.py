@@ -98,13 +98,8 @@ class PrefixCache:
         rows = tokenizer(prompts, add_special_tokens=False)["input_ids"]
         if any(r[:n] != self.head or len(r) == n for r in rows):
             raise ValueError("a prompt does not begin with this PrefixCache's head tokens or has no token after them")
-        width = max(len(r) - n for r in rows)
-        ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros(len(rows), width, dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r) + n :] = torch.tensor(r[n:])
-            mask[i, width - len(r) + n :] = 1
-        return ids.to(device), mask.to(device)
+        enc = tokenizer.pad({"input_ids": [r[n:] for r in rows]}, padding_side="left", return_tensors="pt")
+        return enc["input_ids"].to(device), enc["attention_mask"].to(device)
 
 
 def _prefill_inputs(
@@ -223,9 +218,8 @@ def stream(
 
 #: ``generate``'s batches: at most BATCH_SIZE prompts and BATCH_TOKENS padded prompt tokens, so that one long prompt
 #: does not pad many short ones to its length. Decoding a batch of 64 reads the weights once per step for 4x the
-#: rows of 16: on the demo's 288 evaluation prompts greedy decoding is 1.22x as fast as in plain batches of 16, 1.35x
-#: with the template head cached, with the same responses (BENCHMARKS.md: Batched generation). Batches of 128 /
-#: 8,192 were no faster here.
+#: rows of 16: on the demo's 288 evaluation prompts greedy decoding is 1.30x as fast as in plain batches of 16, 1.40x
+#: with the template head cached, with the same responses (BENCHMARKS.md: Batched generation).
 BATCH_SIZE = 64
 BATCH_TOKENS = 4096
 
