@@ -9,7 +9,9 @@ switches
 
 - ``shared_prefix``: the soft prompt and the chat template's common head run once per batch, not once per row;
 - ``teacher_topk``: the keep branch's teacher targets cached before training (top-K + rest) instead of a frozen
-  forward at every step. Their one-off cost (``teacher_targets``, once per keep example per run) is timed apart.
+  forward at every step. Their one-off cost (``teacher_targets``, once per keep example per run) is timed apart;
+- ``precision = "bf16"``: the decoder under bf16 autocast (the LM head and the loss in float32), with the loss and
+  gradient's distance to the float32 step on the same batch printed below the table.
 
 PEFT's row: ``get_peft_model(model, PromptTuningConfig(num_virtual_tokens=k))``, labels = the target tokens
 (-100 elsewhere), its forward (logits at every position) + backward + clip + AdamW step. Rows run interleaved
@@ -26,6 +28,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -76,14 +79,38 @@ def softguard_step(
     optimizer = torch.optim.AdamW(sp.trainable_parameters(), lr=cfg.lr)
     strategy = get_strategy(cfg.objective)
 
+    bf16 = cfg.precision == "bf16"
+
     def step() -> None:
-        means = strategy.loss(Step(model, tok, sp, sp, cfg, 0, range(len(batch))), batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # as training.train's step
+            means = strategy.loss(Step(model, tok, sp, sp, cfg, 0, range(len(batch))), batch)
         means["loss"].backward()
         torch.nn.utils.clip_grad_norm_(sp.trainable_parameters(), cfg.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     return step
+
+
+def bf16_error(
+    model: PreTrainedModel, tok: PreTrainedTokenizerBase, k: int, batch: list[DistillExample], cfg: TrainConfig
+) -> dict[str, float]:
+    """The bf16 step's loss and soft-prompt gradient against the float32 step's, from the same fresh soft prompt
+    on ``batch``: relative loss difference, relative gradient difference (L2) and the gradients' cosine."""
+    sp = SoftPrompt.for_model(model, tok, k)
+    strategy, out = get_strategy(cfg.objective), {}
+    for bf16 in (False, True):
+        sp.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = strategy.loss(Step(model, tok, sp, sp, cfg, 0, range(len(batch))), batch)["loss"]
+        loss.backward()
+        out[bf16] = (loss.item(), torch.cat([p.grad.flatten() for p in sp.trainable_parameters()]))
+    (l32, g32), (l16, g16) = out[False], out[True]
+    return {
+        "loss": abs(l16 - l32) / abs(l32),
+        "grad": float((g16 - g32).norm() / g32.norm()),
+        "cosine": float(torch.nn.functional.cosine_similarity(g16, g32, dim=0)),
+    }
 
 
 def peft_step(
@@ -142,7 +169,8 @@ def main() -> None:
     base = TrainConfig(objective="tv", batch_size=len(batch))  # the defaults: shared prefix, teacher top-K
     k = base.teacher_topk
     t0 = time.perf_counter()
-    cached = teacher_targets(model, None, batch, base, tok.pad_token_id)
+    with tempfile.TemporaryDirectory() as fresh:  # computed, not read from a cache of an earlier run
+        cached = teacher_targets(model, None, batch, base, tok.pad_token_id, cache_dir=fresh)
     targets_s = time.perf_counter() - t0
     configs = {
         "softguard, every row whole, teacher every step": (
@@ -152,6 +180,7 @@ def main() -> None:
         "softguard, shared prefix, teacher every step": (replace(base, teacher_topk=None), batch),
         f"softguard, every row whole, teacher top-{k} cached": (replace(base, shared_prefix=False), cached),
         f"softguard, shared prefix, teacher top-{k} cached (default)": (base, cached),
+        f"softguard, shared prefix, teacher top-{k} cached, bf16 autocast": (replace(base, precision="bf16"), cached),
     }
     steps = {
         name: softguard_step(model, tok, SoftPrompt.for_model(model, tok, args.num_tokens), rows, cfg)
@@ -163,10 +192,10 @@ def main() -> None:
     lines = [
         "# Training step",
         "",
-        f"SmolLM2-135M-Instruct, fp32, CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores "
-        f"shared with other jobs), torch {torch.__version__}; one batch of 8 sequences: 4 keep examples (benign "
-        f"train prompts with base responses sampled at temperature 1, {min(resp)}-{max(resp)} tokens) and 4 refuse "
-        f"examples (harmful train prompts against r*, {len(batch[-1].target_ids)} tokens; "
+        f"SmolLM2-135M-Instruct, fp32 weights, CPU ({platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores shared with other jobs), torch {torch.__version__}; one batch of 8 sequences: 4 keep "
+        f"examples (benign train prompts with base responses sampled at temperature 1, {min(resp)}-{max(resp)} "
+        f"tokens) and 4 refuse examples (harmful train prompts against r*, {len(batch[-1].target_ids)} tokens; "
         f"{shared_head([ex.prompt_ids for ex in batch])} template tokens common to all 8); soft prompt "
         f"k = {args.num_tokens} before everything, objective TV; one step = loss + backward + gradient clip + AdamW "
         f"step. Rows interleaved, one warm-up step each, then {args.steps} timed steps each: their median, and their "
@@ -191,10 +220,15 @@ def main() -> None:
                 for name in steps
             ),
         ]
+    err = bf16_error(model, tok, args.num_tokens, cached, base)
     lines += [
         "",
-        f"Teacher top-{k} targets, computed once per keep example before training (`losses.teacher_targets`, "
-        f"{args.threads[0]} threads): {targets_s:.2f} s for the 4 keep examples ({targets_s / len(keep):.2f} s each).",
+        f"bf16 autocast against float32 on this batch, from the same fresh soft prompt: loss {100 * err['loss']:.2f} % "
+        f"apart, gradient {100 * err['grad']:.1f} % apart (L2), cosine {err['cosine']:.4f}.",
+        "",
+        f"Teacher top-{k} targets by a forward pass over the keep examples (`losses.teacher_targets`, empty cache, "
+        f"model fingerprint included, {args.threads[0]} threads): {targets_s:.2f} s for the 4 keep examples; a run "
+        "gets them from the pass that samples the keep responses instead (docs/training-step.md §2).",
         "",
         f"Command: `{('python bench/train_step.py ' + ' '.join(sys.argv[1:])).strip()}`",
     ]

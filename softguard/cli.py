@@ -63,12 +63,19 @@ def cmd_guard_train(args: argparse.Namespace) -> None:
     from .io import read_json
     from .models import load_model, resolve_device
 
-    given = {"epochs": args.epochs, "pairs": args.pairs, "truncation": args.truncation, "contexts": args.contexts}
+    given = {
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "precision": args.precision,
+        "pairs": args.pairs,
+        "truncation": args.truncation,
+        "contexts": args.contexts,
+    }
     guard = {"tau": args.tau, "backbone": args.backbone, "pooling": args.pooling} | _given(given)
     # the guard stage of `softguard run [--quick]` (both presets train the same guard)
     run_cfg = update(PRESETS["full"], {"model": {"name": args.model}, "seed": args.seed, "guard": guard})
     g = run_cfg.guard
-    cfg = GuardTrainConfig(epochs=g.epochs, lr=args.lr, max_length=g.max_length, seed=args.seed)
+    cfg = GuardTrainConfig(epochs=g.epochs, lr=g.lr, max_length=g.max_length, seed=args.seed, precision=g.precision)
     out = Path(args.out)
     if out.is_dir() and any(out.iterdir()) and not (out / CONFIG_FILE).is_file():  # saving replaces the directory
         raise ValueError(f"--out {out} holds files but no saved guard; choose another --out (or delete it)")
@@ -362,8 +369,14 @@ def build_parser() -> argparse.ArgumentParser:
     gt = g.add_parser("train", help="fine-tune the guard on the train split's prompts and (prompt, response) pairs")
     gt.add_argument("--out", default="runs/guard")
     gt.add_argument("--backbone", default="minilm")
-    gt.add_argument("--epochs", type=int, help="default: the presets' (3)")
-    gt.add_argument("--lr", type=float, default=3e-5)
+    gt.add_argument("--epochs", type=int, help="default: the presets' (2)")
+    gt.add_argument("--lr", type=float, help="default: the presets' (8e-5)")
+    gt.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "auto"],
+        help="training's forward and backward: float32, bf16 autocast, or auto (bf16 where the device computes it "
+        "natively); default: the presets'",
+    )
     gt.add_argument("--tau", type=float, default=0.5)
     gt.add_argument("--seed", type=int, default=0)
     gt.add_argument(

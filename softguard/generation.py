@@ -11,27 +11,62 @@ tokens (DESIGN §7), with the same positions and attention pattern, so greedy ou
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from rich.progress import Progress
 from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 
 from .adapters import Adapter, AdapterError, attached, embed_inputs
+from .io import read_tensors, write_tensors
+from .objectives import coarse_grain
 
 
 @dataclass
 class Generation:
-    """One response: its text (special tokens removed) and token ids (ending with EOS when the model stopped)."""
+    """One response: its text (special tokens removed) and token ids (ending with EOS when the model stopped), and,
+    when ``generate`` was asked for its ``topk``, the distributions its n tokens were drawn from, coarse-grained
+    (``objectives.coarse_grain``): their top-K token ids [n, K] (int32) and log-probabilities of those K plus the
+    rest [n, K + 1], at temperature 1 whatever the sampling temperature."""
 
     text: str
     token_ids: list[int]
+    topk_ids: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    topk_logp: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_ids(cls, tokenizer: PreTrainedTokenizerBase, token_ids: list[int]) -> Generation:
-        """The response of ``token_ids``: its text decoded without special tokens and stripped."""
-        return cls(tokenizer.decode(token_ids, skip_special_tokens=True).strip(), token_ids)
+    def from_ids(
+        cls,
+        tokenizer: PreTrainedTokenizerBase,
+        token_ids: list[int],
+        topk: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> Generation:
+        """The response of ``token_ids``: its text decoded without special tokens and stripped (``topk``: its
+        coarse-grained distributions, ids and log-probs)."""
+        text = tokenizer.decode(token_ids, skip_special_tokens=True).strip()
+        return cls(text, token_ids, *(topk if topk is not None else (None, None)))
+
+
+def write_topk(path: str | Path, parts: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Coarse-grained distributions, (ids [n, K], log-probs [n, K + 1]) per response, as one safetensors file:
+    "ids" [sum n, K] and "logp" [sum n, K + 1], in order (``read_topk`` splits them back)."""
+    write_tensors(path, {"ids": torch.cat([i for i, _ in parts]), "logp": torch.cat([lp for _, lp in parts])})
+
+
+def read_topk(path: str | Path, sizes: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """What ``write_topk`` wrote at ``path``, split per response of ``sizes`` tokens:
+    (ids [n, K], log-probs [n, K + 1]) each; None when the file is missing, damaged or of other sizes (its caller
+    then computes it again)."""
+    tensors = read_tensors(path)
+    if tensors is None:
+        return None
+    ids, logp = tensors.get("ids"), tensors.get("logp")
+    n = sum(sizes)
+    if ids is None or logp is None or len(ids) != n or len(logp) != n or logp.shape[-1] != ids.shape[-1] + 1:
+        return None
+    return list(zip(ids.split(sizes), logp.split(sizes), strict=True))
 
 
 #: Version of how ``generate`` computes its tokens, in the keys of cached responses (``SafeSystem``): a change that
@@ -129,11 +164,13 @@ def decode_steps(
     temperature: float = 0.0,
     generator: torch.Generator | list[torch.Generator] | None = None,
     stop_at_eos: bool = True,
+    on_logits: Callable[[torch.Tensor], None] | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield the next token of every row, [B], one step at a time (pad once a row has ended) until all end.
 
     Sampling draws from ``generator``, or from ``generator[i]`` for row i when it is a list (one per row).
-    ``stop_at_eos=False`` always runs ``max_new_tokens`` steps (fixed-length timing in ``bench/``)."""
+    ``stop_at_eos=False`` always runs ``max_new_tokens`` steps (fixed-length timing in ``bench/``). ``on_logits``
+    sees each step's next-token logits [B, V] (float32) before the token is chosen."""
     with attached(model, adapter):  # model-side adapters stay hooked in for the whole decoding loop
         device = model.device
         ids, mask = (
@@ -148,6 +185,8 @@ def decode_steps(
         done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
         for step in range(max_new_tokens):
             logits = out.logits[:, -1, :].float()
+            if on_logits is not None:
+                on_logits(logits)
             if temperature > 0:
                 probs = torch.softmax(logits / temperature, dim=-1).cpu()
                 if isinstance(generator, list):
@@ -187,12 +226,30 @@ def _generate_batch(
     max_new_tokens: int,
     temperature: float,
     generator: torch.Generator | list[torch.Generator] | None,
-) -> list[list[int]]:
-    """Token ids per prompt, cut after the first EOS."""
-    steps = list(decode_steps(model, tokenizer, prompts, adapter, prefix, max_new_tokens, temperature, generator))
+    topk: int | None = None,
+) -> list[Generation]:
+    """The responses to ``prompts``, their token ids cut after the first EOS; with ``topk``, also their
+    coarse-grained distributions (``Generation``)."""
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []  # per step: top-K ids [B, K], coarse log-probs [B, K + 1]
+
+    def keep_topk(logits: torch.Tensor) -> None:
+        logp = torch.log_softmax(logits, -1)
+        ids = logp.topk(min(topk, logp.shape[-1]), dim=-1).indices
+        seen.append((ids.int().cpu(), coarse_grain(logp, ids).cpu()))
+
+    hook = keep_topk if topk is not None else None
+    steps = list(
+        decode_steps(model, tokenizer, prompts, adapter, prefix, max_new_tokens, temperature, generator, True, hook)
+    )
     rows = torch.stack(steps, dim=1).tolist() if steps else [[] for _ in prompts]
     eos = tokenizer.eos_token_id
-    return [row[: row.index(eos) + 1] if eos in row else row for row in rows]
+    rows = [row[: row.index(eos) + 1] if eos in row else row for row in rows]
+    if topk is None:
+        return [Generation.from_ids(tokenizer, row) for row in rows]
+    ids, logp = (torch.stack([s[j] for s in seen], dim=1) for j in (0, 1))  # [B, steps, K], [B, steps, K + 1]
+    return [
+        Generation.from_ids(tokenizer, row, (ids[b, : len(row)], logp[b, : len(row)])) for b, row in enumerate(rows)
+    ]
 
 
 def stream(
@@ -256,8 +313,11 @@ def generate(
     desc: str = "generate",
     progress: bool = True,
     cache_prefix: bool = True,
+    topk: int | None = None,
 ) -> list[Generation]:
-    """Generate one response per templated prompt; ``temperature=0`` is greedy, otherwise seeded sampling.
+    """Generate one response per templated prompt; ``temperature=0`` is greedy, otherwise seeded sampling. With
+    ``topk``, each ``Generation`` also keeps the top-K of the distributions its tokens were drawn from, coarse-grained
+    (the teacher targets of ``losses.teacher_targets``, without another forward pass).
 
     ``seed`` seeds one generator for the whole call, or, as a list, one generator per prompt: a prompt's sample
     then does not depend on the other prompts of the call, up to float rounding of the batch's padding (which can
@@ -290,10 +350,9 @@ def generate(
         task = bar.add_task(desc, total=len(prompts))
         for idx in length_batches(lengths, order, batch_size, max_batch_tokens):
             gen = shared if shared is not None else [torch.Generator().manual_seed(seed[i]) for i in idx]
-            rows = _generate_batch(
-                model, tokenizer, [prompts[i] for i in idx], adapter, prefix, max_new_tokens, temperature, gen
-            )
+            batch = [prompts[i] for i in idx]
+            rows = _generate_batch(model, tokenizer, batch, adapter, prefix, max_new_tokens, temperature, gen, topk)
             for i, row in zip(idx, rows, strict=True):
-                results[i] = Generation.from_ids(tokenizer, row)
+                results[i] = row
             bar.advance(task, len(idx))
     return results  # type: ignore[return-value]

@@ -87,7 +87,7 @@ def guard_pairs(cfg: RunConfig, splits: Splits, system: SafeSystem) -> GuardPair
         seed=cfg.seed,
         batch_size=cfg.gen_batch_size,
     )
-    text = {p: system.tokenizer.decode(samples[p][0], skip_special_tokens=True).strip() for p in prompts}
+    text = {p: samples[p][0].text for p in prompts}
     pairs = GuardPairs([], [], [])
     for i, e in enumerate(harm):
         pairs.prompts += [e.text, e.text]
@@ -219,7 +219,8 @@ def train_or_reuse(cfg: RunConfig, splits: Splits, system: SafeSystem, out_dir: 
     device = system.model.device
     if (out_dir / "guard_config.json").is_file():
         return EncoderGuard.from_pretrained(out_dir).to(device)
-    gcfg = GuardTrainConfig(epochs=cfg.guard.epochs, max_length=cfg.guard.max_length, seed=cfg.seed)
+    g = cfg.guard
+    gcfg = GuardTrainConfig(epochs=g.epochs, lr=g.lr, max_length=g.max_length, seed=cfg.seed, precision=g.precision)
     pairs = guard_pairs(cfg, splits, system) if cfg.guard.pairs > 0 else None
     cached = assets.cache_root() / "guards" / guard_key(cfg, splits, pairs, gcfg)
     if (cached / "guard_config.json").is_file():

@@ -56,6 +56,8 @@ from transformers import (
 from . import assets
 from .checks import require
 from .io import atomic_dir, changed_file, file_hashes
+from .models import resolve_precision
+from .train_config import PRECISIONS
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "guard_config.json"
@@ -518,6 +520,8 @@ class GuardConfig:
     # softguard's default guard, trained when path is None
     backbone: str = "minilm"
     epochs: int = 2
+    lr: float = 3e-5  # its AdamW learning rate (GuardTrainConfig)
+    precision: str = "fp32"  # its training's forward and backward: fp32, bf16 autocast, or auto (GuardTrainConfig)
     max_length: int = 128
     pairs: int = 400  # train prompts per class whose (prompt, base response) pairs also train the guard
     pair_tokens: int = 64  # new tokens of those base responses (the guard's own: a teacher setting never changes it)
@@ -533,6 +537,8 @@ class GuardConfig:
                 "mode": GUARD_MODES,
                 "tau": "(0, 1)",
                 "epochs": ">= 0",
+                "lr": "> 0",
+                "precision": PRECISIONS,
                 "max_length": ">= 5",  # [CLS] prompt [SEP] response [SEP]: a token of each
                 "pairs": ">= 0",
                 "pair_tokens": ">= 1",
@@ -599,6 +605,9 @@ class GuardTrainConfig:
     seed: int = 0
     max_grad_norm: float = 1.0
     group_by_length: bool = True  # batches of texts of similar length (``length_grouped_batches``)
+    # the encoder's forward and backward under bf16 autocast ("auto": where the device computes bf16 natively,
+    # ``models.resolve_precision``); the head's loss, the weights and AdamW stay float32, scoring is float32
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         """Refuse a value that cannot train (epochs 0 saves the backbone with an untrained head)."""
@@ -612,6 +621,7 @@ class GuardTrainConfig:
                 "warmup_frac": "[0, 1]",
                 "max_length": ">= 5",
                 "max_grad_norm": "> 0",
+                "precision": PRECISIONS,
             },
         )
 
@@ -691,6 +701,7 @@ def train_guard(
     gen = torch.Generator().manual_seed(cfg.seed)
     lengths = [len(t) + len(r or "") for t, r in zip(texts, pairs or [None] * len(texts), strict=True)]  # characters
     history: dict[str, Any] = {"loss": [], "n": len(y), "n_positive": n_pos, "pos_weight": pos_weight.item()}
+    bf16 = resolve_precision(cfg.precision, guard.device) == "bf16"
     guard.train()
     t0 = time.perf_counter()
     with _progress(progress) as bar:
@@ -700,7 +711,9 @@ def train_guard(
             for idx in length_grouped_batches(lengths, cfg.batch_size, gen, cfg.group_by_length):
                 pair = None if pairs is None else [pairs[j] for j in idx]
                 batch = guard.encode([texts[j] for j in idx], pair, cfg.max_length)
-                loss = F.binary_cross_entropy_with_logits(guard.logits(batch), y[idx], pos_weight=pos_weight)
+                with torch.autocast(guard.device.type, dtype=torch.bfloat16, enabled=bf16):
+                    logits = guard.logits(batch)  # float32 [B] (``forward``)
+                loss = F.binary_cross_entropy_with_logits(logits, y[idx], pos_weight=pos_weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(guard.parameters(), cfg.max_grad_norm)

@@ -38,9 +38,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from . import assets, fingerprint
 from .adapters import Adapter, can_share_prefix, decoder_hidden, shared_prefix_hidden
-from .generation import generate, shared_head
+from .generation import generate, read_topk, shared_head, write_topk
 from .guards import Guard
-from .io import read_tensors, write_tensors
 from .objectives import (
     OBJECTIVES,
     Objective,
@@ -89,10 +88,11 @@ def build_examples(items: list[TeacherItem], system: SafeSystem, min_weight: flo
     out = []
     for it, prompt in zip(items, system.template([it.prompt for it in items]), strict=True):
         ids = system.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        for r, u in zip(it.samples, it.sample_u, strict=True):
+        targets = it.targets or [(None, None)] * len(it.samples)  # the sampling pass's top-K, when it kept them
+        for r, u, t in zip(it.samples, it.sample_u, targets, strict=True):
             w = (1.0 - u) / len(it.samples)
             if w >= min_weight and r:
-                out.append(DistillExample(ids, r, w, soft=True))
+                out.append(DistillExample(ids, r, w, soft=True, teacher_ids=t[0], teacher_logp=t[1]))
         if it.rho >= min_weight:
             out.append(DistillExample(ids, refusal, it.rho, soft=False, refusal=True))
     return out
@@ -217,10 +217,18 @@ def loss_hidden(
     return hidden[(torch.cumsum(lengths, 0) - lengths)[local] + pos - own[local]]
 
 
+def head_logp(model: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
+    """log_softmax of the LM head at ``hidden`` [M, d] -> [M, V] float32, outside any autocast: in bfloat16 (8
+    significant bits) a logit near 20 would be rounded to a multiple of 1/8, and each probability by up to 6 %."""
+    head = model.get_output_embeddings()
+    with torch.autocast(hidden.device.type, enabled=False):
+        return torch.log_softmax(head(hidden.to(head.weight.dtype)).float(), -1)
+
+
 def student_logp(model: PreTrainedModel, adapter: nn.Module | None, batch: dict[str, Any]) -> torch.Tensor:
     """log q(. | x, r_<t) [N, V] at the batch's loss positions: decoder with the adapter, LM head only there (then
     the adapter's ``override_logp``: the gate's one-hot refusals)."""
-    logp = torch.log_softmax(model.get_output_embeddings()(loss_hidden(model, adapter, batch)).float(), -1)
+    logp = head_logp(model, loss_hidden(model, adapter, batch))
     base = getattr(adapter, "module", adapter)  # DDP wraps the adapter as ``.module``
     return base.override_logp(model, batch, logp) if base is not None else logp
 
@@ -234,7 +242,7 @@ def base_logp(
     base = getattr(adapter, "module", adapter)  # DDP wraps the adapter as ``.module``
     with base.bypassed() if base is not None else nullcontext():
         hidden = loss_hidden(model, None, batch, select)
-    return torch.log_softmax(model.get_output_embeddings()(hidden).float(), -1)
+    return head_logp(model, hidden)
 
 
 @torch.no_grad()
@@ -256,23 +264,25 @@ def teacher_targets(
     sorted by length; process ``rank`` of ``world`` (DDP) computes batches rank, rank + world, ... and gathers the
     others' (the same batches as in one process, so the same numbers). ``progress``: show a progress bar.
 
-    The targets are cached under ``<cache>/targets/<key>.safetensors`` (``cache_dir``, else the default cache),
+    A soft example that already carries targets of this K (those the teacher's sampling pass kept,
+    ``SafeSystem.teacher`` with ``topk``) keeps them: they are the same distributions up to float rounding. The
+    others' targets are cached under ``<cache>/targets/<key>.safetensors`` (``cache_dir``, else the default cache),
     keyed by what determines them (``_targets_key``), so a rerun on the same examples reads them back."""
+    k = min(cfg.teacher_topk, model.get_output_embeddings().weight.shape[0])
+    carried = lambda ex: ex.teacher_ids is not None and ex.teacher_ids.shape[-1] == k  # noqa: E731
     length = lambda i: len(examples[i].prompt_ids) + len(examples[i].target_ids)  # noqa: E731
-    soft = sorted((i for i, ex in enumerate(examples) if ex.soft), key=length)
+    soft = sorted((i for i, ex in enumerate(examples) if ex.soft and not carried(ex)), key=length)
     if not soft:
         return examples
     key = _targets_key(model, examples, soft, cfg, cache_dir)
     path = assets.cache_root(cache_dir) / "targets" / f"{key}.safetensors"
-    stored = _read_targets(path, [len(examples[i].target_ids) for i in soft])
+    stored = read_topk(path, [len(examples[i].target_ids) for i in soft])
     if stored is not None:
         done = dict(zip(soft, stored, strict=True))
     else:
         done = _compute_targets(model, adapter, examples, soft, cfg, pad_id, rank, world, progress)
         if rank == 0 and len(done) == len(soft):
-            write_tensors(
-                path, {"ids": torch.cat([done[i][0] for i in soft]), "logp": torch.cat([done[i][1] for i in soft])}
-            )
+            write_topk(path, [done[i] for i in soft])
     return [
         replace(ex, teacher_ids=done[i][0], teacher_logp=done[i][1]) if i in done else ex
         for i, ex in enumerate(examples)
@@ -321,19 +331,6 @@ def _targets_key(
     settings = {"topk": cfg.teacher_topk, "batch_size": cfg.batch_size, "shared_prefix": cfg.shared_prefix}
     payload = ([examples[i].prompt_ids, examples[i].target_ids] for i in soft)
     return fingerprint.forward_key(model, settings, payload, cache_dir)
-
-
-def _read_targets(path: Path, sizes: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-    """The cached targets at ``path`` split per example (``sizes``: target lengths), or None when there are none
-    or the file does not hold them (a damaged entry is then recomputed and overwritten)."""
-    tensors = read_tensors(path)
-    if tensors is None:
-        return None
-    ids, logp = tensors.get("ids"), tensors.get("logp")
-    n = sum(sizes)
-    if ids is None or logp is None or len(ids) != n or len(logp) != n or logp.shape[-1] != ids.shape[-1] + 1:
-        return None
-    return list(zip(ids.split(sizes), logp.split(sizes), strict=True))
 
 
 def loss_terms(
@@ -394,6 +391,7 @@ class Strategy(ABC, Generic[E]):
 
     name: str
     uses_teacher = True  # False: examples from the bare prompts, the teacher is not sampled
+    uses_targets = False  # True: ``prepare`` gives soft examples top-K teacher targets (``TrainConfig.teacher_topk``)
     needs_reward_guard = False  # True: ``train`` needs a ``reward_guard`` (it is ``Step.reward_guard``)
 
     def check(self, cfg: TrainConfig) -> None:
@@ -431,6 +429,8 @@ class Strategy(ABC, Generic[E]):
 class Distillation(Strategy[DistillExample]):
     """The soft teacher's keep and refuse branches, each token compared by the divergence ``divergence``
     (``objectives.OBJECTIVES``): loss = sum_i,t tok_w D_it, logged with the TV likewise (docs/objectives.md §2-3)."""
+
+    uses_targets = True
 
     def __init__(self, divergence: str):
         self.name = self.divergence = divergence
@@ -523,18 +523,19 @@ class Reinforce(Strategy[RLPrompt]):
         base_seed = (cfg.seed * 1_000_003 + step.index) * 1_000_003
         was_training = step.adapter.training
         step.adapter.eval()
-        gens = generate(
-            model,
-            tokenizer,
-            [p.templated for p in repeated],
-            step.adapter,
-            max_new_tokens=cfg.rl_max_new_tokens,
-            temperature=cfg.rl_temperature,
-            seed=[base_seed + j * k + s for j in step.positions for s in range(k)],
-            progress=False,
-        )
+        with torch.autocast(model.device.type, enabled=False):  # sampling and reward in fp32 under any precision
+            gens = generate(
+                model,
+                tokenizer,
+                [p.templated for p in repeated],
+                step.adapter,
+                max_new_tokens=cfg.rl_max_new_tokens,
+                temperature=cfg.rl_temperature,
+                seed=[base_seed + j * k + s for j in step.positions for s in range(k)],
+                progress=False,
+            )
+            u = step.reward_guard.score([p.prompt for p in repeated], [g.text for g in gens]).float()
         step.adapter.train(was_training)
-        u = step.reward_guard.score([p.prompt for p in repeated], [g.text for g in gens]).float()
         rewards = (1.0 - u).reshape(len(rows), k)
         adv = rloo_advantages(rewards).flatten()
         examples = [

@@ -130,6 +130,23 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return device
 
 
+def bf16_native(device: torch.device) -> bool:
+    """Whether ``device`` runs bfloat16 matmuls in hardware: a CUDA device with bf16 support, or a CPU with AMX-BF16
+    or AVX512-BF16. Elsewhere bf16 is emulated, and slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    caps = torch.cpu.get_capabilities() if device.type == "cpu" else {}
+    return bool(caps.get("amx_bf16") or caps.get("avx512_bf16"))
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """A training precision (``train_config.PRECISIONS``) for ``device``: ``"auto"`` is ``"bf16"`` where
+    ``bf16_native(device)``, else ``"fp32"``; ``"fp32"`` and ``"bf16"`` are kept."""
+    if precision != "auto":
+        return precision
+    return "bf16" if bf16_native(device) else "fp32"
+
+
 def load_model(
     name_or_path: str = "smollm2-135m",
     *,

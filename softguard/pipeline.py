@@ -65,7 +65,7 @@ from .guard_training import guard_metrics, train_or_reuse
 from .guards import Guard, GuardError, guard_kind, load_guard
 from .io import atomic_write_text, exclusive_lock, read_json, write_json
 from .losses import DistillExample, RLPrompt, build_examples, get_strategy
-from .models import PACKAGED_MODELS, check_model_name, load_model, resolve_device, resolve_model
+from .models import PACKAGED_MODELS, check_model_name, load_model, resolve_device, resolve_model, resolve_precision
 from .prompts import PromptFile, read_prompts
 from .refusal import is_refusal
 from .reporting import prompt_file_lines, render_report
@@ -355,6 +355,8 @@ def teacher_examples(
         temperature=cfg.teacher.temperature,
         seed=cfg.seed,
         batch_size=cfg.gen_batch_size,
+        # the sampling pass keeps the keep branch's top-K targets: no frozen forward over the samples again
+        topk=cfg.train.teacher_topk if strategy.uses_targets else None,
     )
     if cfg.teacher.hard_labels or objective == "diff-of-means":
         items = hard_labels(items, cfg.guard.tau)
@@ -551,6 +553,10 @@ def _run_stages(
         config=asdict(cfg),
         timings=timed,
         device=str(system.model.device),
+        precision={  # "auto" resolved on this device
+            "guard": resolve_precision(cfg.guard.precision, system.model.device),
+            "train": resolve_precision(cfg.train.precision, system.model.device),
+        },
         guard=read_json(gdir / "guard_eval.json"),
         training=summary,
         prompt_files=own_files,

@@ -17,10 +17,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from . import assets, fingerprint
-from .generation import BATCH_SIZE, DECODING_VERSION, Generation, generate
+from .generation import BATCH_SIZE, DECODING_VERSION, Generation, generate, read_topk, write_topk
 from .guards import Guard
 from .io import read_json, write_json
 from .models import chat_prompt, end_of_turn_id
@@ -48,6 +49,9 @@ class TeacherItem:
     rho: float
     samples: list[list[int]] = field(default_factory=list)
     sample_u: list[float] = field(default_factory=list)
+    #: per sample, when ``teacher`` was given ``topk``: the coarse-grained distributions it was drawn from, (ids
+    #: [n, K], log-probs [n, K + 1]) (``Generation``), the keep branch's teacher targets without another forward
+    targets: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list, repr=False, compare=False)
 
 
 class SafeSystem:
@@ -122,24 +126,28 @@ class SafeSystem:
         batch_size: int = BATCH_SIZE,
         skip_above: float = 0.99,
         cache_dir: str | Path | None = None,
+        topk: int | None = None,
     ) -> list[TeacherItem]:
         """Soft teacher quantities for training prompts (DESIGN §4).
 
         Prompt-level: rho = u(x), base samples only for prompts with u(x) < ``skip_above``.
         Response-level: K samples for every prompt, u_k = u(x, r_k), rho = mean_k u_k.
+        ``topk``: each sample also keeps the top-K of the distributions it was drawn from (``TeacherItem.targets``).
         """
         u = self.guard.score(prompts).tolist() if self.mode == "prompt" else [0.0] * len(prompts)
         need = [p for p, ui in zip(prompts, u, strict=True) if ui < skip_above]
         settings = {"num_samples": num_samples, "max_new_tokens": max_new_tokens, "temperature": temperature}
-        samples = self.base_samples(need, seed=seed, batch_size=batch_size, cache_dir=cache_dir, **settings)
+        samples = self.base_samples(need, seed=seed, batch_size=batch_size, cache_dir=cache_dir, topk=topk, **settings)
         items = []
         for p, ui in zip(prompts, u, strict=True):
-            rs = samples.get(p, [])
+            gens = samples.get(p, [])
+            rs = [g.token_ids for g in gens]
+            targets = [(g.topk_ids, g.topk_logp) for g in gens] if topk is not None else []
             if self.mode == "prompt":
-                items.append(TeacherItem(p, ui, rs, [ui] * len(rs)))
+                items.append(TeacherItem(p, ui, rs, [ui] * len(rs), targets))
             else:
                 uk = self.guard.score([p] * len(rs), [self.tokenizer.decode(r, skip_special_tokens=True) for r in rs])
-                items.append(TeacherItem(p, float(uk.mean()), rs, uk.tolist()))
+                items.append(TeacherItem(p, float(uk.mean()), rs, uk.tolist(), targets))
         return items
 
     def greedy(
@@ -154,10 +162,9 @@ class SafeSystem:
         """The base model's greedy responses to (untemplated) ``prompts``, generated once and cached like the
         samples (``base_samples``: a pass at temperature 0), so evaluation and dev sets cost their generation once
         per model, prompts and settings."""
-        ids = self._sample_pass(
+        return self._sample_pass(
             prompts, self._fingerprints(cache_dir), max_new_tokens, 0.0, 0, batch_size, cache_dir, desc
         )
-        return [Generation.from_ids(self.tokenizer, r) for r in ids]
 
     def base_samples(
         self,
@@ -169,8 +176,10 @@ class SafeSystem:
         seed: int,
         batch_size: int = BATCH_SIZE,
         cache_dir: str | Path | None = None,
-    ) -> dict[str, list[list[int]]]:
-        """K samples r_k ~ pi(.|x) per prompt (token ids); sample k is drawn with seed + k.
+        topk: int | None = None,
+    ) -> dict[str, list[Generation]]:
+        """K samples r_k ~ pi(.|x) per prompt; sample k is drawn with seed + k. With ``topk``, each keeps the
+        top-K of the distributions its tokens were drawn from (``Generation``), cached beside the samples.
 
         Each pass over the prompts is cached on its own under ``<cache>/teacher/<key>.json``, so an interrupted
         stage keeps its finished passes and a run with K = 2 reuses the pass of a run with K = 1. The key hashes
@@ -180,15 +189,14 @@ class SafeSystem:
         ``generation.DECODING_VERSION``.
         """
         content = self._fingerprints(cache_dir)
-        out: dict[str, list[list[int]]] = {p: [] for p in prompts}
+        out: dict[str, list[Generation]] = {p: [] for p in prompts}
         for k in range(num_samples):
             desc = f"base samples {k + 1}/{num_samples}"
-            for p, ids in zip(
-                prompts,
-                self._sample_pass(prompts, content, max_new_tokens, temperature, seed + k, batch_size, cache_dir, desc),
-                strict=True,
-            ):
-                out[p].append(ids)
+            gens = self._sample_pass(
+                prompts, content, max_new_tokens, temperature, seed + k, batch_size, cache_dir, desc, topk
+            )
+            for p, g in zip(prompts, gens, strict=True):
+                out[p].append(g)
         return out
 
     def _fingerprints(self, cache_dir: str | Path | None) -> dict[str, str]:
@@ -210,9 +218,15 @@ class SafeSystem:
         batch_size: int,
         cache_dir: str | Path | None,
         desc: str,
-    ) -> list[list[int]]:
+        topk: int | None = None,
+    ) -> list[Generation]:
         """One response per prompt (sampled; greedy at temperature 0), read from or written to the teacher cache;
-        ``content``: the model's, dtype's and tokenizer's fingerprints."""
+        ``content``: the model's, dtype's and tokenizer's fingerprints. With ``topk``, their coarse-grained
+        distributions too, cached beside them (``<key>.top<K>.safetensors``); a pass cached without them runs again
+        (the same responses: its key fixes them) to keep them, so they always come from the pass that drew the
+        responses."""
+        if not prompts:
+            return []
         templated = self.template(prompts)
         key = {
             **content,
@@ -225,8 +239,15 @@ class SafeSystem:
         }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
         cache = assets.cache_root(cache_dir) / "teacher" / f"{digest}.json"
+        kept = cache.with_name(f"{digest}.top{topk}.safetensors")
         if cache.is_file():
-            return read_json(cache)["samples"]
+            samples = read_json(cache)["samples"]
+            stored = None if topk is None else read_topk(kept, [len(r) for r in samples])
+            if topk is None or stored is not None:
+                return [
+                    Generation.from_ids(self.tokenizer, r, t)
+                    for r, t in zip(samples, stored or [None] * len(samples), strict=True)
+                ]
         gens = generate(
             self.model,
             self.tokenizer,
@@ -236,10 +257,12 @@ class SafeSystem:
             temperature=temperature,
             seed=seed,
             desc=desc,
+            topk=topk,
         )
-        samples = [g.token_ids for g in gens]
-        write_json(cache, {"key": {**key, "n_prompts": len(prompts)}, "samples": samples})
-        return samples
+        if topk is not None:  # first: the samples' file is what marks the pass as done
+            write_topk(kept, [(g.topk_ids, g.topk_logp) for g in gens])
+        write_json(cache, {"key": {**key, "n_prompts": len(prompts)}, "samples": [g.token_ids for g in gens]})
+        return gens
 
 
 def hard_labels(items: list[TeacherItem], tau: float) -> list[TeacherItem]:
@@ -249,5 +272,5 @@ def hard_labels(items: list[TeacherItem], tau: float) -> list[TeacherItem]:
     for it in items:
         hard = [float(x >= tau) for x in it.sample_u]
         rho = sum(hard) / len(hard) if hard else float(it.rho >= tau)
-        out.append(TeacherItem(it.prompt, rho, it.samples, hard))
+        out.append(TeacherItem(it.prompt, rho, it.samples, hard, it.targets))
     return out

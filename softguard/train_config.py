@@ -7,6 +7,11 @@ from dataclasses import dataclass
 
 from .checks import require
 
+#: Training precisions (``TrainConfig.precision``, ``GuardTrainConfig.precision``): float32 throughout; bfloat16
+#: autocast of the trained network's forward and backward; or bf16 where the device computes it natively, else fp32
+#: (``models.resolve_precision``).
+PRECISIONS = ("fp32", "bf16", "auto")
+
 
 @dataclass
 class TrainConfig:
@@ -33,6 +38,9 @@ class TrainConfig:
     stratify: bool = True  # every batch holds the refuse and keep examples in their shares of all (``batch_at``)
     shared_prefix: bool = True  # run the rows' common beginning (soft prompt + template head) once per batch
     teacher_topk: int | None = 256  # keep-branch targets: the teacher's top-K + rest, once; None: exact, every step
+    # the training step's decoder forward and backward under bf16 autocast (fp32: none); the LM head, the losses, the
+    # adapter's weights and optimizer, the teacher targets, dev evaluation and all generation stay float32
+    precision: str = "fp32"
     # reinforce only
     rl_samples: int = 2  # K samples per prompt (leave-one-out baseline needs K >= 2)
     rl_max_new_tokens: int = 24
@@ -61,6 +69,7 @@ class TrainConfig:
                 "rl_max_new_tokens": ">= 1",
                 "rl_temperature": "> 0",
                 "kl_coef": ">= 0",
+                "precision": PRECISIONS,
             },
         )
         if self.teacher_topk is not None and self.teacher_topk < 1:

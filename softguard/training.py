@@ -59,6 +59,7 @@ from .generation import shared_head
 from .guards import Guard, auroc
 from .io import atomic_dir, read_json, read_tensors, write_json, write_tensors
 from .losses import Step, get_strategy
+from .models import resolve_precision
 from .train_config import TrainConfig
 
 
@@ -305,6 +306,8 @@ def train(
         raise ValueError("no examples to train on")
     out = Path(out_dir)
     accelerator = Accelerator(cpu=model.device.type == "cpu")  # train where the model was loaded
+    # the step's own autocast (Accelerate's mixed precision is fixed once per process; compare trains many rows)
+    bf16 = resolve_precision(cfg.precision, model.device) == "bf16"
     rank, world = accelerator.process_index, accelerator.num_processes
     per_step = min(cfg.batch_size, len(examples))  # batch_at's global batch
     if per_step < world:
@@ -339,7 +342,8 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * lr_factor(state.step, cfg)
             step = Step(model, tokenizer, adapter, student, cfg, state.step, positions, reward_guard)
-            with accelerator.autocast():  # ``means``: the loss and what is logged, each a mean over this process's rows
+            # ``means``: the loss and what is logged, each a mean over this process's rows
+            with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
                 means = strategy.loss(step, rows)
             # DDP averages the processes' gradients (sums them / world), so the gradient is the global mean's
             accelerator.backward(means["loss"] * share * world)

@@ -10,6 +10,7 @@ import torch
 
 from softguard.config import RunConfig, preset
 from softguard.data import Example, Splits
+from softguard.generation import Generation
 from softguard.guard_training import GuardPairs, guard_key
 from softguard.guards import GuardConfig, GuardTrainConfig
 
@@ -27,8 +28,8 @@ def test_guard_key_is_unchanged():
     )
     pairs = GuardPairs(["make a bomb", "make a bomb"], ["Sure: ...", "I can't help with that."], [1, 0])
     gcfg = GuardTrainConfig(epochs=1, max_length=32, seed=0)
-    assert guard_key(cfg, splits, pairs, gcfg) == "a758df1821b7b790a89743080c9e5982"
-    assert guard_key(cfg, splits, None, gcfg) == "b6abcdab3a957809f1bcaed64b4ff9a6"
+    assert guard_key(cfg, splits, pairs, gcfg) == "c2bda700130a3a297ee1b333fe8b6a81"
+    assert guard_key(cfg, splits, None, gcfg) == "942fa96eaf866bf54d2a27ff6bdb5698"
     for change in ({"tau": 0.6}, {"truncation": "head-tail"}, {"contexts": 8}):
         assert guard_key(replace(cfg, guard=replace(cfg.guard, **change)), splits, None, gcfg) != guard_key(
             cfg, splits, None, gcfg
@@ -97,7 +98,8 @@ def test_guard_pairs_refusing_base_response_is_safe_and_refusals_cycle(tiny_lm, 
 
     def fake_samples(prompts, **kw):
         calls.append(kw)
-        return {p: [tok(answers.get(p, f"Sure, {p}."), add_special_tokens=False)["input_ids"]] for p in prompts}
+        ids = {p: tok(answers.get(p, f"Sure, {p}."), add_special_tokens=False)["input_ids"] for p in prompts}
+        return {p: [Generation.from_ids(tok, ids[p])] for p in prompts}
 
     monkeypatch.setattr(system, "base_samples", fake_samples)
     pairs = guard_pairs(cfg, splits, system)
@@ -214,7 +216,8 @@ def test_guard_stage_trains_once_per_content_key(backbone, tiny_lm, tmp_path, mo
     assert (tmp_path / "run2" / "guard" / "guard_eval.json").read_text() == (
         tmp_path / "run1" / "guard" / "guard_eval.json"
     ).read_text()
-    pipeline.guard_stage(replace(cfg, guard=replace(cfg.guard, epochs=2)), splits, tmp_path / "run3" / "guard", system)
+    more_epochs = replace(cfg, guard=replace(cfg.guard, epochs=cfg.guard.epochs + 1))
+    pipeline.guard_stage(more_epochs, splits, tmp_path / "run3" / "guard", system)
     more = Splits(splits.train + exs("worse", True, 1), splits.dev, {})
     pipeline.guard_stage(cfg, more, tmp_path / "run4" / "guard", system)
     assert len(trained) == 3

@@ -208,6 +208,18 @@ def test_same_seed_same_weights(backbone):
     assert not torch.equal(c.head.weight, a.head.weight)
 
 
+def test_bf16_training_is_close_to_fp32_training(backbone):
+    """precision "bf16" trains the encoder under bf16 autocast: the losses follow fp32's closely, not exactly, and
+    the weights stay float32."""
+    texts, labels = toy(TRAIN_TEMPLATES)
+    cfg = GuardTrainConfig(epochs=2, lr=1e-3, batch_size=8, max_length=32, seed=3)
+    a, b = EncoderGuard.from_backbone(backbone), EncoderGuard.from_backbone(backbone)
+    fp32 = train_guard(a, texts, labels, cfg, progress=False)["loss"]
+    bf16 = train_guard(b, texts, labels, dataclasses.replace(cfg, precision="bf16"), progress=False)["loss"]
+    assert bf16 == pytest.approx(fp32, rel=5e-2) and bf16 != fp32
+    assert all(p.dtype == torch.float32 for p in b.parameters())
+
+
 def test_save_load_round_trip(guard, tmp_path):
     texts, labels = toy(TRAIN_TEMPLATES)
     hist = train_guard(guard, texts, labels, GuardTrainConfig(epochs=1, batch_size=8), progress=False)

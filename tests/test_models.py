@@ -8,7 +8,7 @@ import torch
 from huggingface_hub import constants as hub_constants
 from transformers import AutoTokenizer
 
-from softguard.models import ModelError, check_model_name, load_model, resolve_model
+from softguard.models import ModelError, check_model_name, load_model, resolve_model, resolve_precision
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -75,3 +75,14 @@ def test_tokenizer_without_a_chat_template_is_refused(tiny_lm, tmp_path):
         load_model(str(tmp_path / "m"))
     tok.save_pretrained(tmp_path / "m")  # the same directory with the chat tokenizer loads
     assert load_model(str(tmp_path / "m"))[1].chat_template
+
+
+@pytest.mark.parametrize(
+    ("caps", "expected"),
+    [({"amx_bf16": True}, "bf16"), ({"avx512_bf16": True}, "bf16"), ({"avx2": True, "amx_bf16": False}, "fp32")],
+)
+def test_auto_precision_is_bf16_only_on_a_cpu_that_computes_it(caps, expected, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps)
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == expected
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"  # as given

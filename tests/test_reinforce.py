@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from softguard import losses
 from softguard.adapters import LoRA, SoftPrompt
 from softguard.evaluation import DevSet
 from softguard.generation import generate
-from softguard.losses import rl_prompts
+from softguard.losses import Step, get_strategy, rl_prompts
 from softguard.models import chat_prompt
 from softguard.system import SafeSystem
 from softguard.training import TrainConfig, train
@@ -81,3 +82,29 @@ def test_reinforce_kl_penalty_is_zero_at_the_base_model_and_positive_after(tiny_
     )
     assert state.history[0]["kl"] == 0.0
     assert state.history[-1]["kl"] > 0.0
+
+
+def test_reinforce_samples_and_scores_in_fp32_under_bf16_autocast(tiny_lm, monkeypatch):
+    """Under a bf16 training step (``TrainConfig.precision``) the policy's samples and the guard's rewards are
+    still computed in float32: autocast is off while they run, and on again for the loss."""
+    model, tok = tiny_lm
+    seen: list[tuple[str, bool]] = []
+
+    class RecordingGuard(FirstTokenGuard):
+        def score(self, prompts: list[str], responses: list[str] | None = None) -> torch.Tensor:
+            seen.append(("reward", torch.is_autocast_enabled("cpu")))
+            return super().score(prompts, responses)
+
+    real = losses.generate
+    monkeypatch.setattr(
+        losses, "generate", lambda *a, **k: seen.append(("sample", torch.is_autocast_enabled("cpu"))) or real(*a, **k)
+    )
+    cfg = TrainConfig(objective="reinforce", rl_samples=2, rl_max_new_tokens=2)
+    sp = SoftPrompt.for_model(model, tok, num_tokens=4, init="vocab")
+    rows = rl_prompts(["question 0", "question 1"], SafeSystem(model, tok, None))
+    step = Step(model, tok, sp, sp, cfg, 0, range(2), RecordingGuard("x"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = get_strategy("reinforce").loss(step, rows)
+        assert torch.is_autocast_enabled("cpu")
+    assert seen == [("sample", False), ("reward", False)]
+    assert torch.isfinite(out["loss"]) and out["loss"].requires_grad

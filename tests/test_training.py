@@ -75,6 +75,35 @@ def test_teacher_prompt_level(system, tiny_lm, tmp_path, monkeypatch):
     assert [it.samples for it in one] == [it.samples[:1] for it in items]
 
 
+def test_teacher_keeps_the_sampling_pass_targets_cached_beside_the_samples(system, tiny_lm, tmp_path, monkeypatch):
+    """teacher(topk=K): every sample carries the top-K of the distributions it was drawn from, cached beside the
+    samples and read back; hard labels and build_examples pass them on to the soft examples. A pass cached without
+    them runs again to keep them, with the same samples."""
+    prompts = [HARMFUL[0], BENIGN[0], HARMFUL[1]]
+    settings = {"num_samples": 2, "max_new_tokens": 4, "seed": 5, "cache_dir": tmp_path}
+    items = system.teacher(prompts, topk=4, **settings)
+    assert [it.samples for it in system.teacher(prompts, **settings)] == [it.samples for it in items]
+    assert [len(it.targets) for it in items] == [len(it.samples) for it in items] == [0, 2, 2]
+    assert all(t[0].shape == (len(r), 4) for it in items for r, t in zip(it.samples, it.targets, strict=True))
+    kept = sorted((tmp_path / "teacher").glob("*.top4.safetensors"))
+    assert len(kept) == 2  # one per sampling pass
+
+    def no_generation(*a, **k):
+        raise AssertionError("the samples and their targets should come from the cache")
+
+    with monkeypatch.context() as m:
+        m.setattr("softguard.system.generate", no_generation)
+        cached = system.teacher(prompts, topk=4, **settings)
+    pairs = [(a, b) for x, y in zip(items, cached, strict=True) for a, b in zip(x.targets, y.targets, strict=True)]
+    assert len(pairs) == 4 and all(torch.equal(a[1], b[1]) for a, b in pairs)
+    soft = [ex for ex in build_examples(hard_labels(items, 0.5), system) if ex.soft]
+    assert [id(ex.teacher_logp) for ex in soft] == [id(t[1]) for t in items[1].targets]  # HARMFUL[1] is flagged
+    for f in kept:
+        f.unlink()
+    again = system.teacher(prompts, topk=4, **settings)
+    assert [it.samples for it in again] == [it.samples for it in items] and all(f.is_file() for f in kept)
+
+
 def test_teacher_response_level(tiny_lm, toy_guard, tmp_path):
     model, tok = tiny_lm
     first = SafeSystem(model, tok, toy_guard({}), mode="response")
@@ -82,14 +111,14 @@ def test_teacher_response_level(tiny_lm, toy_guard, tmp_path):
         BENIGN[:2], num_samples=2, max_new_tokens=4, temperature=1.0, seed=0, cache_dir=tmp_path
     )
     text = lambda ids: tok.decode(ids, skip_special_tokens=True)  # noqa: E731
-    a0, a1 = (text(r) for r in samples[BENIGN[0]])
-    b0, b1 = (text(r) for r in samples[BENIGN[1]])
+    a0, a1 = (text(g.token_ids) for g in samples[BENIGN[0]])
+    b0, b1 = (text(g.token_ids) for g in samples[BENIGN[1]])
     assert a0 != a1
     scores = {(BENIGN[0], a0): 1.0, (BENIGN[0], a1): 0.0, (BENIGN[1], b0): 0.2, (BENIGN[1], b1): 0.4}
     guard = toy_guard(scores, default=0.9)
     system = SafeSystem(model, tok, guard, mode="response")
     items = system.teacher(BENIGN[:2], num_samples=2, max_new_tokens=4, cache_dir=tmp_path)
-    assert [it.samples for it in items] == [samples[BENIGN[0]], samples[BENIGN[1]]]
+    assert [it.samples for it in items] == [[g.token_ids for g in samples[p]] for p in BENIGN[:2]]
     assert items[0].sample_u == [1.0, 0.0] and items[0].rho == pytest.approx(0.5)
     assert items[1].sample_u == pytest.approx([0.2, 0.4]) and items[1].rho == pytest.approx(0.3)
     assert all(responses is not None for _, responses in guard.calls)  # never scored prompts alone
@@ -683,3 +712,14 @@ def test_check_objective():
     check_objective(TrainConfig(objective="tv", jsd_beta=2.0))  # beta only matters for jsd
     with pytest.raises(ValueError, match="rl_samples >= 2"):
         check_objective(TrainConfig(objective="reinforce", rl_samples=1))
+
+
+def test_bf16_precision_trains_under_autocast(train_setup, tmp_path):
+    """precision "bf16" trains under bf16 autocast: losses close to fp32's, not equal."""
+    model, tok, examples, dev, cfg = train_setup
+    cfg = dataclasses.replace(cfg, teacher_topk=None)
+    curve = lambda state: [r["loss"] for r in state.history]  # noqa: E731
+    fp32 = curve(train(model, tok, _fresh(model, tok), examples, dev, cfg, tmp_path / "fp32"))
+    bf16_cfg = dataclasses.replace(cfg, precision="bf16")
+    bf16 = curve(train(model, tok, _fresh(model, tok), examples, dev, bf16_cfg, tmp_path / "bf16"))
+    assert bf16 == pytest.approx(fp32, rel=2e-2) and bf16 != fp32

@@ -13,7 +13,7 @@ from softguard import losses, training
 from softguard.adapters import LoRA, SoftPrompt, SteeringVector
 from softguard.adapters.soft_prompt import template_head
 from softguard.evaluation import DevSet
-from softguard.generation import shared_head
+from softguard.generation import generate, shared_head
 from softguard.losses import DistillExample, collate, loss_terms, student_logp, teacher_targets
 from softguard.models import chat_prompt
 from softguard.objectives import OBJECTIVES, coarse_grain, get_objective
@@ -301,3 +301,76 @@ def test_mixed_cached_targets_and_bad_topk_are_refused(tiny_lm):
     with pytest.raises(ValueError, match="teacher_topk must be at least 1"):
         TrainConfig(teacher_topk=0)
     assert dataclasses.replace(TrainConfig(), teacher_topk=None).teacher_topk is None
+
+
+# ------------------------------------------------------------------------------------------------------------
+# bf16 autocast (TrainConfig.precision)
+
+
+def test_head_logp_is_float32_and_exact_under_bf16_autocast(tiny_lm):
+    model, _ = tiny_lm
+    hidden = torch.randn(5, model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    exact = torch.log_softmax(model.get_output_embeddings()(hidden), -1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = losses.head_logp(model, hidden)
+        rounded = torch.log_softmax(model.get_output_embeddings()(hidden).float(), -1)  # what autocast alone gives
+    assert under.dtype == torch.float32 and torch.equal(under, exact)
+    assert not torch.equal(rounded, exact)  # the head would be rounded without the guard against autocast
+
+
+@pytest.mark.parametrize("kind", ["soft-prompt", "lora"])
+def test_bf16_autocast_step_is_close_to_fp32(tiny_lm, kind):
+    """The bf16 step's loss and gradients are float32's up to bf16 rounding (8 significant bits): close, not equal."""
+    model, tok = tiny_lm
+    adapter = make_adapter(kind, model, tok)
+    cfg = TrainConfig(teacher_topk=None)
+    fp32 = loss_and_grads(model, adapter, templated(tok), cfg, "tv")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = loss_and_grads(model, adapter, templated(tok), cfg, "tv")
+    assert bf16[0] == pytest.approx(fp32[0], rel=1e-2) and bf16[0] != fp32[0]
+    for g16, g32 in zip(bf16[1], fp32[1], strict=True):
+        assert g16.dtype == torch.float32  # the adapter's weights and gradients stay float32
+        cos = torch.nn.functional.cosine_similarity(g16.flatten(), g32.flatten(), dim=0)
+        assert cos > 0.99, float(cos)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# teacher targets kept by the sampling pass
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_sampling_pass_keeps_the_teacher_targets(tiny_lm, tmp_path, temperature):
+    """generate(topk=K) keeps, per token, the coarse-grained distribution it was drawn from (at temperature 1):
+    the targets teacher_targets computes with a forward over the same prompt and response, up to float rounding;
+    keeping them changes no token."""
+    model, tok = tiny_lm
+    prompts, k = [chat_prompt(tok, p) for p in PROMPTS], 8
+    settings = {"max_new_tokens": 6, "temperature": temperature, "seed": 3, "progress": False}
+    gens = generate(model, tok, prompts, topk=k, **settings)
+    assert [g.token_ids for g in gens] == [g.token_ids for g in generate(model, tok, prompts, **settings)]
+    examples = [
+        DistillExample(tok(p, add_special_tokens=False)["input_ids"], g.token_ids, 1.0, soft=True)
+        for p, g in zip(prompts, gens, strict=True)
+    ]
+    cfg = TrainConfig(teacher_topk=k, batch_size=2)
+    computed = teacher_targets(model, None, examples, cfg, tok.pad_token_id, cache_dir=tmp_path)
+    for g, ex in zip(gens, computed, strict=True):
+        assert g.topk_ids.shape == (len(g.token_ids), k) and g.topk_logp.shape == (len(g.token_ids), k + 1)
+        assert torch.equal(g.topk_ids, ex.teacher_ids)
+        assert torch.allclose(g.topk_logp, ex.teacher_logp, atol=1e-5)
+
+
+def test_carried_targets_of_the_same_k_are_kept(tiny_lm, tmp_path, monkeypatch):
+    """teacher_targets keeps the targets an example carries when their K is the config's, and computes the
+    others (here: all of them once K differs)."""
+    model, tok = tiny_lm
+    examples = templated(tok)
+    cfg = TrainConfig(teacher_topk=4, batch_size=2)
+    carried = teacher_targets(model, None, examples, cfg, tok.pad_token_id, cache_dir=tmp_path / "a")
+    real, calls = losses._compute_targets, []
+    monkeypatch.setattr(losses, "_compute_targets", lambda *a: calls.append(a[3]) or real(*a))
+    again = teacher_targets(model, None, carried, cfg, tok.pad_token_id, cache_dir=tmp_path / "b")
+    assert calls == [] and all(a.teacher_ids is b.teacher_ids for a, b in zip(carried, again, strict=True))
+    other = teacher_targets(model, None, carried, dataclasses.replace(cfg, teacher_topk=6), 2, cache_dir=tmp_path)
+    assert len(calls) == 1 and len(calls[0]) == sum(ex.soft for ex in examples)
+    assert all(ex.teacher_ids.shape[-1] == 6 for ex in other if ex.soft)
