@@ -393,7 +393,8 @@ PRESETS: dict[str, RunConfig] = {
         # session 6 a step-30 evaluation never chose its step, and each costs ~47 s here (docs/results/fidelity)
         train=TrainConfig(steps=60, eval_every=60, dev_max_new_tokens=10),
     ),
-    # 47 minutes on a 2-core CPU once make demo has cached the guard (measured, README): the quick preset's system,
+    # 47 minutes on a 2-core CPU once make demo had cached the guard (measured 2026-12-02, README; before the 2-epoch
+    # guard and the sampled teacher targets of 2026-12-07, not remeasured since): the quick preset's system,
     # 4x its training prompts, 4x its steps, 2x its dev set and 128 prompts per evaluation set. The
     # whole train split does not fit: sampling the base model's answers to its ~5,000 prompts alone takes about 50
     # minutes here. RunConfig()'s own defaults are DESIGN's (whole train split, soft labels, 2 samples of 64 tokens,

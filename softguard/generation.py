@@ -46,7 +46,7 @@ class Generation:
         """The response of ``token_ids``: its text decoded without special tokens and stripped (``topk``: its
         coarse-grained distributions, ids and log-probs)."""
         text = tokenizer.decode(token_ids, skip_special_tokens=True).strip()
-        return cls(text, token_ids, *(topk if topk is not None else (None, None)))
+        return cls(text, token_ids, *(topk or (None, None)))
 
 
 def write_topk(path: str | Path, parts: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -239,7 +239,7 @@ def _generate_batch(
 
     hook = keep_topk if topk is not None else None
     steps = list(
-        decode_steps(model, tokenizer, prompts, adapter, prefix, max_new_tokens, temperature, generator, True, hook)
+        decode_steps(model, tokenizer, prompts, adapter, prefix, max_new_tokens, temperature, generator, on_logits=hook)
     )
     rows = torch.stack(steps, dim=1).tolist() if steps else [[] for _ in prompts]
     eos = tokenizer.eos_token_id
