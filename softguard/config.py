@@ -190,6 +190,9 @@ class GateConfig:
 
 #: The gate's objective: a logistic regression of the guard's flags on the LLM's states, fitted, not trained.
 GATE_OBJECTIVE = "logistic"
+#: Objectives that compute their adapter from the prompts (a steering vector, a gate) rather than train it: the
+#: training seed does not change them (no initialisation, no batch order), so ``softguard compare`` fits them once.
+FITTED_OBJECTIVES = ("diff-of-means", GATE_OBJECTIVE)
 
 
 @dataclass(frozen=True)
@@ -317,7 +320,7 @@ class RunConfig:
             raise ValueError(f"unknown objective {objective!r}; choose one of: {', '.join(METHODS[method].objectives)}")
         if objective in TRAIN_OBJECTIVES:  # the objective's own parameters (jsd beta)
             check_objective(self.train)
-        if objective in ("diff-of-means", GATE_OBJECTIVE) and self.adapter.init_from is not None:
+        if objective in FITTED_OBJECTIVES and self.adapter.init_from is not None:
             raise ValueError(f"{objective} computes its adapter from the prompts; init_from is for a trained adapter")
         if method == "gate" and self.guard.mode != "prompt":
             raise ValueError(

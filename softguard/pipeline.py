@@ -47,7 +47,7 @@ from . import assets, fingerprint
 from .adapters import Adapter, LoRA, SoftPrompt, SteeringVector, diff_of_means, load_adapter, warm_start
 from .adapters.gate import default_layers
 from .adapters.steering import decoder_layers
-from .config import GATE_OBJECTIVE, GuardConfig, RunConfig, dumps, read_toml
+from .config import FITTED_OBJECTIVES, GATE_OBJECTIVE, GuardConfig, RunConfig, dumps, read_toml
 from .data import (
     Example,
     Splits,
@@ -499,7 +499,7 @@ def run(
     check_config(cfg)
     device = resolve_device(device)  # a bad --device fails before the run directory exists
     procs = PartialState(cpu=device.type == "cpu", timeout=WAIT_TIMEOUT)  # one process, unless launched with more
-    if procs.num_processes > 1 and cfg.train.objective in ("diff-of-means", GATE_OBJECTIVE):
+    if procs.num_processes > 1 and cfg.train.objective in FITTED_OBJECTIVES:
         raise ValueError(
             f"{cfg.train.objective} trains nothing that several processes could share; run it in one process"
         )

@@ -406,7 +406,8 @@ def render_compare_report(results: dict[str, Any]) -> str:
         f"({run['guard']['mode']}-level, tau = {run['guard']['tau']}); judge: MiniLM trained on the disjoint train "
         "half B, reading (prompt, response). "
         f"Grid: methods {', '.join(cfg['methods'])} x objectives {', '.join(cfg['objectives'])} x seeds "
-        f"{', '.join(map(str, cfg['seeds']))} (combinations a method cannot train are skipped). Greedy decoding, at "
+        f"{', '.join(map(str, cfg['seeds']))} (combinations a method cannot train are skipped; diff-of-means and "
+        "the gate, computed from the prompts, run at the first seed only). Greedy decoding, at "
         f"most {run['eval']['max_new_tokens']} new tokens; refusal = r* or a refusal phrase at the start. Brackets: "
         f"bootstrap 95 % intervals ({cfg['n_boot']} resamples).",
         "",

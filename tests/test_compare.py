@@ -16,16 +16,21 @@ from softguard.data import Example, Splits
 from softguard.reporting import plot_pareto, render_compare_report
 
 
-def test_grid_skips_combinations_a_method_cannot_train():
-    cfg = preset("quick", methods=["soft-prompt", "steering"], objectives=["tv", "diff-of-means"], seeds=[0, 1])
+def test_grid_skips_combinations_a_method_cannot_train_and_fits_seedless_ones_once():
+    cfg = preset(
+        "quick",
+        methods=["soft-prompt", "steering", "gate"],
+        objectives=["tv", "diff-of-means", "logistic"],
+        seeds=[1, 2],
+    )
     names = [r.name for r in grid(cfg)]
     assert names == [
-        "soft-prompt-tv-s0",
         "soft-prompt-tv-s1",
-        "steering-tv-s0",
+        "soft-prompt-tv-s2",
         "steering-tv-s1",
-        "steering-diff-of-means-s0",
-        "steering-diff-of-means-s1",
+        "steering-tv-s2",
+        "steering-diff-of-means-s1",  # computed from the prompts: the same vector at every seed
+        "gate-logistic-s1",
     ]
     with pytest.raises(ValueError, match="no valid method x objective"):
         grid(preset("quick", methods=["lora"], objectives=["diff-of-means"]))
