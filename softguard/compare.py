@@ -6,7 +6,8 @@ train); the rows share the guard, the teacher samples and the dev set. Every row
 suite of ``softguard run`` (``eval_suite.Suite``: per-set rates with bootstrap 95 % intervals, decision agreement
 with the system, TV / KL to the system and to the base model), on ``COMPARE_SETS`` and the user's
 ``--eval-prompts`` set, each row's responses generated once; then by compare's ``Extras`` (judges, XSTest types,
-MMLU) and its cost. With several seeds a cell also reports the mean and spread of its seeds' scores (DESIGN §6).
+MMLU) and its cost. With several seeds a cell also reports the mean and spread of its seeds' scores (DESIGN §6);
+with several objectives per method, the one chosen on dev (``chosen_on_dev``).
 
 Two guards, trained on disjoint halves of the train split (prompts and (prompt, response) pairs): the *teacher*
 guard (half A) supervises training; the *judge* (half B) reads each row's (prompt, response) and scores it, so the
@@ -43,7 +44,7 @@ from .config import FITTED_OBJECTIVES, METHODS, AdapterConfig, CompareConfig, Ru
 from .cost import measure_row_isolated
 from .data import Example, Splits, load_mmlu_test, make_splits
 from .eval_suite import SETS, Suite
-from .evaluation import mmlu_accuracy, rate, score_by_category
+from .evaluation import dev_score, mmlu_accuracy, rate, score_by_category
 from .guards import Guard, load_guard
 from .io import atomic_write_text, read_json, write_json
 from .models import resolve_device
@@ -57,6 +58,7 @@ from .pipeline import (
     fetch_stage,
     guard_dir,
     guard_stage,
+    kept_training,
     open_run_dir,
     run_lock,
     system_guard,
@@ -65,7 +67,7 @@ from .pipeline import (
     train_stage,
     trained_guard,
 )
-from .reporting import plot_pareto, render_compare_report
+from .reporting import plot_pareto, render_compare_report, selected_record
 
 #: The name of the user's judge (``CompareConfig.judge``) in the reports.
 USER_JUDGE = "user judge"
@@ -179,7 +181,8 @@ class Extras:
 
 
 def aggregate(rows: dict[str, dict[str, Any]], grid_rows: list[Row]) -> dict[str, Any]:
-    """Per grid cell: mean and sample standard deviation over its seeds of every headline score."""
+    """Per grid cell: mean and sample standard deviation over its seeds of every headline score and of the kept
+    adapter's dev agreement and dev TV (``rows[name]["dev"]``, ``kept_dev``)."""
     values: dict[str, dict[str, list[float]]] = {}
     for row in grid_rows:
         r = rows[row.name]
@@ -188,6 +191,8 @@ def aggregate(rows: dict[str, dict[str, Any]], grid_rows: list[Row]) -> dict[str
             "benign_compliance": r["benign_compliance"],
             "mmlu": r["mmlu"]["score"],
             "agreement": r["agreement"]["all"]["score"],
+            "dev_agreement": r["dev"]["dev_agreement"],
+            "dev_tv": r["dev"]["dev_tv"],
         }
         for k, v in scores.items():
             values.setdefault(row.cell, {}).setdefault(k, []).append(v)
@@ -198,6 +203,26 @@ def aggregate(rows: dict[str, dict[str, Any]], grid_rows: list[Row]) -> dict[str
         }
         for cell, metrics in values.items()
     }
+
+
+def chosen_on_dev(cells: dict[str, Any], grid_rows: list[Row]) -> dict[str, str]:
+    """Per method, the cell (objective) whose seeds' kept adapters score best on dev on average: ``dev_score`` of
+    the mean dev agreement and mean dev TV (agreement with the system's decisions, ties to the lower TV), the choice
+    a user makes without looking at the test sets; a tie keeps the first cell of the grid."""
+    by_method: dict[str, dict[str, None]] = {}
+    for row in grid_rows:
+        by_method.setdefault(row.method, {})[row.cell] = None
+
+    def score(cell: str) -> float:
+        return dev_score({k: cells[cell][k]["mean"] for k in ("dev_agreement", "dev_tv")})
+
+    return {method: max(cell_names, key=score) for method, cell_names in by_method.items()}
+
+
+def kept_dev(sdir: Path) -> dict[str, float]:
+    """The dev numbers (``dev_agreement``, ``dev_tv``, ...) of the adapter the training in ``sdir`` kept."""
+    record = selected_record(kept_training(sdir))
+    return {k: v for k, v in record.items() if k.startswith("dev_")}
 
 
 def compare(
@@ -234,11 +259,13 @@ def _compare_stages(cfg: CompareConfig, rows: list[Row], out: Path, resume: bool
         judges[USER_JUDGE] = load_guard(cfg.judge, model.device)
     dev = timed("dev", dev_stage, run, system, half_a)
     adapter_dirs: dict[str, Path | None] = {"base": None, "system": None}
+    dev_records: dict[str, dict[str, float]] = {}
     for row in rows:
         rcfg, sdir = row_config(cfg, row), out / "rows" / row.name / "student"
         items, examples = timed("teacher", teacher_examples, rcfg, system, half_a)
         timed("train", train_stage, rcfg, system, items, examples, dev, sdir, resume)
         adapter_dirs[row.name] = sdir / "best"
+        dev_records[row.name] = kept_dev(sdir)
     suite = timed("evaluate", Suite, run, system, eval_sets(run, half_a, COMPARE_SETS, cfg.n_jailbreak), cfg.n_boot)
     extras = timed("evaluate", Extras, cfg, suite, judges)
     scores: dict[str, dict[str, Any]] = {}
@@ -248,6 +275,7 @@ def _compare_stages(cfg: CompareConfig, rows: list[Row], out: Path, resume: bool
         scores[name] |= timed("evaluate", extras.row, name, adapter, scores[name]["sets"])
     for row in rows:
         scores[row.name] |= {"method": row.method, "objective": row.objective, "seed": row.seed, "cell": row.cell}
+        scores[row.name]["dev"] = dev_records[row.name]
     for name, adir in adapter_dirs.items():
         cost = timed(
             "cost",
@@ -268,12 +296,14 @@ def _compare_stages(cfg: CompareConfig, rows: list[Row], out: Path, resume: bool
             record[name]["judge_u"] = {j: u[i] for j, u in by_judge.items()}
     atomic_write_text(out / "generations.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     timed["total"] = round(time.perf_counter() - t_start, 1)
+    cells = aggregate(scores, rows)
     results = {
         "config": asdict(cfg),
         "n": suite.sizes,
         "n_mmlu": len(extras.mmlu),
         "rows": scores,
-        "cells": aggregate(scores, rows),
+        "cells": cells,
+        "chosen_on_dev": chosen_on_dev(cells, rows),
         "guard": read_json(gdir / "guard_eval.json"),
         "judge": read_json(out / "judge" / "guard_eval.json"),
         "timings": timed,

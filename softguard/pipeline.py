@@ -580,16 +580,24 @@ def _training_done(sdir: Path, steps: int) -> bool:
 
 
 def _training_summary(sdir: Path, n_prompts: int, examples: list) -> dict[str, Any]:
-    """Counts and the dev history (training steps, the diff-of-means alpha grid, or the gate's (read-out, layer, l2)
-    grid)."""
-    last = sdir / "last" / "trainer_state.json"
-    history = read_json(last)["history"] if last.is_file() else read_json(sdir / "history.json")
-    best = read_json(sdir / "best" / "adapter_config.json").get("training", {})
+    """Counts, and what the training in ``sdir`` kept (``kept_training``)."""
     return {
         "prompts": n_prompts,
         "examples": len(examples),
         "keep_examples": sum(getattr(e, "soft", False) for e in examples),
         "refuse_examples": sum(not getattr(e, "soft", True) for e in examples),
+        **kept_training(sdir),
+    }
+
+
+def kept_training(sdir: Path) -> dict[str, Any]:
+    """The adapter a finished training in ``sdir`` kept (``best_step``, ``best_alpha`` or ``best_gate``, the
+    others None) and its dev history (training steps, the diff-of-means alpha grid, or the gate's (read-out, layer,
+    l2) grid); ``reporting.selected_record`` picks the kept one's dev record from them."""
+    last = sdir / "last" / "trainer_state.json"
+    history = read_json(last)["history"] if last.is_file() else read_json(sdir / "history.json")
+    best = read_json(sdir / "best" / "adapter_config.json").get("training", {})
+    return {
         "best_step": best.get("step"),
         "best_alpha": best.get("alpha"),
         "best_gate": (

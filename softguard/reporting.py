@@ -471,23 +471,7 @@ def render_compare_report(results: dict[str, Any]) -> str:
         ),
         "",
     ]
-    if any(m["harmful_refusal"]["seeds"] > 1 for m in results["cells"].values()):
-        lines += [
-            "## Seeds: mean +- standard deviation over training seeds (%)",
-            "",
-            "| cell | seeds | agreement with system | harmful refusal | benign compliance | MMLU |",
-            "|---|---|---|---|---|---|",
-            *(
-                f"| {cell} | {m['harmful_refusal']['seeds']} | "
-                + " | ".join(
-                    f"{_pct(m[k]['mean'])} +- {_pct(m[k]['std'])}" if k in m else "-"
-                    for k in ("agreement", "harmful_refusal", "benign_compliance", "mmlu")
-                )
-                + " |"
-                for cell, m in results["cells"].items()
-            ),
-            "",
-        ]
+    lines += _cells_section(results)
     lines += [
         "## Guards",
         "",
@@ -504,6 +488,31 @@ def render_compare_report(results: dict[str, Any]) -> str:
         *_wall_time(results),
     ]
     return "\n".join(lines)
+
+
+def _cells_section(results: dict[str, Any]) -> list[str]:
+    """Per grid cell, the mean +- standard deviation over its seeds (the kept adapters' dev agreement first), and
+    per method the cell chosen on dev; nothing when every cell is one row and no method has several."""
+    cells, chosen = results["cells"], results.get("chosen_on_dev", {})  # older results: no dev columns
+    several = bool(chosen) and len(cells) > len(chosen)  # some method has several objectives
+    if not several and all(m["harmful_refusal"]["seeds"] == 1 for m in cells.values()):
+        return []
+    keys = ("dev_agreement", "agreement", "harmful_refusal", "benign_compliance", "mmlu")
+    lines = [
+        "## Cells: mean +- standard deviation over training seeds (%)",
+        "",
+        "Dev agreement: the kept adapter's agreement with the system's decisions on the dev prompts, which chose "
+        "its step (or scale, or gate) and, per method, the objective marked chosen on dev (the highest mean dev "
+        "agreement, ties to the lower mean dev TV). The other columns are the test sets'.",
+        "",
+        "| cell | seeds | dev agreement | agreement with system | harmful refusal | benign compliance | MMLU |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for cell, m in cells.items():
+        mark = " **(chosen on dev)**" if cell in chosen.values() and several else ""
+        values = (f"{_pct(m[k]['mean'])} +- {_pct(m[k]['std'])}" if k in m else "-" for k in keys)
+        lines.append(f"| {cell}{mark} | {m['harmful_refusal']['seeds']} | " + " | ".join(values) + " |")
+    return [*lines, ""]
 
 
 def _bytes(n: int) -> str:

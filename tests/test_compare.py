@@ -9,7 +9,7 @@ from dataclasses import asdict
 
 import pytest
 
-from softguard.compare import COMPARE_SETS, Row, aggregate, grid, halves, rate, row_config
+from softguard.compare import COMPARE_SETS, Row, aggregate, chosen_on_dev, grid, halves, rate, row_config
 from softguard.config import METHODS
 from softguard.config import compare_preset as preset
 from softguard.data import Example, Splits
@@ -94,14 +94,17 @@ def _results() -> dict:
         "soft-prompt-tv-s0": _row(0.5, 0.75, 230_400, 0.625, method="soft-prompt", objective="tv", seed=0),
         "soft-prompt-tv-s1": _row(0.625, 0.75, 230_400, 0.875, method="soft-prompt", objective="tv", seed=1),
     }
+    for name, agreement in (("soft-prompt-tv-s0", 0.5), ("soft-prompt-tv-s1", 0.75)):
+        rows[name]["dev"] = {"dev_agreement": agreement, "dev_tv": 0.25}
     grid_rows = [Row("soft-prompt", "tv", 0), Row("soft-prompt", "tv", 1)]
-    cfg = preset("quick", seeds=[0, 1])
+    cfg, cells = preset("quick", seeds=[0, 1]), aggregate(rows, grid_rows)
     return {
         "config": json.loads(json.dumps(asdict(cfg))),
         "n": {name: 10 for name in COMPARE_SETS},
         "n_mmlu": 10,
         "rows": rows,
-        "cells": aggregate(rows, grid_rows),
+        "cells": cells,
+        "chosen_on_dev": chosen_on_dev(cells, grid_rows),
         "guard": {"dev": {"auroc": 0.9, "precision": 0.8, "recall": 0.7, "f1": 0.75, "n": 12}},
         "judge": {"dev": {"auroc": 0.85, "precision": 0.8, "recall": 0.7, "f1": 0.75, "n": 12}},
         "timings": {"train": 1.0, "total": 2.0},
@@ -115,6 +118,31 @@ def test_aggregate_means_and_spreads_over_seeds():
     assert hr["std"] == pytest.approx(((0.0625**2) * 2) ** 0.5)  # sample std of 0.5 and 0.625
 
 
+def test_each_method_keeps_the_objective_best_on_dev_not_on_test():
+    """Per method, the cell with the highest mean dev agreement over its seeds (ties: lower mean dev TV), whatever
+    its test agreement; the report marks it and shows the dev column."""
+    res = _results()
+    rows, grid_rows = res["rows"], [Row("soft-prompt", "tv", 0), Row("soft-prompt", "tv", 1)]
+    dev = {  # name: (dev agreement, dev TV, test agreement)
+        "soft-prompt-sft-s0": (0.75, 0.5, 0.25),
+        "soft-prompt-sft-s1": (0.75, 0.5, 0.25),  # dev 0.75 > tv's 0.625 on average, test worse: chosen
+        "lora-tv-s0": (0.5, 0.25, 0.9),
+        "lora-sft-s0": (0.5, 0.125, 0.1),  # a dev agreement tie: the lower dev TV is chosen
+        "lora-kl-s0": (0.25, 0.0, 1.0),
+    }
+    for name, (agreement, tv, test) in dev.items():
+        method, objective, seed = name.rsplit("-", 2)
+        rows[name] = _row(0.5, 0.5, 0, test) | {"dev": {"dev_agreement": agreement, "dev_tv": tv}}
+        grid_rows.append(Row(method, objective, int(seed[1:])))
+    cells = aggregate(rows, grid_rows)
+    assert cells["soft-prompt/sft"]["dev_agreement"] == {"mean": 0.75, "std": 0.0, "seeds": 2}
+    chosen = chosen_on_dev(cells, grid_rows)
+    assert chosen == {"soft-prompt": "soft-prompt/sft", "lora": "lora/sft"}
+    md = render_compare_report(res | {"cells": cells, "chosen_on_dev": chosen})
+    assert "| soft-prompt/sft **(chosen on dev)** | 2 | 75.0 +- 0.0 | 25.0 +- 0.0 |" in md
+    assert "| soft-prompt/tv | 2 | 62.5 +- 17.7 |" in md and "| lora/kl | 1 | 25.0 +- 0.0 | 100.0 +- 0.0 |" in md
+
+
 def test_report_numbers_equal_results_json():
     res = _results()
     md = render_compare_report(res)
@@ -123,7 +151,8 @@ def test_report_numbers_equal_results_json():
     assert "| two-model system (LLM + guard) |" in md
     assert "| 0.125 | 0.500 | 0.250 | n/a |" in md  # fidelity, NaN shown as n/a
     assert "| soft-prompt / tv (seed 0) | 57,600 | 230,400 | 700 | 12.5 | 20.2 | 12.5 |" in md
-    assert "| soft-prompt/tv | 2 | 75.0 +- 17.7 | 56.2 +- 8.8 | 75.0 +- 0.0 | 40.0 +- 0.0 |" in md
+    assert "| soft-prompt/tv | 2 | 62.5 +- 17.7 | 75.0 +- 17.7 | 56.2 +- 8.8 | 75.0 +- 0.0 | 40.0 +- 0.0 |" in md
+    assert "chosen on dev**" not in md  # one objective: nothing to choose
     assert md.index("## Fidelity: decision agreement") < md.index("## Safety")  # agreement leads
     assert "| all (n=10) | |u - tau| >= 0.4 (n=10) | |u - tau| < 0.2 (n=10) | TV vs system |" in md
     assert "| soft-prompt / tv (seed 0) | 62.5 [52.5, 72.5] | 62.5 [52.5, 72.5] |" in md.split("## Safety")[0]
@@ -203,6 +232,10 @@ def test_compare_end_to_end(tiny_lm, backbone, tmp_path):
     assert res["rows"]["soft-prompt-tv-s0"]["fidelity"]["base"]["tv"] > 0
     assert res["rows"]["soft-prompt-tv-s0"]["cost"]["added_parameters"] == 100 * d
     assert res["rows"]["steering-tv-s0"]["cost"]["added_parameters"] == d
+    history = read_json(out / "rows" / "soft-prompt-tv-s0" / "student" / "history.json")
+    dev = res["rows"]["soft-prompt-tv-s0"]["dev"]  # the kept (only) step's dev record
+    assert dev == {k: v for k, v in history[-1].items() if k.startswith("dev_")} and 0 <= dev["dev_agreement"] <= 1
+    assert res["chosen_on_dev"] == {"soft-prompt": "soft-prompt/tv", "steering": "steering/tv"}
     assert res["rows"]["system"]["cost"]["added_parameters"] > 0  # the guard
     lines = (out / "generations.jsonl").read_text().splitlines()
     assert len(lines) == sum(res["n"].values())
