@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -510,9 +511,14 @@ def _cells_section(results: dict[str, Any]) -> list[str]:
     ]
     for cell, m in cells.items():
         mark = " **(chosen on dev)**" if cell in chosen.values() and several else ""
-        values = (f"{_pct(m[k]['mean'])} +- {_pct(m[k]['std'])}" if k in m else "-" for k in keys)
+        values = (_mean_sd(m[k]) if k in m else "-" for k in keys)
         lines.append(f"| {cell}{mark} | {m['harmful_refusal']['seeds']} | " + " | ".join(values) + " |")
     return [*lines, ""]
+
+
+def _mean_sd(stat: dict[str, Any]) -> str:
+    """A cell's mean +- sample standard deviation (%); only the value for a cell of one row."""
+    return _pct(stat["mean"]) + (f" +- {_pct(stat['std'])}" if stat["seeds"] > 1 else "")
 
 
 def _bytes(n: int) -> str:
@@ -563,28 +569,78 @@ def _annotate(ax: Any, text: str, xy: tuple[float, float], offset: tuple[int, in
     return ax.annotate(text, xy, textcoords="offset points", xytext=offset, ha=ha, va="bottom", fontsize=8)
 
 
+@dataclass(frozen=True)
+class ParetoPoint:
+    """A point of ``plot_pareto``: mean benign compliance (x) and harmful refusal (y), in %, with their sample
+    standard deviations over a cell's seeds (0 for one row)."""
+
+    label: str
+    x: float
+    y: float
+    x_sd: float
+    y_sd: float
+    added_bytes: int
+    marker: str
+
+
+def pareto_points(results: dict[str, Any]) -> list[ParetoPoint]:
+    """The base and system rows, then one point per grid cell (``results["cells"]``: its seeds' mean and spread),
+    so that seeds of one cell do not crowd the plot."""
+    rows, cells = results["rows"], results["cells"]
+    points = [
+        ParetoPoint(
+            ROW_TITLES[name],
+            100 * rows[name]["benign_compliance"],
+            100 * rows[name]["harmful_refusal"],
+            0.0,
+            0.0,
+            rows[name]["cost"]["added_bytes"],
+            marker,
+        )
+        for name, marker in (("base", "s"), ("system", "D"))
+    ]
+    for cell, m in cells.items():
+        row = next(r for r in rows.values() if r.get("cell") == cell)
+        bc, hr, n = m["benign_compliance"], m["harmful_refusal"], m["harmful_refusal"]["seeds"]
+        label = f"{row['method']} / {row['objective']}" + (f" ({n} seeds)" if n > 1 else "")
+        points.append(
+            ParetoPoint(
+                label,
+                100 * bc["mean"],
+                100 * hr["mean"],
+                100 * bc["std"],
+                100 * hr["std"],
+                row["cost"]["added_bytes"],
+                "o",
+            )
+        )
+    return points
+
+
 def plot_pareto(results: dict[str, Any], path: str | Path) -> Path:
-    """Scatter of mean harmful refusal (y) against mean benign compliance (x), marker area ~ sqrt(added bytes)."""
+    """Scatter of mean harmful refusal (y) against mean benign compliance (x) per row of ``pareto_points``, error
+    bars +- one standard deviation over a cell's seeds, marker area ~ sqrt(added bytes)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = results["rows"]
-    max_bytes = max(max(r["cost"]["added_bytes"] for r in rows.values()), 1)
+    points = pareto_points(results)
+    max_bytes = max(max(p.added_bytes for p in points), 1)
     fig, ax = plt.subplots(figsize=(7.5, 5.5), dpi=120)
     labels, sizes = [], []
-    for name, r in rows.items():
-        x, y = 100 * r["benign_compliance"], 100 * r["harmful_refusal"]
-        size = 40 + 600 * (r["cost"]["added_bytes"] / max_bytes) ** 0.5
-        marker = {"base": "s", "system": "D"}.get(name, "o")
-        ax.scatter(x, y, s=size, marker=marker, alpha=0.6, edgecolors="black", linewidths=0.8)
+    for p in points:
+        size = 40 + 600 * (p.added_bytes / max_bytes) ** 0.5
+        ax.scatter(p.x, p.y, s=size, marker=p.marker, alpha=0.6, edgecolors="black", linewidths=0.8)
+        if p.x_sd or p.y_sd:
+            ax.errorbar(p.x, p.y, xerr=p.x_sd, yerr=p.y_sd, fmt="none", ecolor="black", elinewidth=0.8, alpha=0.6)
         sizes.append(size)
-        labels.append((row_title(name, r) + f"\n{_bytes(r['cost']['added_bytes'])} added", (x, y)))
+        labels.append((f"{p.label}\n{_bytes(p.added_bytes)} added", (p.x, p.y)))
     ax.set(
         xlabel="benign compliance (%, mean of XSTest-safe and held-out benign)",
         ylabel="harmful refusal (%, mean of the harmful sets)",
-        title=f"softguard compare `{results['config']['name']}`: safety vs usefulness (marker area ~ added bytes)",
+        title=f"softguard compare `{results['config']['name']}`: safety vs usefulness\n"
+        "marker area ~ added bytes; bars: +- 1 standard deviation over a cell's seeds",
         xlim=(-5, 115),
         ylim=(-5, 105),
     )

@@ -91,8 +91,12 @@ def _results() -> dict:
     rows = {
         "base": _row(0.0, 1.0, 0),
         "system": _row(0.75, 0.5, 90_000_000),
-        "soft-prompt-tv-s0": _row(0.5, 0.75, 230_400, 0.625, method="soft-prompt", objective="tv", seed=0),
-        "soft-prompt-tv-s1": _row(0.625, 0.75, 230_400, 0.875, method="soft-prompt", objective="tv", seed=1),
+        "soft-prompt-tv-s0": _row(
+            0.5, 0.75, 230_400, 0.625, method="soft-prompt", objective="tv", seed=0, cell="soft-prompt/tv"
+        ),
+        "soft-prompt-tv-s1": _row(
+            0.625, 0.75, 230_400, 0.875, method="soft-prompt", objective="tv", seed=1, cell="soft-prompt/tv"
+        ),
     }
     for name, agreement in (("soft-prompt-tv-s0", 0.5), ("soft-prompt-tv-s1", 0.75)):
         rows[name]["dev"] = {"dev_agreement": agreement, "dev_tv": 0.25}
@@ -140,7 +144,7 @@ def test_each_method_keeps_the_objective_best_on_dev_not_on_test():
     assert chosen == {"soft-prompt": "soft-prompt/sft", "lora": "lora/sft"}
     md = render_compare_report(res | {"cells": cells, "chosen_on_dev": chosen})
     assert "| soft-prompt/sft **(chosen on dev)** | 2 | 75.0 +- 0.0 | 25.0 +- 0.0 |" in md
-    assert "| soft-prompt/tv | 2 | 62.5 +- 17.7 |" in md and "| lora/kl | 1 | 25.0 +- 0.0 | 100.0 +- 0.0 |" in md
+    assert "| soft-prompt/tv | 2 | 62.5 +- 17.7 |" in md and "| lora/kl | 1 | 25.0 | 100.0 | 50.0 |" in md
 
 
 def test_report_numbers_equal_results_json():
@@ -170,6 +174,16 @@ def test_report_numbers_equal_results_json():
     body = safety[safety.index("|---") :].split("\n", 1)[1]  # the table rows, below the separator
     numbers = set(re.findall(r"\d+\.\d", body))
     assert numbers and numbers <= allowed
+
+
+def test_pareto_has_one_point_per_cell_with_its_seeds_spread():
+    from softguard.reporting import pareto_points
+
+    points = pareto_points(_results())
+    assert [p.label for p in points] == ["base LLM", "two-model system (LLM + guard)", "soft-prompt / tv (2 seeds)"]
+    cell = points[-1]  # seeds' harmful refusal 50 and 62.5 %, benign compliance 75 and 75 %
+    assert (cell.x, cell.y, cell.x_sd) == (75.0, 56.25, 0.0) and cell.y_sd == pytest.approx(8.8388, abs=1e-4)
+    assert (points[1].y, points[1].added_bytes, points[1].marker) == (75.0, 90_000_000, "D")
 
 
 def test_pareto_png_is_written(tmp_path):
