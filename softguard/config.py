@@ -396,17 +396,18 @@ PRESETS: dict[str, RunConfig] = {
         # session 6 a step-30 evaluation never chose its step, and each costs ~47 s here (docs/results/fidelity)
         train=TrainConfig(steps=60, eval_every=60, dev_max_new_tokens=10),
     ),
-    # 47 minutes on a 2-core CPU once make demo had cached the guard (measured 2026-12-02, README; before the 2-epoch
-    # guard and the sampled teacher targets of 2026-12-07, not remeasured since): the quick preset's system,
-    # 4x its training prompts, 4x its steps, 2x its dev set and 128 prompts per evaluation set. The
-    # whole train split does not fit: sampling the base model's answers to its ~5,000 prompts alone takes about 50
-    # minutes here. RunConfig()'s own defaults are DESIGN's (whole train split, soft labels, 2 samples of 64 tokens,
-    # 400 steps), for a GPU.
+    # 40 minutes on a 2-core CPU once make demo has cached the guard (39 min 41 s measured 2026-12-07 with the dev
+    # set cached too, 80 s more without; README, the full preset): the quick preset's system, the whole train split
+    # (5,067 prompts; with the teacher targets kept by the sampling pass their base samples take 16 minutes here),
+    # 4x the quick preset's steps, 2x its dev set and 128 prompts per evaluation set. On the same 240 steps it
+    # copied the system more closely than 640 + 640 prompts did, on dev and on test (docs/results/fidelity, session
+    # 26). RunConfig()'s own defaults are DESIGN's (soft labels, 2 samples of 64 tokens, 400 steps, whole dev and
+    # test sets), for a GPU.
     "full": RunConfig(
         name="full",
         guard=PRESET_GUARD,
         teacher=PRESET_TEACHER,
-        data=DataConfig(n_train_harmful=640, n_train_benign=640, n_dev=128),
+        data=DataConfig(n_train_harmful=None, n_train_benign=None, n_dev=128),
         eval=EvalConfig(n=128, max_new_tokens=32),
         train=TrainConfig(steps=240, eval_every=80, dev_max_new_tokens=10),
     ),

@@ -23,7 +23,9 @@ def test_preset_overrides_top_level_and_train_fields():
     assert (cfg.name, cfg.seed, cfg.train.steps, cfg.train.objective) == ("x", 3, 7, "kl")
     assert PRESETS["quick"].train.steps == 60 and PRESETS["quick"].name == "quick"  # presets are not mutated
     assert PRESETS["full"].guard == PRESETS["quick"].guard  # both presets distill the same system
-    assert PRESETS["full"].data.n_train_harmful > PRESETS["quick"].data.n_train_harmful
+    full = PRESETS["full"].data
+    assert (full.n_train_harmful, full.n_train_benign) == (None, None)  # the whole train split
+    assert PRESETS["quick"].data.n_train_harmful is not None
 
 
 def test_unknown_preset_lists_presets():
